@@ -1,0 +1,77 @@
+"""Paged KV storage shared by every session's channels.
+
+Keys and values of all layers live in one pool per layer, `[slots, kv_heads, head_dim]`, handed out in
+fixed-size blocks. A block belongs to exactly one `Sequence`; sharing happens one level up, where a
+sequence continues a visible prefix of its parent (see `sequence.py`), so forking a channel copies nothing
+and discarding one returns only its own blocks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class KVCache:
+    def __init__(
+        self,
+        *,
+        num_layers: int,
+        num_kv_heads: int,
+        head_dim: int,
+        block_size: int,
+        num_blocks: int,
+        max_blocks: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
+        self.block_size = block_size
+        self.max_blocks = max_blocks
+        self.num_blocks = num_blocks
+        shape = (num_blocks * block_size, num_kv_heads, head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self._free = list(range(num_blocks - 1, -1, -1))
+
+    @classmethod
+    def for_model(cls, model: torch.nn.Module, *, block_size: int, num_blocks: int, max_blocks: int) -> KVCache:
+        config = model.config.get_text_config()
+        heads = config.num_attention_heads
+        param = next(model.parameters())
+        return cls(
+            num_layers=config.num_hidden_layers,
+            num_kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+            head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
+            block_size=block_size,
+            num_blocks=num_blocks,
+            max_blocks=max_blocks,
+            dtype=param.dtype,
+            device=param.device,
+        )
+
+    @property
+    def num_free(self) -> int:
+        return len(self._free)
+
+    @property
+    def bytes_per_token(self) -> int:
+        return sum(t[0].numel() * t.element_size() for t in (*self.k, *self.v))
+
+    def allocate(self) -> int:
+        if not self._free:
+            self._grow()
+        return self._free.pop()
+
+    def free(self, blocks: list[int]) -> None:
+        self._free.extend(reversed(blocks))
+
+    def _grow(self) -> None:
+        """Double the pool (a copy, rare: sizing `initial_blocks` right avoids it on a GPU)."""
+        extra = min(self.num_blocks, self.max_blocks - self.num_blocks)
+        if extra <= 0:
+            raise MemoryError(f"KV cache is full ({self.num_blocks} blocks of {self.block_size} tokens)")
+        pad = extra * self.block_size
+        for pool in (self.k, self.v):
+            for i, t in enumerate(pool):
+                pool[i] = torch.cat([t, t.new_zeros((pad, *t.shape[1:]))])
+        self._free = list(range(self.num_blocks + extra - 1, self.num_blocks - 1, -1)) + self._free
+        self.num_blocks += extra

@@ -1,0 +1,86 @@
+"""A channel's tokens: its own tokens and KV blocks, continuing a visible prefix of a parent sequence.
+
+The conversation of a session is a chain of sequences (instructions, then one per turn). An input channel
+forks by pointing at the output channel with the length it had at the fork: nothing is copied, and the
+output may keep growing beyond that point without the input seeing it (paper Figure 1, right). Parents
+are reference counted, so a sequence's blocks go back to the pool when nothing continues it.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from .kv_cache import KVCache
+
+_ids = itertools.count()
+
+
+class Sequence:
+    def __init__(self, kv: KVCache, tokens: list[int], parent: Sequence | None = None,
+                 parent_len: int | None = None) -> None:
+        self.id = next(_ids)
+        self.kv = kv
+        self.parent = parent
+        self.parent_len = 0 if parent is None else (len(parent) if parent_len is None else parent_len)
+        if parent is not None:
+            assert self.parent_len <= len(parent)
+            parent.refs += 1
+        self.base = 0 if parent is None else parent.base + self.parent_len
+        self.tokens = list(tokens)
+        self.num_cached = 0
+        self.blocks: list[int] = []
+        self.refs = 1  # the creator's reference
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __repr__(self) -> str:
+        return f"Sequence(id={self.id}, base={self.base}, len={len(self)}, cached={self.num_cached})"
+
+    @property
+    def total_len(self) -> int:
+        """Tokens this sequence sees: its visible ancestry plus its own."""
+        return self.base + len(self.tokens)
+
+    @property
+    def pending(self) -> list[int]:
+        return self.tokens[self.num_cached :]
+
+    def ancestry(self) -> list[tuple[Sequence, int]]:
+        """(ancestor, visible length) pairs, root first."""
+        chain: list[tuple[Sequence, int]] = []
+        seq = self
+        while seq.parent is not None:
+            chain.append((seq.parent, seq.parent_len))
+            seq = seq.parent
+        return chain[::-1]
+
+    def append(self, tokens: list[int]) -> None:
+        self.tokens.extend(tokens)
+
+    def slots(self, start: int, stop: int) -> list[int]:
+        """Pool slots of own tokens [start, stop), allocating blocks as needed."""
+        bs = self.kv.block_size
+        while len(self.blocks) * bs < stop:
+            self.blocks.append(self.kv.allocate())
+        return [self.blocks[i // bs] * bs + i % bs for i in range(start, stop)]
+
+    def truncate(self, n: int) -> None:
+        """Keep the first n own tokens; their KV is untouched, so the cache equals a prefill of them."""
+        if n >= len(self.tokens):
+            return
+        del self.tokens[n:]
+        self.num_cached = min(self.num_cached, n)
+        keep = -(-n // self.kv.block_size)
+        self.kv.free(self.blocks[keep:])
+        del self.blocks[keep:]
+
+    def release(self) -> None:
+        """Drop a reference; the last one returns the blocks and releases the parent."""
+        self.refs -= 1
+        if self.refs == 0:
+            self.kv.free(self.blocks)
+            self.blocks = []
+            if self.parent is not None:
+                self.parent.release()
+                self.parent = None

@@ -1,0 +1,271 @@
+"""One conversation under DUO decoding: a prefix, an output channel and at most one input channel.
+
+The session owns the state machine of design §2 — fork, forecast, the three transitions, promotion —
+and turns each tick's chosen tokens into events. It never runs the model: the engine collects every
+session's pending work into one forward pass and hands back one token (and the state probabilities)
+per sequence that asked for logits.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import torch
+
+from . import events as ev
+from .config import SessionConfig, State
+from .detokenizer import IncrementalDetokenizer
+from .framing import ChatFraming
+from .kv_cache import KVCache
+from .sequence import Sequence
+
+SLICE_RESERVE = 128  # tokens kept free for the user's next utterance when trimming the context
+
+
+class Need(Enum):
+    """What a sequence in a tick wants from its logits."""
+
+    PREFILL = 0  # nothing: it only writes KV
+    OUTPUT = 1  # the reply's next token
+    FORECAST = 2  # the input channel's next forecast token (and, first, the state)
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Backbone facts the state machine needs."""
+
+    tokenizer: Any
+    prediction_id: int
+    state_ids: dict[State, int]
+    stop_ids: frozenset[int]
+    max_context: int
+
+
+@dataclass
+class InputChannel:
+    seq: Sequence
+    kept: int = 0  # own tokens that survive a rollback (framing + slices)
+    texts: list[str] = field(default_factory=list)
+    final: bool = False  # the newest slice ended at the speaker's pause
+    forecast: list[int] = field(default_factory=list)
+    probs: dict[State, float] | None = None
+    held: bool = False  # judged `process`, waiting for the pause
+
+
+@dataclass
+class Reply:
+    id: str
+    seq: Sequence
+    start: int  # own index of the first generated token
+    input_text: str
+    detok: IncrementalDetokenizer
+
+
+class Session:
+    def __init__(self, sid: str, config: SessionConfig, framing: ChatFraming, vocab: Vocab, kv: KVCache,
+                 history: list[dict[str, str]] | None = None) -> None:
+        self.id = sid
+        self.config = config
+        self.framing = framing
+        self.vocab = vocab
+        self.kv = kv
+        self.turns: list[dict[str, str]] = list(history or [])
+        self.headroom = config.sampling.max_new_tokens + SLICE_RESERVE + config.forecast_tokens
+        if len(framing.system) + self.headroom > vocab.max_context:
+            raise ValueError("instructions plus max_new_tokens do not fit the model's context window")
+        self.last = Sequence(kv, framing.history(self.turns))  # the conversation's newest sequence
+        self.reply: Reply | None = None
+        self.input: InputChannel | None = None
+        self.inbox: deque[tuple[str, Any]] = deque()
+        self.generator: torch.Generator | None = None
+        if not config.sampling.greedy:
+            self.generator = torch.Generator(device=kv.k[0].device)
+            self.generator.manual_seed(config.sampling.seed if config.sampling.seed is not None
+                                       else int(torch.randint(1 << 62, ())))
+
+    # -- called by the owner, any time: queued, applied at the start of the next tick --------------------
+    def push_slice(self, text: object, final: bool = True) -> None:
+        """A slice of the user's speech as text. `final`: it ended at a pause, not at the length limit."""
+        self.inbox.append(("slice", (text, final)))
+
+    def pause(self) -> None:
+        """The speaker paused after a slice that was cut by the length limit."""
+        self.inbox.append(("pause", None))
+
+    def cancel(self) -> None:
+        self.inbox.append(("cancel", None))
+
+    # -- called by the engine between ticks ------------------------------------------------------------
+    def has_work(self) -> bool:
+        return bool(self.inbox) or any(s.pending for s in self._live())
+
+    def apply_inbox(self) -> list[ev.Event]:
+        out: list[ev.Event] = []
+        while self.inbox:
+            kind, arg = self.inbox.popleft()
+            if kind == "slice":
+                out += self._on_slice(*arg)
+            elif kind == "pause":
+                out += self._on_pause()
+            elif kind == "cancel" and self.reply is not None:
+                out += self._finish(ev.ResponseStatus.CANCELLED)
+        return out
+
+    def work(self) -> list[tuple[Sequence, Need]]:
+        items = []
+        if self.last.pending:
+            items.append((self.last, Need.OUTPUT if self.reply else Need.PREFILL))
+        if self.input is not None and self.input.seq.pending:
+            items.append((self.input.seq, Need.FORECAST))
+        return items
+
+    def advance(self, need: Need, token: int, probs: list[float]) -> list[ev.Event]:
+        if need is Need.OUTPUT:
+            return self._on_output_token(token)
+        if need is Need.FORECAST:
+            return self._on_forecast_token(token, probs)
+        return []
+
+    def close(self) -> None:
+        """Return every KV block this session holds."""
+        for seq in self._live():
+            seq.release()
+        self.reply = self.input = None
+
+    def _live(self) -> list[Sequence]:
+        return [self.last] + ([self.input.seq] if self.input else [])
+
+    # -- input channel ---------------------------------------------------------------------------------
+    def _error(self, code: str, message: str) -> list[ev.Event]:
+        return [ev.Error(self.id, code, message)]
+
+    def _on_slice(self, text: object, final: bool) -> list[ev.Event]:
+        if not isinstance(text, str):
+            return self._error("invalid_input", f"a slice must be text, got {type(text).__name__}")
+        ids = self.framing.slice_ids(text, first=self.input is None or not self.input.texts)
+        if not ids:
+            return self._on_pause() if final else []
+        out: list[ev.Event] = []
+        overhead = len(self.framing.assistant_close) + len(self.framing.user_open) + len(
+            self.framing.user_close_assistant_open) + self.config.forecast_tokens + 1
+        if len(ids) + overhead + len(self.framing.system) > self.vocab.max_context:
+            return self._error("slice_too_long", f"a slice of {len(ids)} tokens exceeds the context window")
+        if self.input is None:
+            out += self._fork()
+        inp = self.input
+        assert inp is not None
+        if inp.seq.total_len + len(ids) + overhead > self.vocab.max_context:
+            return [*out, *self._error("context_full", "the conversation has no room for this slice")]
+        inp.seq.truncate(inp.kept)  # a forecast still running is superseded by the newer slice
+        inp.seq.append([*ids, self.vocab.prediction_id])
+        inp.kept = len(inp.seq) - 1
+        inp.texts.append(text.strip())
+        inp.final, inp.held, inp.forecast, inp.probs = final, False, [], None
+        return out
+
+    def _fork(self) -> list[ev.Event]:
+        out = [] if self.reply else self._trim_context()
+        prefix = self.framing.assistant_close if self.reply else []
+        seq = Sequence(self.kv, [*prefix, *self.framing.user_open], parent=self.last)
+        self.input = InputChannel(seq, kept=len(seq))
+        return out
+
+    def _on_pause(self) -> list[ev.Event]:
+        inp = self.input
+        if inp is None:
+            return []
+        inp.final = True
+        return self._promote() if inp.held else []
+
+    def _on_forecast_token(self, token: int, probs: list[float]) -> list[ev.Event]:
+        inp = self.input
+        assert inp is not None
+        if not inp.forecast:
+            inp.probs = dict(zip(self.vocab.state_ids, probs, strict=True))
+        inp.forecast.append(token)
+        if len(inp.forecast) < self.config.forecast_tokens:
+            inp.seq.append([token])
+            return []
+        assert inp.probs is not None
+        state = self.config.thresholds.decide(inp.probs)
+        inp.seq.truncate(inp.kept)  # roll back <|prediction|> and the forecast
+        held = state is State.PROCESS and not inp.final and self.config.process_waits_for_pause
+        decided = ev.StateDecided(
+            self.id, state, dict(inp.probs), inp.texts[-1], " ".join(inp.texts),
+            self.vocab.tokenizer.decode(inp.forecast), held=held,
+        )
+        if state is State.IGNORE:
+            inp.seq.release()
+            self.input = None
+        elif state is State.PROCESS:
+            inp.held = held
+            if not held:
+                return [decided, *self._promote()]
+        return [decided]
+
+    def _promote(self) -> list[ev.Event]:
+        """The input channel becomes the output channel; a reply in progress is cut where it forked."""
+        inp, old = self.input, self.last
+        assert inp is not None
+        out: list[ev.Event] = []
+        if self.reply is not None:
+            out += self._finish(ev.ResponseStatus.INTERRUPTED, context_len=inp.seq.parent_len)
+        if inp.seq.parent is old and inp.seq.parent_len < len(old):
+            old.truncate(inp.seq.parent_len)  # what the new turn never saw leaves memory too
+        inp.seq.append(self.framing.user_close_assistant_open)
+        user_text = " ".join(inp.texts)
+        self.turns.append({"role": "user", "content": user_text})
+        old.release()
+        self.last, self.input = inp.seq, None
+        rid = "resp_" + uuid.uuid4().hex[:20]
+        self.reply = Reply(rid, inp.seq, len(inp.seq), user_text, IncrementalDetokenizer(self.vocab.tokenizer))
+        return [*out, ev.ResponseStarted(self.id, rid, user_text)]
+
+    # -- output channel --------------------------------------------------------------------------------
+    def _on_output_token(self, token: int) -> list[ev.Event]:
+        reply = self.reply
+        assert reply is not None
+        if token in self.vocab.stop_ids:
+            return self._finish(ev.ResponseStatus.COMPLETED, stop=token)
+        reply.seq.append([token])
+        delta = reply.detok.push(token)
+        out: list[ev.Event] = [ev.TextDelta(self.id, reply.id, delta)] if delta else []
+        room = self.vocab.max_context - len(self.framing.assistant_close) - 1
+        if len(reply.detok.ids) >= self.config.sampling.max_new_tokens or reply.seq.total_len >= room:
+            out += self._finish(ev.ResponseStatus.LENGTH)
+        return out
+
+    def _finish(self, status: ev.ResponseStatus, stop: int | None = None,
+                context_len: int | None = None) -> list[ev.Event]:
+        """End the reply; close its turn in context (unless a promoted input already continues it)."""
+        reply = self.reply
+        assert reply is not None
+        self.reply = None
+        out: list[ev.Event] = []
+        if rest := reply.detok.flush():
+            out.append(ev.TextDelta(self.id, reply.id, rest))
+        kept = reply.seq.tokens[reply.start : context_len if context_len is not None else len(reply.seq)]
+        self.turns.append({"role": "assistant", "content": self.vocab.tokenizer.decode(
+            kept, skip_special_tokens=True).strip()})
+        if status is ev.ResponseStatus.COMPLETED and stop is not None:
+            reply.seq.append([stop, *self.framing.close_after_stop(stop)])
+        elif status is not ev.ResponseStatus.INTERRUPTED:
+            reply.seq.append(self.framing.assistant_close)
+        return [*out, ev.ResponseDone(self.id, reply.id, status, reply.detok.text, len(reply.detok.ids))]
+
+    def _trim_context(self) -> list[ev.Event]:
+        """Drop the oldest turns (instructions kept) when the next turn might not fit the window."""
+        before = self.last.total_len
+        if before + self.headroom <= self.vocab.max_context:
+            return []
+        turns = self.turns
+        while turns and len(self.framing.history(turns)) + self.headroom > self.vocab.max_context:
+            turns = turns[2:]
+        dropped = (len(self.turns) - len(turns)) // 2
+        self.last.release()
+        self.turns, self.last = turns, Sequence(self.kv, self.framing.history(turns))
+        return [ev.ContextTrimmed(self.id, dropped, before, len(self.last))]
