@@ -1,0 +1,93 @@
+"""Drives an `Engine` from asyncio: ticks while any session has work, sleeps when none has.
+
+The forward pass runs in a worker thread so sockets stay served during a tick. Sessions push input at
+any time (it is applied between ticks) and read their events from their own queue, so a slow reader
+never holds up the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from . import events as ev
+from .config import SessionConfig
+from .llm_engine import Engine
+from .session import Session
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SessionHandle:
+    """The caller's side of a session: input goes in, events come out of `events`."""
+
+    session: Session
+    loop: EngineLoop
+    events: asyncio.Queue[ev.Event] = field(default_factory=asyncio.Queue)
+
+    @property
+    def id(self) -> str:
+        return self.session.id
+
+    def push_slice(self, text: str, final: bool = True) -> None:
+        self.session.push_slice(text, final)
+        self.loop.wake()
+
+    def pause(self) -> None:
+        self.session.pause()
+        self.loop.wake()
+
+    def cancel(self) -> None:
+        self.session.cancel()
+        self.loop.wake()
+
+    def close(self) -> None:
+        self.loop.close_session(self.id)
+
+
+class EngineLoop:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._handles: dict[str, SessionHandle] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def open_session(self, config: SessionConfig | None = None,
+                     history: list[dict[str, str]] | None = None) -> SessionHandle:
+        handle = SessionHandle(self.engine.open_session(config, history), self)
+        self._handles[handle.id] = handle
+        self.wake()
+        return handle
+
+    def close_session(self, session_id: str) -> None:
+        self.engine.close_session(session_id)
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self.run(), name="duo-engine")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def run(self) -> None:
+        while True:
+            if not self.engine.has_work():
+                self._wake.clear()
+                if not self.engine.has_work():
+                    await self._wake.wait()
+                continue
+            for event in await asyncio.to_thread(self.engine.step):
+                handle = self._handles.get(event.session_id)
+                if handle is None:
+                    continue
+                handle.events.put_nowait(event)
+                if isinstance(event, ev.SessionClosed):
+                    del self._handles[event.session_id]
