@@ -170,8 +170,7 @@ def load_backbone(
     missing = [t for t in special.all() if t not in tokenizer.get_vocab()]
     if missing:
         tokenizer.add_tokens(missing, special_tokens=True)
-    if len(tokenizer) > lm.get_input_embeddings().num_embeddings:
-        lm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    _fit_embeddings(lm, len(tokenizer))
 
     if adapter == "auto":
         adapter = DEFAULT_ADAPTER if embedded and (DEFAULT_ADAPTER / "adapter_config.json").is_file() else None
@@ -195,6 +194,21 @@ def load_backbone(
         stop_ids=frozenset(i for i in stop if i is not None),
         name=name,
     )
+
+
+def _fit_embeddings(model: Any, vocab: int) -> None:
+    """Grow the embeddings to the tokenizer; new rows start at the mean of the old ones.
+
+    The mean (not a random draw) keeps loading deterministic and leaves the untuned model with no
+    preference among the state tokens: training, not initialization, teaches them.
+    """
+    old = model.get_input_embeddings().num_embeddings
+    if vocab <= old:
+        return
+    model.resize_token_embeddings(vocab, mean_resizing=False)
+    with torch.no_grad():
+        for emb in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None}.values():
+            emb.weight[old:] = emb.weight[:old].mean(dim=0)
 
 
 def merge_adapter(model: Any, path: Path) -> Any:
