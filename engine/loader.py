@@ -207,8 +207,9 @@ def _fit_embeddings(model: Any, vocab: int) -> None:
         return
     model.resize_token_embeddings(vocab, mean_resizing=False)
     with torch.no_grad():
-        for emb in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None}.values():
-            emb.weight[old:] = emb.weight[:old].mean(dim=0)
+        tables = {id(m.weight): m.weight for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m}
+        for weight in tables.values():
+            weight[old:] = weight[:old].mean(dim=0)
 
 
 def merge_adapter(model: Any, path: Path) -> Any:

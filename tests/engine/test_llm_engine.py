@@ -9,7 +9,7 @@ from duo.engine.llm_engine import Engine
 
 from .helpers import full_tokens, reference_logits, rel_err, run_until_idle, scripted
 
-P, I, N = State.PROCESS, State.IGNORE, State.INCOMPLETE
+P, IG, N = State.PROCESS, State.IGNORE, State.INCOMPLETE
 
 
 def _record(engine: Engine) -> list[tuple[list[tuple[list[int], int]], object]]:
@@ -32,7 +32,7 @@ def _busy_engine(backbone, mode: Mode = Mode.DUO) -> tuple[Engine, list]:
     engine = Engine(backbone, EngineConfig(mode=mode))
     cfg = lambda *s: SessionConfig(forecast_tokens=3, thresholds=scripted(*s),  # noqa: E731
                                    sampling=SamplingParams(max_new_tokens=40))
-    replying = [engine.open_session(cfg(P, I)) for _ in range(3)]
+    replying = [engine.open_session(cfg(P, IG)) for _ in range(3)]
     for i, s in enumerate(replying):
         s.push_slice(["what is the capital of france", "name three colors", "tell me a story"][i])
     for _ in range(4):
@@ -74,7 +74,7 @@ def test_combined_tick_every_position_of_a_prefill(tiny) -> None:
 @pytest.mark.parametrize("sessions", [1, 4, 9])
 def test_one_forward_per_tick_whatever_the_sessions(tiny, sessions: int) -> None:
     engine = Engine(tiny)
-    handles = [engine.open_session(SessionConfig(thresholds=scripted(P, I), forecast_tokens=2,
+    handles = [engine.open_session(SessionConfig(thresholds=scripted(P, IG), forecast_tokens=2,
                                                  sampling=SamplingParams(max_new_tokens=12)))
                for _ in range(sessions)]
     for h in handles:

@@ -9,7 +9,7 @@ from duo.engine.llm_engine import Engine
 
 from .helpers import full_tokens, greedy_reference, reference_logits, run_until_idle, scripted
 
-P, I, N = State.PROCESS, State.IGNORE, State.INCOMPLETE
+P, IG, N = State.PROCESS, State.IGNORE, State.INCOMPLETE
 
 
 def _config(*states: State, k: int = 2, n: int = 16, **kw) -> SessionConfig:
@@ -52,7 +52,7 @@ def test_incomplete_rollback_leaves_the_cache_of_a_fresh_prefill(backbone) -> No
 def test_ignore_leaves_the_reply_token_identical(backbone) -> None:
     def run(background: bool) -> tuple[str, int]:
         engine = Engine(backbone)
-        s = engine.open_session(_config(P, I, n=12))
+        s = engine.open_session(_config(P, IG, n=12))
         s.push_slice("tell me something about the sea")
         for _ in range(4):
             engine.step()
@@ -61,7 +61,7 @@ def test_ignore_leaves_the_reply_token_identical(backbone) -> None:
             s.push_slice("and then he said the meeting moved to thursday")
         out = run_until_idle(engine)
         if background:
-            assert [e.state for e in out if isinstance(e, ev.StateDecided)] == [I]
+            assert [e.state for e in out if isinstance(e, ev.StateDecided)] == [IG]
             assert s.input is None
         done = _reply(out)[-1]
         assert done.status is ev.ResponseStatus.LENGTH
@@ -89,7 +89,8 @@ def test_process_answers_like_greedy_generation_and_interruption_is_reported(emb
     assert first.text.endswith(deltas) and 0 < first.num_tokens < 24
 
     stop = embedded.stop_ids
-    turn1 = f.system + f.user_open + f.slice_ids("tell me about the history of rome", True) + f.user_close_assistant_open
+    question = f.slice_ids("tell me about the history of rome", True)
+    turn1 = f.system + f.user_open + question + f.user_close_assistant_open
     expected1 = greedy_reference(embedded.model, turn1, first.num_tokens, stop)
     assert embedded.tokenizer.decode(expected1, skip_special_tokens=True).strip() == first.text.strip()
     assert expected1[: len(heard)] == heard
@@ -103,7 +104,7 @@ def test_process_answers_like_greedy_generation_and_interruption_is_reported(emb
 def test_batch_invariance(embedded) -> None:
     def run(others: int) -> str:
         engine = Engine(embedded)
-        me = engine.open_session(_config(P, I, n=10))
+        me = engine.open_session(_config(P, IG, n=10))
         crowd = [engine.open_session(_config(P, P, n=6)) for _ in range(others)]
         me.push_slice("how do plants grow?")
         for i, c in enumerate(crowd):
