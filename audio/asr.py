@@ -1,0 +1,171 @@
+"""Batched greedy Whisper decoding with a forced text prefix and a no-speech probability.
+
+One call encodes every request's audio window in one encoder pass and decodes all of them together: the
+decoder inputs are left-padded with explicit position ids and an attention mask, so requests with different
+prompt/prefix lengths share each step. A request may carry
+- `prompt`: earlier text, fed after `<|startofprev|>` as context only;
+- `prefix`: text already committed for this audio, forced after the task tokens, so the model continues it
+  instead of re-deciding it (this is how a slice's words stay consistent with the slices before it).
+The no-speech probability is read where Whisper predicts the token after `<|startoftranscript|>`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from duo.audio.decode import SAMPLE_RATE
+from duo.audio.errors import AudioError, AudioFormatError
+from duo.audio.whisper_model import Whisper
+
+log = logging.getLogger(__name__)
+
+MAX_AUDIO_S = 30.0
+MAX_POSITIONS = 448
+MAX_PROMPT = 223  # as in OpenAI's decoder: at most half the context is earlier text
+
+
+@dataclass
+class DecodeRequest:
+    """One audio window (16 kHz, at most 30 s) and the text context to decode it with."""
+
+    audio: np.ndarray
+    prefix: list[int] = field(default_factory=list)
+    prompt: list[int] = field(default_factory=list)
+    language: str | None = None
+    max_new_tokens: int = 64
+
+
+@dataclass
+class DecodeResult:
+    tokens: list[int]  # new text tokens after the prefix, without end-of-text
+    no_speech_prob: float
+    avg_logprob: float
+    language: str | None
+
+
+class Recognizer:
+    """Greedy, batched Whisper decoding on the model's device."""
+
+    def __init__(self, whisper: Whisper) -> None:
+        import torch
+
+        self.whisper = whisper
+        self._torch = torch
+        decoder = whisper.model.model.decoder
+        params = inspect.signature(decoder.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.2x
+        self._dtype = next(whisper.model.parameters()).dtype
+
+    def text(self, tokens: list[int]) -> str:
+        return self.whisper.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def _features(self, audio: list[np.ndarray]):
+        for a in audio:
+            if a.ndim != 1 or a.size == 0 or a.size > MAX_AUDIO_S * SAMPLE_RATE:
+                raise AudioFormatError(f"Whisper needs 1..{MAX_AUDIO_S:.0f} s of 16 kHz mono, got {a.shape}")
+        feats = self.whisper.feature_extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+        return feats.input_features.to(self.whisper.device, self._dtype)
+
+    def _detect(self, enc, rows: list[int]) -> dict[int, str]:
+        """Language of each listed row, from the logits after a bare start-of-transcript."""
+        torch, ids = self._torch, self.whisper.ids
+        dec = self.whisper.model.model.decoder
+        inp = torch.full((len(rows), 1), ids.sot, device=enc.device)
+        h = dec(input_ids=inp, encoder_hidden_states=enc[rows], use_cache=False).last_hidden_state
+        logits = self.whisper.model.proj_out(h[:, -1]).float()
+        codes, lang_ids = list(ids.languages), list(ids.languages.values())
+        best = logits[:, lang_ids].argmax(-1).tolist()
+        return {r: codes[b] for r, b in zip(rows, best, strict=True)}
+
+    def decode(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
+        """Decode all requests together; results come back in request order."""
+        if not requests:
+            return []
+        torch, w = self._torch, self.whisper
+        ids = w.ids
+        with torch.inference_mode():
+            enc = w.model.model.encoder(self._features([r.audio for r in requests])).last_hidden_state
+            languages: list[str | None] = [r.language for r in requests]
+            if w.multilingual:
+                unknown = [i for i, lang in enumerate(languages) if lang is None]
+                for i, code in (self._detect(enc, unknown) if unknown else {}).items():
+                    languages[i] = code
+                for lang in languages:
+                    if lang not in ids.languages:
+                        raise AudioError(f"language {lang!r} is not one this Whisper model knows")
+            heads, sot_at, budgets = [], [], []
+            for r, lang in zip(requests, languages, strict=True):
+                task = [ids.languages[lang], ids.transcribe] if w.multilingual and lang else []
+                prompt = [ids.sot_prev, *r.prompt[-MAX_PROMPT:]] if r.prompt else []
+                seq = [*prompt, ids.sot, *task, ids.no_timestamps, *r.prefix]
+                if len(seq) >= MAX_POSITIONS - 1:
+                    raise AudioError(f"text context of {len(seq)} tokens leaves no room in Whisper's 448")
+                heads.append(seq)
+                sot_at.append(len(prompt))
+                budgets.append(max(1, min(r.max_new_tokens, MAX_POSITIONS - len(seq))))
+            return self._greedy(enc, heads, sot_at, budgets, [bool(r.prefix) for r in requests], languages)
+
+    def _greedy(self, enc, heads, sot_at, budgets, has_prefix, languages) -> list[DecodeResult]:
+        from transformers import DynamicCache, EncoderDecoderCache
+
+        torch, w = self._torch, self.whisper
+        ids, dev, n = w.ids, enc.device, len(heads)
+        width = max(len(h) for h in heads)
+        inp = torch.full((n, width), ids.eot, dtype=torch.long, device=dev)
+        mask = torch.zeros((n, width), dtype=torch.long, device=dev)
+        for i, h in enumerate(heads):
+            inp[i, width - len(h) :] = torch.tensor(h, device=dev)
+            mask[i, width - len(h) :] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        dec, proj = w.model.model.decoder, w.model.proj_out
+        h = dec(input_ids=inp, attention_mask=mask, position_ids=pos, encoder_hidden_states=enc,
+                use_cache=True, **{self._cache_kw: cache}).last_hidden_state
+        rows = torch.arange(n, device=dev)
+        sot_pos = torch.tensor([width - len(hd) + s for hd, s in zip(heads, sot_at, strict=True)], device=dev)
+        no_speech = proj(h[rows, sot_pos]).float().softmax(-1)[:, ids.no_speech].tolist()
+        logits = proj(h[:, -1]).float()
+        block = torch.zeros(logits.shape[-1], dtype=torch.bool, device=dev)
+        block[ids.eot + 1 :] = True  # every special and timestamp token
+        block[[t for t in w.suppress if 0 <= t < block.numel()]] = True
+        begin = torch.zeros_like(block)
+        begin[[t for t in w.suppress_begin if 0 <= t < block.numel()]] = True
+        out: list[list[int]] = [[] for _ in range(n)]
+        logprob = [0.0] * n
+        done = [False] * n
+        last = pos[:, -1]
+        for step in range(max(budgets)):
+            logits = logits.masked_fill(block, -math.inf)
+            if step == 0:
+                first = torch.tensor([not p for p in has_prefix], device=dev)[:, None] & begin[None, :]
+                logits = logits.masked_fill(first, -math.inf)
+            lp = logits.log_softmax(-1)
+            tok = lp.argmax(-1)
+            chosen = lp[rows, tok].tolist()
+            toks = tok.tolist()
+            for i in range(n):
+                if done[i]:
+                    continue
+                if toks[i] == ids.eot or len(out[i]) >= budgets[i]:
+                    done[i] = True
+                    logprob[i] += chosen[i] if toks[i] == ids.eot else 0.0
+                    continue
+                out[i].append(toks[i])
+                logprob[i] += chosen[i]
+            if all(done):
+                break
+            mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=dev)], dim=1)
+            last = last + 1
+            feed = torch.where(torch.tensor(done, device=dev), torch.full_like(tok, ids.eot), tok)
+            step_pos = last[:, None].clamp(max=MAX_POSITIONS - 1)
+            h = dec(input_ids=feed[:, None], attention_mask=mask, position_ids=step_pos,
+                    encoder_hidden_states=enc, use_cache=True, **{self._cache_kw: cache}).last_hidden_state
+            logits = proj(h[:, -1]).float()
+        return [
+            DecodeResult(o, float(ns), lp_sum / (len(o) + 1), lang)
+            for o, ns, lp_sum, lang in zip(out, no_speech, logprob, languages, strict=True)
+        ]
