@@ -127,7 +127,8 @@ def _convert_gguf(gguf: Path, sha: str, target: Path) -> Path:
     plain.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / _MANIFEST).write_text(json.dumps({"gguf_sha256": sha, "source": gguf.name}))
-    shutil.rmtree(target, ignore_errors=True)
+    for old in target.parent.glob("smollm2-135m-instruct-*"):  # this entry if corrupt, and stale ones
+        shutil.rmtree(old, ignore_errors=True)
     os.replace(tmp, target)
     return target
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+
 from duo.engine import events as ev
 from duo.engine.config import State, Thresholds
 from duo.engine.llm_engine import Engine

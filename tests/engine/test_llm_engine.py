@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from duo.engine import events as ev
 from duo.engine.config import EngineConfig, Mode, SamplingParams, SessionConfig, State
 from duo.engine.llm_engine import Engine
