@@ -31,8 +31,12 @@ class SessionHandle:
     def id(self) -> str:
         return self.session.id
 
-    def push_slice(self, text: str, final: bool = True) -> None:
-        self.session.push_slice(text, final)
+    def push_slice(self, text: str, final: bool = True, judge: bool = True) -> None:
+        self.session.push_slice(text, final, judge)
+        self.loop.wake()
+
+    def respond(self) -> None:
+        self.session.respond()
         self.loop.wake()
 
     def pause(self) -> None:

@@ -88,9 +88,17 @@ class Session:
                                        else int(torch.randint(1 << 62, ())))
 
     # -- called by the owner, any time: queued, applied at the start of the next tick --------------------
-    def push_slice(self, text: object, final: bool = True) -> None:
-        """A slice of the user's speech as text. `final`: it ended at a pause, not at the length limit."""
-        self.inbox.append(("slice", (text, final)))
+    def push_slice(self, text: object, final: bool = True, judge: bool = True) -> None:
+        """A slice of the user's speech as text. `final`: it ended at a pause, not at the length limit.
+
+        `judge=False` appends it without a forecast: the caller decides when to answer (`respond`), as
+        pause-based turn taking and client-committed turns do.
+        """
+        self.inbox.append(("slice", (text, final, judge)))
+
+    def respond(self) -> None:
+        """Answer the input heard so far now, without waiting for a `process` forecast."""
+        self.inbox.append(("respond", None))
 
     def pause(self) -> None:
         """The speaker paused after a slice that was cut by the length limit."""
@@ -113,6 +121,8 @@ class Session:
                 out += self._on_pause()
             elif kind == "cancel" and self.reply is not None:
                 out += self._finish(ev.ResponseStatus.CANCELLED)
+            elif kind == "respond":
+                out += self._respond()
         return out
 
     def work(self) -> list[tuple[Sequence, Need]]:
@@ -143,7 +153,7 @@ class Session:
     def _error(self, code: str, message: str) -> list[ev.Event]:
         return [ev.Error(self.id, code, message)]
 
-    def _on_slice(self, text: object, final: bool) -> list[ev.Event]:
+    def _on_slice(self, text: object, final: bool, judge: bool = True) -> list[ev.Event]:
         if not isinstance(text, str):
             return self._error("invalid_input", f"a slice must be text, got {type(text).__name__}")
         ids = self.framing.slice_ids(text, first=self.input is None or not self.input.texts)
@@ -161,8 +171,10 @@ class Session:
         if inp.seq.total_len + len(ids) + overhead > self.vocab.max_context:
             return [*out, *self._error("context_full", "the conversation has no room for this slice")]
         inp.seq.truncate(inp.kept)  # a forecast still running is superseded by the newer slice
-        inp.seq.append([*ids, self.vocab.prediction_id])
-        inp.kept = len(inp.seq) - 1
+        inp.seq.append(ids)
+        inp.kept = len(inp.seq)
+        if judge:
+            inp.seq.append([self.vocab.prediction_id])
         inp.texts.append(text.strip())
         inp.final, inp.held, inp.forecast, inp.probs = final, False, [], None
         return out
@@ -173,6 +185,12 @@ class Session:
         seq = Sequence(self.kv, [*prefix, *self.framing.user_open], parent=self.last)
         self.input = InputChannel(seq, kept=len(seq))
         return out
+
+    def _respond(self) -> list[ev.Event]:
+        if self.input is None or not self.input.texts:
+            return self._error("no_input", "there is no user input to respond to")
+        self.input.seq.truncate(self.input.kept)  # a forecast in flight is moot
+        return self._promote()
 
     def _on_pause(self) -> list[ev.Event]:
         inp = self.input

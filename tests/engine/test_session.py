@@ -202,3 +202,18 @@ def test_seeded_sampling_is_reproducible(tiny) -> None:
 
     assert run(7) == run(7)
     assert run(7) != run(8)
+
+
+def test_unjudged_slices_wait_for_an_explicit_respond(tiny) -> None:
+    """Pause-based turn taking and client-committed turns: no forecast, the caller says when to answer."""
+    engine = Engine(tiny)
+    s = engine.open_session(_config(k=1, n=4))
+    s.respond()
+    assert [e.code for e in engine.step() if isinstance(e, ev.Error)] == ["no_input"]
+    s.push_slice("what is the weather", judge=False)
+    s.push_slice("like tomorrow", judge=False)
+    assert not any(isinstance(e, ev.StateDecided) for e in run_until_idle(engine))
+    s.respond()
+    out = run_until_idle(engine)
+    assert out[0] == ev.ResponseStarted(s.id, out[0].response_id, "what is the weather like tomorrow")
+    assert _reply(out)[0].status is ev.ResponseStatus.LENGTH
