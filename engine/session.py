@@ -129,8 +129,9 @@ class Session:
         items = []
         if self.last.pending:
             items.append((self.last, Need.OUTPUT if self.reply else Need.PREFILL))
-        if self.input is not None and self.input.seq.pending:
-            items.append((self.input.seq, Need.FORECAST))
+        if self.input is not None and self.input.seq.pending:  # judged: <|prediction|> follows the kept tokens
+            judged = len(self.input.seq) > self.input.kept
+            items.append((self.input.seq, Need.FORECAST if judged else Need.PREFILL))
         return items
 
     def advance(self, need: Need, token: int, probs: list[float]) -> list[ev.Event]:
