@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from duo.audio.decode import SAMPLE_RATE
 from duo.audio.errors import AudioError, AudioFormatError
 from duo.audio.whisper_model import Whisper

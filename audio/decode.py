@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+
 from duo.audio.errors import AudioFormatError
 
 SAMPLE_RATE = 16_000

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from duo.audio.decode import SAMPLE_RATE
 from duo.audio.errors import AudioError, AudioFormatError
 from duo.audio.events import AudioSlice, Event, SpeechStarted, SpeechStopped

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from duo.audio.asr import DecodeRequest, DecodeResult, Recognizer
 from duo.audio.decode import SAMPLE_RATE
 from duo.audio.errors import AudioError

@@ -10,10 +10,12 @@ from __future__ import annotations
 import importlib.util
 import logging
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from duo.audio.decode import SAMPLE_RATE
 from duo.audio.errors import AudioFormatError, ModelLoadError
 
@@ -56,7 +58,9 @@ class SileroVad:
 
         model_path = Path(path) if path else silero_model_path()
         try:
-            wrapper = torch.jit.load(str(model_path), map_location="cpu")
+            with warnings.catch_warnings():  # torch 2.13 flags TorchScript as deprecated; the model ships as it
+                warnings.simplefilter("ignore", DeprecationWarning)
+                wrapper = torch.jit.load(str(model_path), map_location="cpu")
         except (RuntimeError, OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load Silero VAD from {model_path.name}: {exc}") from exc
         wrapper.eval()

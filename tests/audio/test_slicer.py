@@ -1,0 +1,149 @@
+"""Streaming slicer on real and synthesized speech: slice lengths, pauses, events, and the call's turns."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from duo.audio.decode import load_file
+from duo.audio.errors import AudioError, AudioFormatError
+from duo.audio.events import AudioSlice, Event, SpeechStarted, SpeechStopped
+from duo.audio.slicer import Slicer, SlicerConfig, push_batch
+
+LONG = "The quick brown fox jumps over the lazy dog while the farmer watches from the old wooden porch."
+
+
+def voiced(x: np.ndarray) -> tuple[float, float]:
+    """First and last second where the waveform is clearly not silent (synthesizers pad both ends)."""
+    loud = np.flatnonzero(np.abs(x) > 0.02)
+    return loud[0] / 16_000, loud[-1] / 16_000
+
+
+def run(x: np.ndarray, config: SlicerConfig | None = None, chunk: int = 1600) -> list[Event]:
+    slicer = Slicer(config)
+    events: list[Event] = []
+    for i in range(0, x.size, chunk):
+        events += slicer.push(x[i : i + chunk])
+    return events + slicer.flush()
+
+
+def slices(events: list[Event]) -> list[AudioSlice]:
+    return [e for e in events if isinstance(e, AudioSlice)]
+
+
+def test_config_limits() -> None:
+    for bad in ({"slice_s": 0.4}, {"slice_s": 4.5}, {"pause_s": 0.0}, {"threshold": 1.0},
+                {"threshold": 0.5, "neg_threshold": 0.6}, {"pre_roll_s": 2.0}):
+        with pytest.raises(AudioError):
+            SlicerConfig(**bad)
+
+
+def test_silence_and_noise_make_no_events(alsa_dir: Path) -> None:
+    assert run(np.zeros(48_000, dtype=np.float32)) == []
+    assert run(load_file(alsa_dir / "Noise.wav")) == []
+
+
+def test_long_speech_is_cut_into_2s_slices_then_closed_by_the_pause(synth: Callable[..., np.ndarray]) -> None:
+    speech = synth(LONG)
+    x = np.concatenate([np.zeros(8000, np.float32), speech, np.zeros(16_000, np.float32)])
+    events = run(x)
+    assert isinstance(events[0], SpeechStarted) and abs(events[0].time_s - (0.5 + voiced(speech)[0])) < 0.15
+    parts = slices(events)
+    assert len(parts) >= 3 and all(not p.final for p in parts[:-1]) and parts[-1].final
+    for p in parts[:-1]:
+        assert 1.95 <= p.end_s - p.start_s <= 2.05
+        assert abs(p.audio.size / 16_000 - (p.end_s - p.start_s)) < 1e-3
+    for a, b in itertools.pairwise(parts):
+        assert a.end_s == b.start_s and b.index == a.index + 1
+    stop = [e for e in events if isinstance(e, SpeechStopped)]
+    assert len(stop) == 1 and abs(stop[0].time_s - (0.5 + voiced(speech)[1])) < 0.15
+    assert events.index(stop[0]) == len(events) - 2  # speech_stopped, then the final slice
+    assert parts[-1].end_s - stop[0].time_s == pytest.approx(0.3, abs=0.07)  # closed once the pause is long enough
+    assert {e.utterance_id for e in events} == {0}
+
+
+def test_slice_length_is_configurable(synth: Callable[..., np.ndarray]) -> None:
+    parts = slices(run(synth(LONG), SlicerConfig(slice_s=1.0)))
+    assert len(parts) >= 5 and all(0.95 <= p.end_s - p.start_s <= 1.05 for p in parts[:-1])
+
+
+def test_a_pause_closes_the_slice_early_and_starts_a_new_utterance(synth: Callable[..., np.ndarray]) -> None:
+    a, b = synth("Turn on the lights."), synth("And close the door.")
+    gap = np.zeros(16_000, dtype=np.float32)
+    events = run(np.concatenate([a, gap, b, gap]))
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["SpeechStarted", "SpeechStopped", "AudioSlice", "SpeechStarted", "SpeechStopped", "AudioSlice"]
+    first_stop, second_start = events[1], events[3]
+    assert isinstance(first_stop, SpeechStopped) and isinstance(second_start, SpeechStarted)
+    a_end = voiced(a)[1]
+    b_start = (a.size + gap.size) / 16_000 + voiced(b)[0]
+    assert a_end - 0.15 < first_stop.time_s <= a_end + 0.15
+    assert b_start - 0.15 <= second_start.time_s < b_start + 0.15
+    assert [s.utterance_id for s in slices(events)] == [0, 1] and all(s.final for s in slices(events))
+    long_pause = run(np.concatenate([a, gap, b, gap]), SlicerConfig(pause_s=2.5))
+    assert len([e for e in long_pause if isinstance(e, SpeechStarted)]) == 1
+
+
+def test_chunking_does_not_change_the_result(synth: Callable[..., np.ndarray]) -> None:
+    x = synth(LONG)
+    ref = [(type(e).__name__, getattr(e, "time_s", None), getattr(e, "end_s", None)) for e in run(x, chunk=x.size)]
+    odd = [(type(e).__name__, getattr(e, "time_s", None), getattr(e, "end_s", None)) for e in run(x, chunk=331)]
+    assert ref == odd
+
+
+def test_push_batch_equals_separate_streams(synth: Callable[..., np.ndarray], alsa_dir: Path) -> None:
+    xs = [synth(LONG), load_file(alsa_dir / "Front_Right.wav"), np.zeros(20_000, dtype=np.float32)]
+    alone = [[(type(e).__name__, getattr(e, "end_s", getattr(e, "time_s", 0))) for e in run(x)] for x in xs]
+    slicers = [Slicer(), Slicer(), Slicer()]
+    got: list[list[Event]] = [[], [], []]
+    for i in range(0, max(x.size for x in xs), 3200):
+        for k, ev in enumerate(push_batch(slicers, [x[i : i + 3200] for x in xs])):
+            got[k] += ev
+    for k, s in enumerate(slicers):
+        got[k] += s.flush()
+    assert [[(type(e).__name__, getattr(e, "end_s", getattr(e, "time_s", 0))) for e in g] for g in got] == alone
+
+
+def test_flush_and_clear_mid_utterance(synth: Callable[..., np.ndarray]) -> None:
+    x = synth(LONG)[:24_000]  # cut while speaking
+    s = Slicer()
+    events = s.push(x)
+    assert s.speaking and isinstance(events[0], SpeechStarted)
+    tail = s.flush()
+    assert isinstance(tail[0], SpeechStopped) and isinstance(tail[1], AudioSlice) and tail[1].final
+    assert tail[1].end_s == pytest.approx(x.size // 512 * 512 / 16_000)
+    s2 = Slicer()
+    s2.push(x)
+    s2.clear()
+    assert not s2.speaking and s2.flush() == []
+
+
+def test_bad_samples_are_refused() -> None:
+    with pytest.raises(AudioFormatError):
+        Slicer().push(np.array([0.0, np.nan] * 600, dtype=np.float32))
+    with pytest.raises(AudioFormatError):
+        Slicer().push(np.zeros((10, 2), dtype=np.float32))
+
+
+def test_speech_regions_agree_with_the_call_annotation(call_dir: Path) -> None:
+    """The slicer's speech (start..stop) against the union of the reference speaker turns in sample.rttm."""
+    events = run(load_file(call_dir / "sample.wav"))
+    starts = [e.time_s for e in events if isinstance(e, SpeechStarted)]
+    stops = [e.time_s for e in events if isinstance(e, SpeechStopped)]
+    grid = np.arange(0, 30, 0.01)
+    ours = np.zeros(grid.size, bool)
+    for a, b in zip(starts, stops, strict=True):
+        ours |= (grid >= a) & (grid < b)
+    ref = np.zeros(grid.size, bool)
+    for line in (call_dir / "sample.rttm").read_text().splitlines():
+        onset, duration = float(line.split()[3]), float(line.split()[4])
+        ref |= (grid >= onset) & (grid < onset + duration)
+    recall = (ours & ref).sum() / ref.sum()
+    precision = (ours & ref).sum() / ours.sum()
+    assert recall >= 0.95 and precision >= 0.9, (recall, precision)
+    assert starts[0] == pytest.approx(6.69, abs=0.2)  # first "Hello?"
+    assert len(starts) >= 2  # the 0.43 s silence after it ends the first utterance
