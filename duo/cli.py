@@ -15,6 +15,7 @@ import sys
 # Modules with an `add_parser(subparsers)` that adds sub-commands whose handler is stored as `func`.
 _COMMANDS: list[str] = [
     "duo.replay",
+    "duo.server.cli",
     "duo.audio.cli",
     "duo.training.cli",
 ]

@@ -1,0 +1,40 @@
+"""`duo serve`: the realtime server on the embedded default (or any model)."""
+
+from __future__ import annotations
+
+import argparse
+
+from .settings import Settings
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .settings import load_settings
+
+    flags = {name: getattr(args, name, None) for name in Settings.model_fields}
+    settings = load_settings(args.config, **flags)
+    if not settings.loopback and not settings.keys():
+        raise SystemExit("duo serve: listening beyond loopback needs API keys (--api-keys or DUO_API_KEYS)")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level.lower(),
+                ws_max_size=max(settings.max_frame_bytes * 2, 1 << 24), ssl_certfile=args.ssl_certfile,
+                ssl_keyfile=args.ssl_keyfile)
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the realtime WebSocket server",
+                       description="Settings come from flags, then DUO_* environment variables, then --config.")
+    p.add_argument("--config", help="TOML or JSON file with any of the settings below")
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        if field.annotation is bool:
+            p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
+                           help=field.description)
+        else:
+            kind = {int: int, float: float}.get(field.annotation, str)  # type: ignore[call-overload]
+            p.add_argument(flag, dest=name, type=kind, default=None, help=field.description)
+    p.add_argument("--ssl-certfile", help="serve HTTPS/WSS with this certificate (browsers need it off localhost)")
+    p.add_argument("--ssl-keyfile", help="the certificate's private key")
+    p.set_defaults(func=run)

@@ -1,0 +1,41 @@
+"""Prometheus metrics of one server (its own registry, so several servers can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.sessions = Gauge("duo_sessions", "open realtime sessions", registry=r)
+        self.sessions_total = Counter("duo_sessions_opened", "sessions opened", registry=r)
+        self.sessions_refused = Counter("duo_sessions_refused", "connections refused (limit or auth)",
+                                        ["reason"], registry=r)
+        self.ticks = Counter("duo_ticks", "engine ticks", registry=r)
+        self.forward_passes = Counter("duo_forward_passes", "model forward passes", registry=r)
+        self.tick_seconds = Histogram("duo_tick_seconds", "engine tick duration", registry=r,
+                                      buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2))
+        self.batch_sessions = Histogram("duo_batch_sessions", "sessions in one tick", registry=r,
+                                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.batch_tokens = Histogram("duo_batch_tokens", "tokens in one forward", registry=r,
+                                      buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))
+        self.states = Counter("duo_state_decisions", "input state decisions", ["state"], registry=r)
+        self.reply_latency = Histogram("duo_reply_latency_seconds", "end of user speech to first reply token",
+                                       registry=r, buckets=_LATENCY)
+        self.barge_in_latency = Histogram("duo_barge_in_latency_seconds",
+                                          "start of interrupting speech to reply stopped", registry=r,
+                                          buckets=_LATENCY)
+        self.errors = Counter("duo_errors", "error events sent", ["code"], registry=r)
+
+    def on_tick(self, seconds: float, forward_passes: int, sessions: int, tokens: int) -> None:
+        self.ticks.inc()
+        self.forward_passes.inc(forward_passes)
+        self.tick_seconds.observe(seconds)
+        self.batch_sessions.observe(sessions)
+        self.batch_tokens.observe(tokens)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
