@@ -1,0 +1,140 @@
+"""Conversations in text: queries cut into speech slices, ignored speech, replies, barge-ins (paper Fig. 7).
+
+Everything here is text and labels; tokens come later from the backbone's framing (`examples.encode`), so
+one build serves any model whose replies are cached. Randomness comes only from the `random.Random`
+passed in, so a build is a function of its seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .examples import Event
+from .normalize import asr
+from .sources import IGNORE, INCOMPLETE, PROCESS, Item, natural_ends
+
+# Words per slice: the paper's 2 s slices hold 4-6 words; a pause closes some early.
+SLICE_WORDS = (2, 3, 4, 4, 5, 5, 5, 6, 6, 7)
+MIN_MISSING = 2  # an `incomplete` truncation leaves at least this many words out
+
+
+@dataclass(frozen=True)
+class Spoken:
+    """An item as the input channel hears it: words (each possibly ASR-normalized) and natural ends."""
+
+    item: Item
+    words: list[str]  # one entry per written word; ASR may spell it as several words or drop it ("-")
+    ends: frozenset[int]  # word counts after which the utterance could end naturally
+
+    @property
+    def text(self) -> str:
+        return " ".join(w for w in self.words if w)
+
+
+def stable_unit(*parts: object) -> float:
+    """A number in [0, 1) fixed by `parts` (not by Python's per-process hash seed)."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def speak(item: Item, seed: int, asr_ratio: float) -> Spoken:
+    """The item's fixed spoken form: ASR-style for a share `asr_ratio` of items, clean otherwise."""
+    text, ends = natural_ends(item.text)
+    words = text.split()
+    if stable_unit(seed, "asr", item.group, item.text) < asr_ratio:
+        words = [asr(w) for w in words]
+    return Spoken(item, words, frozenset(ends))
+
+
+def cut_points(spoken: Spoken) -> list[int]:
+    """Word counts where the query may be cut as `incomplete`: not at a natural end, >= 2 words missing."""
+    n = len(spoken.words)
+    return [k for k in range(1, n - MIN_MISSING + 1)
+            if k not in spoken.ends and spoken.words[k - 1] and any(spoken.words[k:])]
+
+
+def slice_up(words: list[str], rng: random.Random) -> list[tuple[int, str]]:
+    """Consecutive slices as (words consumed so far, slice text); empty slices are merged forward."""
+    out: list[tuple[int, str]] = []
+    i, pending = 0, ""
+    while i < len(words):
+        j = min(len(words), i + rng.choice(SLICE_WORDS))
+        pending = " ".join(w for w in [pending, *words[i:j]] if w)
+        if pending:
+            out.append((j, pending))
+            pending = ""
+        i = j
+    return out
+
+
+def query_event(spoken: Spoken, reply: str, rng: random.Random, at: float | None) -> Event:
+    """A query spoken in slices: `incomplete` where a cut is allowed, `process` at its end."""
+    allowed = set(cut_points(spoken))
+    slices = slice_up(spoken.words, rng)
+    labels: list[str | None] = [INCOMPLETE if k in allowed else None for k, _ in slices[:-1]]
+    return Event("turn", [s for _, s in slices], [*labels, PROCESS], reply=reply, at=at)
+
+
+def fragment(spoken: Spoken, rng: random.Random) -> list[str]:
+    """Ignored speech as heard: the whole utterance, or a stretch of it starting anywhere."""
+    words = [w for w in spoken.words if w]
+    if len(words) > 3 and rng.random() < 0.5:
+        start = rng.randrange(0, len(words) - 2)
+        words = words[start : start + rng.randint(2, max(2, min(14, len(words) - start)))]
+    return words
+
+
+def noise_event(spoken: Spoken, rng: random.Random, at: float | None) -> Event:
+    words = fragment(spoken, rng)
+    slices = [s for _, s in slice_up(words, rng)][: rng.choice((1, 1, 2, 3))]
+    return Event("noise", slices, [IGNORE] * len(slices), at=at)
+
+
+def conversation(queries: list[Spoken], noise: list[Spoken], replies: Callable[[str], str],
+                 rng: random.Random, max_events: int = 6, p_turn: float = 0.45,
+                 p_during_reply: float = 0.5) -> list[Event]:
+    """A conversation of 1..max_events inputs; after a reply, inputs arrive during it half the time."""
+    events: list[Event] = []
+    replying = False
+    position = 0.0
+    for _ in range(rng.randint(1, max_events)):
+        at = None
+        if replying and rng.random() < p_during_reply:
+            position = rng.uniform(position, 0.95) if position else rng.uniform(0.05, 0.9)
+            at = position
+        if rng.random() < p_turn:
+            spoken = rng.choice(queries)
+            events.append(query_event(spoken, replies(spoken.text), rng, at))
+            replying, position = True, 0.0
+        else:
+            events.append(noise_event(rng.choice(noise), rng, at))
+            if at is None:
+                replying = False  # idle input: the reply, if any, has ended
+    return events
+
+
+def eval_rows(queries: list[Spoken], noise: list[Spoken], replies: Callable[[str], str], rng: random.Random,
+              max_history: int = 2) -> list[dict[str, object]]:
+    """Decision points for `duo eval`: every query whole and cut, and as many ignored fragments."""
+
+    def history() -> list[dict[str, str]]:
+        turns: list[dict[str, str]] = []
+        for spoken in rng.sample(queries, min(len(queries), rng.randint(0, max_history))):
+            turns += [{"role": "user", "content": spoken.text},
+                      {"role": "assistant", "content": replies(spoken.text)}]
+        return turns
+
+    rows: list[dict[str, object]] = []
+    for spoken in queries:
+        rows.append({"history": history(), "input": spoken.text, "label": PROCESS})
+        if cuts := cut_points(spoken):
+            k = rng.choice(cuts)
+            rows.append({"history": history(), "input": " ".join(w for w in spoken.words[:k] if w),
+                         "label": INCOMPLETE})
+    for spoken in rng.sample(noise, min(len(noise), len(queries))):
+        rows.append({"history": history(), "input": " ".join(fragment(spoken, rng)), "label": IGNORE})
+    rng.shuffle(rows)
+    return rows
