@@ -340,11 +340,18 @@ class RealtimeSession:
     # -- engine events ---------------------------------------------------------------------------------
     async def _pump(self) -> None:
         handle = self.handle
-        while True:
-            event = await handle.events.get()
-            if handle is not self.handle:
-                return
-            await self.on_engine_event(event)
+        try:
+            while True:
+                event = await handle.events.get()
+                if handle is not self.handle:
+                    return
+                await self.on_engine_event(event)
+        except (asyncio.CancelledError, SlowClient, WebSocketDisconnect):
+            raise
+        except Exception as exc:  # this session ends; the loop and the other sessions go on
+            log.exception("session=%s event=session_failed", self.id)
+            self.error("internal_error", f"{type(exc).__name__}: {exc}")
+            await self.ws.close(1011)
 
     async def on_engine_event(self, event: ev.Event) -> None:
         match event:

@@ -28,7 +28,7 @@ class Settings(BaseModel):
     # speech
     asr_model: str = Field("tiny.en", description="speech recognition: tiny.en, base, or a Whisper id/path")
     tts: str = Field("auto", description="speech output: auto (Piper if installed, else espeak-ng), piper, "
-                                          "espeak, none")
+                                          "espeak-ng, none")
     # network
     host: str = Field("127.0.0.1", description="bind address; anything but loopback requires API keys")
     port: int = Field(8000, ge=0, le=65535)

@@ -1,0 +1,171 @@
+"""Conversations through a real server on loopback, with a real websockets client."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import subprocess
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from .helpers import LiveServer, connect, live_server
+
+ANSWER = {"process_threshold": 0.0}  # the untuned model cannot forecast: force the state through the real path
+IGNORE = {"process_threshold": 1.0, "ignore_threshold": 0.0}
+
+
+@pytest.fixture(scope="module")
+def server(embedded) -> Iterator[LiveServer]:
+    with live_server(embedded, tts="espeak-ng") as live:
+        yield live
+
+
+async def test_text_conversation(server: LiveServer) -> None:
+    c = await connect(server.url)
+    await c.configure(**ANSWER)
+    await c.say("what is the capital of france?")
+    state = await c.until("duo.input.state")
+    assert state["state"] == "process" and set(state["probs"]) == {"process", "ignore", "incomplete"}
+    created = await c.until("response.created")
+    done = await c.until("response.done")
+    rid = created["response"]["id"]
+    deltas = [e["delta"] for e in c.events if e["type"] == "response.output_text.delta" and e["response_id"] == rid]
+    assert done["response"]["status"] == "completed" and "Paris" in "".join(deltas)
+    assert done["response"]["output"][0]["content"][0]["text"] == "".join(deltas)
+    await c.ws.close()
+
+
+async def test_background_speech_gets_no_response(server: LiveServer) -> None:
+    c = await connect(server.url)
+    await c.configure(**IGNORE)
+    await c.say("and then she said the meeting moved to thursday")
+    state = await c.until("duo.input.state")
+    assert state["state"] == "ignore"
+    with pytest.raises(TimeoutError):
+        await c.until("response.created", timeout=2)
+    await c.ws.close()
+
+
+async def test_barge_in_cancels_and_answers(server: LiveServer) -> None:
+    c = await connect(server.url)
+    await c.configure(max_tokens=200, **ANSWER)
+    await c.say("tell me a long story about a dragon")
+    first = (await c.until("response.created"))["response"]["id"]
+    await c.until("response.output_text.delta")
+    await c.say("stop, what time is it?")
+    cancelled = await c.until("response.done")
+    assert cancelled["response"]["id"] == first and cancelled["response"]["status"] == "cancelled"
+    assert cancelled["response"]["status_details"]["reason"] == "turn_detected"
+    second = await c.until("response.created")
+    assert second["response"]["id"] != first
+    assert (await c.until("response.done"))["response"]["status"] in ("completed", "incomplete")
+    await c.ws.close()
+
+
+async def test_audio_conversation_from_synthesized_speech(server: LiveServer, tmp_path) -> None:
+    wav = tmp_path / "q.wav"
+    subprocess.run(["espeak-ng", "-w", str(wav), "what is the capital of france"], check=True)
+    raw = subprocess.run(["sox", str(wav), "-t", "raw", "-r", "24000", "-e", "signed", "-b", "16", "-c", "1", "-"],
+                         check=True, capture_output=True).stdout
+    pcm = np.frombuffer(raw, dtype="<i2")
+    pcm = np.concatenate([pcm, np.zeros(24_000, dtype="<i2")])  # then a second of silence: a pause
+    c = await connect(server.url)
+    await c.configure(**ANSWER)
+    step = 2400  # 100 ms
+    for i in range(0, len(pcm), step):
+        await c.send("input_audio_buffer.append", audio=base64.b64encode(pcm[i : i + step].tobytes()).decode())
+        await asyncio.sleep(0.02)
+    await c.until("input_audio_buffer.speech_started")
+    await c.until("input_audio_buffer.speech_stopped")
+    transcript = await c.until("conversation.item.input_audio_transcription.completed")
+    assert "capital of france" in transcript["transcript"].lower()
+    assert (await c.until("duo.input.state"))["state"] == "process"
+    await c.until("response.created")
+    await c.ws.close()
+
+
+async def test_audio_output_streams_speech(server: LiveServer) -> None:
+    c = await connect(server.url)
+    await c.send("session.update", session={"output_modalities": ["audio"], "max_output_tokens": 12,
+                                            "audio": {"input": {"turn_detection": {"type": "duo", **ANSWER}}}})
+    await c.until("session.updated")
+    await c.say("say hello")
+    created = await c.until("response.created")
+    audio = await c.until("response.output_audio.delta")
+    assert audio["response_id"] == created["response"]["id"] and len(base64.b64decode(audio["delta"])) > 0
+    assert (await c.until("response.done"))["response"]["status"] == "completed"
+    assert any(e["type"] == "response.output_audio_transcript.delta" for e in c.events)
+    await c.ws.close()
+
+
+async def test_twenty_concurrent_sessions_stay_isolated(server: LiveServer) -> None:
+    async def one(i: int) -> tuple[str, set[str]]:
+        c = await connect(server.url)
+        await c.configure(max_tokens=6, **ANSWER)
+        await c.say(f"what is {i} plus {i}?")
+        done = await c.until("response.done", timeout=300)
+        ids = {e["response"]["id"] for e in c.events if e["type"] == "response.created"}
+        await c.ws.close()
+        return done["response"]["id"], ids
+
+    results = await asyncio.gather(*(one(i) for i in range(20)))
+    assert all(rid in ids and len(ids) == 1 for rid, ids in results)
+    assert len({rid for rid, _ in results}) == 20
+
+
+async def test_client_vanishing_mid_response_frees_its_kv(server: LiveServer) -> None:
+    engine = server.state.loop.engine
+    for _ in range(100):  # earlier tests' sessions are gone
+        if not engine.sessions and not engine.has_work():
+            break
+        await asyncio.sleep(0.1)
+    free = engine.kv.num_free
+    c = await connect(server.url)
+    await c.configure(max_tokens=200, **ANSWER)
+    await c.say("tell me everything about the ocean")
+    await c.until("response.output_text.delta")
+    await c.ws.close()
+    for _ in range(100):
+        if engine.kv.num_free == free and not engine.sessions:
+            break
+        await asyncio.sleep(0.1)
+    assert engine.kv.num_free == free and not engine.sessions
+
+
+@pytest.mark.parametrize("event, code", [
+    ("{not json", "invalid_json"),
+    ('{"type": "no.such.event"}', "unknown_event"),
+    ('{"type": "input_audio_buffer.append"}', "invalid_event"),
+    ('{"type": "input_audio_buffer.append", "audio": 5}', "invalid_event"),
+    ('{"type": "input_audio_buffer.append", "audio": "%%%notbase64"}', "invalid_audio"),
+    ('{"type": "input_audio_buffer.append", "audio": "AAE="}', "invalid_audio"),  # 2 bytes: fine; see below
+    ('{"type": "conversation.item.truncate", "item_id": "nope", "audio_end_ms": 10}', "item_not_found"),
+    ('{"type": "session.update", "session": {"audio": {"input": {"turn_detection": {"type": "duo", '
+     '"slice_ms": 99}}}}}', "invalid_event"),
+    ("[1, 2]", "invalid_event"),
+])
+async def test_bad_input_gets_an_error_and_the_session_goes_on(server: LiveServer, event: str, code: str) -> None:
+    if event.endswith('"AAE="}'):
+        event = event.replace("AAE=", "AAEC")  # 3 bytes: not whole PCM16 samples
+    c = await connect(server.url)
+    await c.ws.send(event)
+    error = await c.until("error")
+    assert error["error"]["code"] == code and error["error"]["message"]
+    await c.configure(max_tokens=3, **ANSWER)
+    await c.say("hello")
+    assert (await c.until("response.done"))["response"]["status"] in ("completed", "incomplete")
+    await c.ws.close()
+
+
+async def test_oversized_frame(server: LiveServer) -> None:
+    c = await connect(server.url)
+    big = base64.b64encode(b"\0" * (server.state.settings.max_frame_bytes + 10)).decode()
+    await c.send("input_audio_buffer.append", audio=big)
+    assert (await c.until("error"))["error"]["code"] == "frame_too_large"
+    await c.send("input_audio_buffer.clear")
+    await c.until("input_audio_buffer.cleared")
+    await c.ws.close()
+
+
