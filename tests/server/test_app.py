@@ -1,0 +1,112 @@
+"""Health, readiness, metrics, auth, limits and the official `openai` SDK against a live server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from duo.cli import main
+from duo.server.auth import SUBPROTOCOL_PREFIX
+
+from .helpers import connect, live_server
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_health_ready_and_metrics(tiny) -> None:
+    with live_server(tiny) as s:
+        assert _get(s.http + "/healthz") == (200, b'{"status":"ok"}')
+        status, body = _get(s.http + "/readyz")
+        assert status == 200 and json.loads(body)["status"] == "ready"
+
+        async def talk() -> None:
+            c = await connect(s.url)
+            await c.configure(max_tokens=3, process_threshold=0.0)
+            await c.say("hi")
+            await c.until("response.done")
+            await c.ws.close()
+
+        asyncio.run(talk())
+        text = _get(s.http + "/metrics")[1].decode()
+        for name in ("duo_ticks_total", "duo_forward_passes_total", "duo_tick_seconds_bucket", "duo_batch_sessions",
+                     'duo_state_decisions_total{state="process"}', "duo_reply_latency_seconds_count 1.0",
+                     "duo_barge_in_latency_seconds", "duo_sessions_opened_total 1.0"):
+            assert name in text, name
+
+
+def test_auth_required_when_keys_are_set(tiny) -> None:
+    with live_server(tiny, api_keys=["s3cret"], allowed_origins=["https://app.example"]) as s:
+        async def attempts() -> None:
+            for kwargs in ({}, {"additional_headers": {"Authorization": "Bearer wrong"}},
+                           {"additional_headers": {"Authorization": "Bearer s3cret", "Origin": "https://evil.example"}}):
+                with pytest.raises(InvalidStatus):
+                    await connect(s.url, **kwargs)
+            ok = [
+                await connect(s.url, additional_headers={"Authorization": "Bearer s3cret"}),
+                await connect(s.url, subprotocols=["realtime", SUBPROTOCOL_PREFIX + "s3cret"],
+                              origin="https://app.example"),
+                await connect(s.url + "?api_key=s3cret"),
+            ]
+            assert ok[1].ws.subprotocol == "realtime"
+            for c in ok:
+                await c.ws.close()
+
+        asyncio.run(attempts())
+        assert 'duo_sessions_refused_total{reason="invalid_api_key"} 1.0' in _get(s.http + "/metrics")[1].decode()
+
+
+def test_keys_are_mandatory_beyond_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DUO_API_KEYS", raising=False)
+    with pytest.raises(SystemExit, match="API keys"):
+        main(["serve", "--host", "0.0.0.0"])
+
+
+def test_session_limit_and_idle_timeout(tiny) -> None:
+    with live_server(tiny, max_sessions=2, idle_timeout_s=1.5) as s:
+        async def run() -> None:
+            a, b = await connect(s.url), await connect(s.url)
+            ws = await websockets.connect(s.url)
+            event = json.loads(await ws.recv())
+            assert event["type"] == "error" and event["error"]["code"] == "session_limit"
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.rcvd.code == 1013
+            await a.ws.close()
+            assert (await b.until("error", timeout=10))["error"]["code"] == "idle_timeout"
+
+        asyncio.run(run())
+
+
+def test_openai_sdk_realtime_client(tiny) -> None:
+    openai = pytest.importorskip("openai")
+    with live_server(tiny, api_keys=["sdk-key"]) as s:
+        async def run() -> str:
+            client = openai.AsyncOpenAI(api_key="sdk-key", base_url=s.http + "/v1")
+            async with client.realtime.connect(model="duo") as conn:
+                await conn.session.update(session={"type": "realtime", "output_modalities": ["text"],
+                                                   "audio": {"input": {"turn_detection": {
+                                                       "type": "duo", "forecast_tokens": 1,
+                                                       "process_threshold": 0.0}}}})
+                await conn.conversation.item.create(item={"type": "message", "role": "user",
+                                                          "content": [{"type": "input_text", "text": "hello"}]})
+                kinds = []
+                async for event in conn:
+                    kinds.append(event.type)
+                    if event.type == "response.done":
+                        assert event.response.status in ("completed", "incomplete")
+                        return " ".join(kinds)
+            return ""
+
+        kinds = asyncio.run(asyncio.wait_for(run(), 120))
+        assert "session.created" in kinds and "duo.input.state" in kinds and "response.output_text.delta" in kinds
