@@ -85,6 +85,7 @@ class Engine:
     def step(self) -> list[ev.Event]:
         """One tick. Returns the events it produced, in order."""
         events: list[ev.Event] = []
+        self.last_tick = TickStats()
         while self._joining:
             session = self._joining.popleft()
             self.sessions[session.id] = session

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import events as ev
 from .config import SessionConfig
-from .llm_engine import Engine
+from .llm_engine import Engine, TickStats
 from .session import Session
 
 log = logging.getLogger(__name__)
@@ -52,8 +54,9 @@ class SessionHandle:
 
 
 class EngineLoop:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, on_tick: Callable[[float, TickStats], None] | None = None) -> None:
         self.engine = engine
+        self.on_tick = on_tick
         self._handles: dict[str, SessionHandle] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -88,7 +91,11 @@ class EngineLoop:
                 if not self.engine.has_work():
                     await self._wake.wait()
                 continue
-            for event in await asyncio.to_thread(self.engine.step):
+            start = time.perf_counter()
+            events = await asyncio.to_thread(self.engine.step)
+            if self.on_tick is not None and self.engine.last_tick.forward_passes:
+                self.on_tick(time.perf_counter() - start, self.engine.last_tick)
+            for event in events:
                 handle = self._handles.get(event.session_id)
                 if handle is None:
                     continue
