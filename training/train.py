@@ -95,7 +95,8 @@ def wrap(model: Any, config: TrainConfig, new_token_ids: list[int]) -> Any:
     return get_peft_model(model, lora)
 
 
-def save_weights(model: Any, config: TrainConfig, target: Path, base_name: str, tokenizer: Any) -> None:
+def save_weights(model: Any, config: TrainConfig, target: Path, base_name: str, tokenizer: Any,
+                 dtype: str | None = None) -> None:
     """LoRA: an adapter folder (config + safetensors) as `load_backbone(adapter=...)` reads it."""
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -109,8 +110,8 @@ def save_weights(model: Any, config: TrainConfig, target: Path, base_name: str, 
         model.save_pretrained(tmp, save_embedding_layers=False)
         (tmp / "README.md").unlink(missing_ok=True)
         weights = tmp / "adapter_model.safetensors"
-        dtype = getattr(torch, config.save_dtype)
-        save_file({k: v.to(dtype).contiguous() for k, v in load_file(weights).items()}, weights)
+        cast = getattr(torch, dtype or config.save_dtype)
+        save_file({k: v.to(cast).contiguous() for k, v in load_file(weights).items()}, weights)
     shutil.rmtree(target, ignore_errors=True)
     tmp.replace(target)
 
@@ -217,7 +218,7 @@ def _checkpoint(model: Any, config: TrainConfig, out: Path, step: int, optimizer
                 base_name: str, backbone: Any) -> None:
     target = out / "checkpoints" / f"step-{step}"
     target.mkdir(parents=True, exist_ok=True)
-    save_weights(model, config, target / "weights", base_name, backbone.tokenizer)
+    save_weights(model, config, target / "weights", base_name, backbone.tokenizer, dtype="float32")  # exact resume
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
                 "torch_rng": torch.get_rng_state()}, target / "trainer.pt.tmp")
     (target / "trainer.pt.tmp").replace(target / "trainer.pt")

@@ -1,0 +1,111 @@
+"""The training loop learns, checkpoints, resumes exactly, and saves an adapter the engine's loader merges."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from duo.training.examples import Event
+from duo.training.train import TrainConfig, train
+
+# A toy state split decided by the slice's last word, so a 2-layer random model can learn it quickly.
+CUES = {"process": "please", "incomplete": "and", "ignore": "okay"}
+WORDS = ["red", "green", "blue", "apple", "river", "stone", "music", "paper", "window", "garden"]
+
+
+def _toy_data(folder: Path, conversations: int, seed: int) -> None:
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", conversations), ("dev", 12)):
+        with (folder / f"{split}.jsonl").open("w") as f:
+            for _ in range(n):
+                events = []
+                for _ in range(rng.randint(1, 3)):
+                    label = rng.choice(list(CUES))
+                    text = " ".join(rng.sample(WORDS, 2) + [CUES[label]] * 4)
+                    if label == "process":
+                        events.append(Event("turn", [text], ["process"], reply="sure thing"))
+                    else:
+                        events.append(Event("noise", [text], [label]))
+                f.write(json.dumps({"events": [e.to_json() for e in events]}) + "\n")
+
+
+def test_loop_learns_to_forecast_state_tokens(tmp_path: Path, tiny_backbone) -> None:
+    """Loss falls: after `<|prediction|>` the new state tokens go from ~1/vocab to nearly all the mass.
+
+    (Separating the three cues needs more steps than a CPU test affords on a random 2-layer model; the
+    real split is measured on the GPU run, see docs/training.md.)
+    """
+    _toy_data(tmp_path / "data", 64, seed=1)
+    config = TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "run"), lr=5e-2, steps=40, batch_size=8,
+                         lora_r=16, lora_alpha=32, lora_dropout=0.0, save_every=1000, device="cpu", max_len=256,
+                         output_weight=0.05)
+    summary = train(config, backbone=tiny_backbone)
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    first = sum(r["state_loss"] for r in log[:5]) / 5
+    last = sum(r["state_loss"] for r in log[-5:]) / 5
+    assert first > 8.0 and last < 1.6, (first, last)
+    assert summary["dev"]["state_loss"] < 1.6, summary["dev"]
+    adapter = tmp_path / "run" / "adapter"
+    assert {p.name for p in adapter.iterdir()} == {"adapter_config.json", "adapter_model.safetensors"}
+
+
+def test_resume_reproduces_uninterrupted_run(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from duo.engine.loader import load_backbone
+
+    _toy_data(tmp_path / "data", 16, seed=2)
+
+    def run(out: str, steps_done_first: int | None) -> dict[str, torch.Tensor]:
+        config = TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / out), lr=1e-3, steps=6, batch_size=4,
+                             save_every=3, device="cpu", max_len=256)
+        train(config, backbone=load_backbone(str(tiny_model_dir), adapter=None, device="cpu", dtype="float32"))
+        if steps_done_first is not None:  # simulate a crash after the first checkpoint, then resume
+            run_dir = tmp_path / out
+            for p in [run_dir / "adapter", run_dir / "checkpoints" / "step-6"]:
+                import shutil
+
+                shutil.rmtree(p)
+            train(config, backbone=load_backbone(str(tiny_model_dir), adapter=None, device="cpu", dtype="float32"))
+        return load_file(tmp_path / out / "adapter" / "adapter_model.safetensors")
+
+    straight, resumed = run("a", None), run("b", 3)
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        torch.testing.assert_close(straight[key], resumed[key], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method", ["lora"])
+def test_saved_adapter_merges_to_same_logits(tmp_path: Path, tiny_model_dir: Path, method: str) -> None:
+    """The engine merges the adapter (tied embeddings included); merged logits equal the trained model's."""
+    from peft import PeftModel
+
+    from duo.engine.loader import load_backbone
+
+    _toy_data(tmp_path / "data", 16, seed=3)
+    config = TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "run"), lr=1e-2, steps=4, batch_size=4,
+                         device="cpu", max_len=256, method=method, save_dtype="float32",
+                         model=str(tiny_model_dir))
+    train(config, backbone=load_backbone(str(tiny_model_dir), adapter=None, device="cpu", dtype="float32"))
+    adapter = tmp_path / "run" / "adapter"
+    base = load_backbone(str(tiny_model_dir), adapter=None, device="cpu", dtype="float32")
+    x = torch.tensor([[base.tokenizer.eos_token_id, 42, 77, base.prediction_id]])
+    peft_model = PeftModel.from_pretrained(base.model, str(adapter)).eval()
+    with torch.no_grad():
+        expected = peft_model(input_ids=x).logits
+    merged = load_backbone(str(tiny_model_dir), adapter=str(adapter), device="cpu", dtype="float32")
+    with torch.no_grad():
+        got = merged.model(input_ids=x).logits
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    rows = list(merged.state_ids.values())
+    # the state rows really moved (trained), and the tie between embedding and head survived the merge
+    head, embed = merged.model.get_output_embeddings(), merged.model.get_input_embeddings()
+    assert head.weight.data_ptr() == embed.weight.data_ptr()
+    assert not torch.allclose(merged.model.get_input_embeddings().weight[rows],
+                              load_backbone(str(tiny_model_dir), adapter=None, device="cpu",
+                                            dtype="float32").model.get_input_embeddings().weight[rows])
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_model_dir)
