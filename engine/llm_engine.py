@@ -35,6 +35,13 @@ class TickStats:
     sessions: int = 0
 
 
+def _turn_markers(tokenizer: object) -> frozenset[int]:
+    """A special token that opens a turn ends the reply too: a model that skips its end-of-turn token
+    and starts the user's next turn (`<|im_start|>user`) must not speak it."""
+    opener = ChatFraming(tokenizer).user_open[:1]
+    return frozenset(t for t in opener if t in tokenizer.all_special_ids)  # type: ignore[attr-defined]
+
+
 class Engine:
     def __init__(self, backbone: Backbone, config: EngineConfig | None = None) -> None:
         self.backbone = backbone
@@ -46,7 +53,7 @@ class Engine:
             tokenizer=backbone.tokenizer,
             prediction_id=backbone.prediction_id,
             state_ids={s: backbone.state_ids[s] for s in _STATES},
-            stop_ids=backbone.stop_ids,
+            stop_ids=backbone.stop_ids | _turn_markers(backbone.tokenizer),
             max_context=min(self.config.max_context or backbone.max_context, backbone.max_context),
         )
         self.sessions: dict[str, Session] = {}

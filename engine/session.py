@@ -249,7 +249,7 @@ class Session:
         reply = self.reply
         assert reply is not None
         if token in self.vocab.stop_ids:
-            return self._finish(ev.ResponseStatus.COMPLETED, stop=token)
+            return self._finish(ev.ResponseStatus.COMPLETED)
         reply.seq.append([token])
         delta = reply.detok.push(token)
         out: list[ev.Event] = [ev.TextDelta(self.id, reply.id, delta)] if delta else []
@@ -258,8 +258,7 @@ class Session:
             out += self._finish(ev.ResponseStatus.LENGTH)
         return out
 
-    def _finish(self, status: ev.ResponseStatus, stop: int | None = None,
-                context_len: int | None = None) -> list[ev.Event]:
+    def _finish(self, status: ev.ResponseStatus, context_len: int | None = None) -> list[ev.Event]:
         """End the reply; close its turn in context (unless a promoted input already continues it)."""
         reply = self.reply
         assert reply is not None
@@ -270,9 +269,7 @@ class Session:
         kept = reply.seq.tokens[reply.start : context_len if context_len is not None else len(reply.seq)]
         self.turns.append({"role": "assistant", "content": self.vocab.tokenizer.decode(
             kept, skip_special_tokens=True).strip()})
-        if status is ev.ResponseStatus.COMPLETED and stop is not None:
-            reply.seq.append([stop, *self.framing.close_after_stop(stop)])
-        elif status is not ev.ResponseStatus.INTERRUPTED:
+        if status is not ev.ResponseStatus.INTERRUPTED:  # the template's own end of turn, whatever stopped it
             reply.seq.append(self.framing.assistant_close)
         return [*out, ev.ResponseDone(self.id, reply.id, status, reply.detok.text, len(reply.detok.ids))]
 
