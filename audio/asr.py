@@ -68,7 +68,8 @@ class Recognizer:
         for a in audio:
             if a.ndim != 1 or a.size == 0 or a.size > MAX_AUDIO_S * SAMPLE_RATE:
                 raise AudioFormatError(f"Whisper needs 1..{MAX_AUDIO_S:.0f} s of 16 kHz mono, got {a.shape}")
-        feats = self.whisper.feature_extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+        extra = {"device": self.whisper.device} if self.whisper.device.startswith("cuda") else {}  # STFT on the GPU
+        feats = self.whisper.feature_extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt", **extra)
         return feats.input_features.to(self.whisper.device, self._dtype)
 
     def _detect(self, enc, rows: list[int]) -> dict[int, str]:

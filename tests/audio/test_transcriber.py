@@ -28,7 +28,8 @@ QUERIES = [
     "What time does the pharmacy close today?",
 ]
 LONG = ("Please remind me tomorrow morning to water the plants on the balcony, then call the dentist about "
-        "my appointment, and finally order a birthday present for my sister.")
+        "my appointment, and finally order a birthday present for my sister. After that, book a table for two at "
+        "the Italian restaurant near the station for Friday evening.")
 
 
 def texts(outputs: list) -> list[TextSlice]:  # type: ignore[type-arg]
@@ -36,13 +37,14 @@ def texts(outputs: list) -> list[TextSlice]:  # type: ignore[type-arg]
 
 
 def test_long_utterance_over_many_slices_keeps_every_word(tiny: Recognizer, synth: Callable[..., np.ndarray]) -> None:
+    """15 s in one utterance, with the context window capped at 6 s so it has to move twice."""
     x = synth(LONG, "flite")
-    outputs = list(stream_events(x, tiny))
+    outputs = list(stream_events(x, tiny, SlicerConfig(pause_s=2.0), TranscriberConfig(max_window_s=6.0)))
     parts = texts(outputs)
-    assert len(parts) >= 4 and [p.final for p in parts] == [False] * (len(parts) - 1) + [True]
+    assert len(parts) >= 7 and [p.final for p in parts] == [False] * (len(parts) - 1) + [True]
     joined = " ".join(p.text for p in parts if p.text)
     assert normalize(joined) == normalize(parts[-1].utterance_text)  # slices add up to the utterance, no repeats
-    assert wer(LONG, parts[-1].utterance_text) <= 0.1, parts[-1].utterance_text
+    assert wer(LONG, parts[-1].utterance_text) <= 0.12, parts[-1].utterance_text
     for p in parts[:-1]:  # each non-final slice's words are a prefix of the final text
         assert normalize(parts[-1].utterance_text)[: len(normalize(p.utterance_text))] == normalize(p.utterance_text)
 
