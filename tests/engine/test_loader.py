@@ -24,7 +24,8 @@ def test_embedded_cache_is_keyed_by_the_gguf_sha256(embedded_path: Path) -> None
     assert embedded_path.name.endswith(manifest["gguf_sha256"][:16])
     assert embedded_checkpoint() == embedded_path
     tokenizer = AutoTokenizer.from_pretrained(embedded_path)  # special tokens as the GGUF declares them
-    assert (tokenizer.eos_token, tokenizer.bos_token, tokenizer.pad_token) == ("<|im_end|>", "<|im_start|>", "<|im_end|>")
+    specials = (tokenizer.eos_token, tokenizer.bos_token, tokenizer.pad_token)
+    assert specials == ("<|im_end|>", "<|im_start|>", "<|im_end|>")
     assert tokenizer.eos_token_id == ChatFraming(tokenizer).assistant_close[0]
     assert (embedded_path / "model.safetensors").stat().st_size > 100e6
 
