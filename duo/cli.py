@@ -28,10 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name in _COMMANDS:
         try:
             module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # an optional part whose extra is not installed
-            if exc.name and name.startswith(exc.name):
-                continue
-            raise
+        except ModuleNotFoundError as exc:  # a part whose dependencies are not installed: its commands are absent
+            logging.getLogger(__name__).debug("commands of %s unavailable: %s", name, exc)
+            continue
         module.add_parser(sub)
     return parser
 
