@@ -123,10 +123,31 @@ def load_voice(backend: str = "auto") -> Voice:
 
 
 class SentenceSplitter:
-    """Collects streamed text and releases whole sentences as soon as they end."""
+    """Collects streamed text and releases whole sentences as soon as they end.
 
-    def __init__(self) -> None:
+    A sentence longer than `max_chars` is released in clause-sized pieces (at commas, else at spaces): one
+    render then never takes long, which bounds both the wait for the first audio and the work left running
+    after an interruption.
+    """
+
+    def __init__(self, max_chars: int = 180) -> None:
         self._buf = ""
+        self.max_chars = max_chars
+
+    def _cap(self, sentence: str) -> list[str]:
+        if len(sentence) <= self.max_chars:
+            return [sentence]
+        pieces, cur = [], ""
+        for part in re.split(r"(?<=[,;:])\s+|\s+", sentence):
+            sep = " " if cur else ""
+            if cur and len(cur) + len(sep) + len(part) > self.max_chars:
+                pieces.append(cur)
+                cur, sep = "", ""
+            cur += sep + part
+            if cur.endswith((",", ";", ":")) and len(cur) >= self.max_chars // 3:
+                pieces.append(cur)
+                cur = ""
+        return [*pieces, cur] if cur else pieces
 
     def push(self, delta: str) -> list[str]:
         self._buf += delta
@@ -140,12 +161,12 @@ class SentenceSplitter:
                 continue
             sentence, self._buf, start = (head + m.group(0)).strip(), self._buf[m.end() :], 0
             if any(ch.isalnum() for ch in sentence):
-                out.append(sentence)
+                out.extend(self._cap(sentence))
         return out
 
     def flush(self) -> list[str]:
         rest, self._buf = self._buf.strip(), ""
-        return [rest] if any(ch.isalnum() for ch in rest) else []
+        return self._cap(rest) if any(ch.isalnum() for ch in rest) else []
 
 
 def split_sentences(text: str) -> list[str]:

@@ -47,6 +47,10 @@ def test_sentence_splitting() -> None:
         released.append(splitter.push(token))
     assert released == [[], [], ["The weather is sunny."], [], []] and splitter.flush() == ["It will rain tomorrow"]
     assert split_sentences(" ... ") == []
+    long = "first we go north, then we turn left at the old mill, " * 5 + "and then we are there."
+    pieces = split_sentences(long)
+    assert len(pieces) > 1 and all(len(p) <= 180 for p in pieces) and " ".join(pieces) == long
+    assert all(len(p) <= 180 for p in split_sentences("word " * 100))
 
 
 def test_chunks_are_pcm16_24k_of_the_chosen_size(espeak: EspeakTts) -> None:
