@@ -1,9 +1,10 @@
 """Tick latency and forward passes per slice of the DUO engine on the embedded model.
 
-Workload: every session asks a question and gets a reply streamed; while it replies, a slice of
-background speech arrives every `--slice-every` ticks and is judged (forecast of k tokens) alongside the
-reply. The same workload runs under DUO (one forward per tick) and under the time-division baseline
-(outputs and inputs in separate passes). Prints JSON lines, then a summary table.
+Workload: every session always has a reply streaming (a finished one is followed by a new question);
+while it replies, a slice of background speech arrives every `--slice-every` ticks and is judged (k
+forecast tokens, then ignored) alongside the reply. The same workload runs under DUO (one forward per
+tick) and under the time-division baseline (outputs and inputs in separate passes). Prints JSON lines,
+then a summary table.
 
     python -m duo.bench.engine_cpu [--sessions 1 8] [--ticks 60] [--device cpu]
 """
@@ -14,38 +15,31 @@ import argparse
 import json
 import statistics
 import time
-from dataclasses import dataclass, field
 
 import torch
 
-from duo.engine.config import EngineConfig, Mode, SamplingParams, SessionConfig, State, Thresholds
+from duo.engine.config import EngineConfig, Mode, SamplingParams, SessionConfig, Thresholds
 from duo.engine.llm_engine import Engine
 from duo.engine.loader import load_backbone
 
 BACKGROUND = "and then she told me the train was late again so we walked all the way home"
 
 
-@dataclass(frozen=True)
-class AnswerThenIgnore(Thresholds):
-    """Answers the first input and ignores the rest: the untrained model's states are not the point here."""
-
-    answered: list[bool] = field(default_factory=list)
-
-    def decide(self, probs: dict[State, float]) -> State:
-        if self.answered:
-            return State.IGNORE
-        self.answered.append(True)
-        return State.PROCESS
-
-
 def run(backbone, mode: Mode, sessions: int, ticks: int, slice_every: int, k: int) -> dict:
     engine = Engine(backbone, EngineConfig(mode=mode))
-    handles = [engine.open_session(SessionConfig(forecast_tokens=k, thresholds=AnswerThenIgnore(),
-                                                 sampling=SamplingParams(max_new_tokens=2048)))
-               for _ in range(sessions)]
-    for i, h in enumerate(handles):
-        h.push_slice(f"please tell me a very long story about the number {i}")
-    for _ in range(3):  # prefill, forecast, promote: every session is now replying
+    config = SessionConfig(forecast_tokens=k, thresholds=Thresholds(process=2.0, ignore=0.0),  # ignore all
+                           sampling=SamplingParams(max_new_tokens=2048))
+    handles = [engine.open_session(config) for _ in range(sessions)]
+
+    def keep_replying() -> None:
+        """Every session always has a reply streaming: a finished one is followed by a new question."""
+        for i, h in enumerate(handles):
+            if h.reply is None and not h.inbox:
+                h.push_slice(f"please tell me a very long story about the number {i}", judge=False)
+                h.respond()
+
+    keep_replying()
+    for _ in range(3):
         engine.step()
     sync = torch.cuda.synchronize if backbone.device.type == "cuda" else (lambda: None)
     times, passes, slices = [], 0, 0
@@ -54,6 +48,7 @@ def run(backbone, mode: Mode, sessions: int, ticks: int, slice_every: int, k: in
             for h in handles:
                 h.push_slice(BACKGROUND)
             slices += sessions
+        keep_replying()
         sync()
         start = time.perf_counter()
         engine.step()
