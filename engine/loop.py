@@ -41,6 +41,10 @@ class SessionHandle:
         self.session.respond()
         self.loop.wake()
 
+    def truncate(self, response_id: str, chars: int) -> None:
+        self.session.truncate(response_id, chars)
+        self.loop.wake()
+
     def pause(self) -> None:
         self.session.pause()
         self.loop.wake()

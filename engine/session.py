@@ -79,6 +79,7 @@ class Session:
             raise ValueError("instructions plus max_new_tokens do not fit the model's context window")
         self.last = Sequence(kv, framing.history(self.turns))  # the conversation's newest sequence
         self.reply: Reply | None = None
+        self.finished: tuple[Reply, int] | None = None  # the last finished reply and where its close starts
         self.input: InputChannel | None = None
         self.inbox: deque[tuple[str, Any]] = deque()
         self.generator: torch.Generator | None = None
@@ -107,6 +108,10 @@ class Session:
     def cancel(self) -> None:
         self.inbox.append(("cancel", None))
 
+    def truncate(self, response_id: str, chars: int) -> None:
+        """The user heard only the first `chars` characters of a finished reply: keep only those in context."""
+        self.inbox.append(("truncate", (response_id, chars)))
+
     # -- called by the engine between ticks ------------------------------------------------------------
     def has_work(self) -> bool:
         return bool(self.inbox) or any(s.pending for s in self._live())
@@ -123,6 +128,8 @@ class Session:
                 out += self._finish(ev.ResponseStatus.CANCELLED)
             elif kind == "respond":
                 out += self._respond()
+            elif kind == "truncate":
+                self._truncate(*arg)
         return out
 
     def work(self) -> list[tuple[Sequence, Need]]:
@@ -270,8 +277,29 @@ class Session:
         self.turns.append({"role": "assistant", "content": self.vocab.tokenizer.decode(
             kept, skip_special_tokens=True).strip()})
         if status is not ev.ResponseStatus.INTERRUPTED:  # the template's own end of turn, whatever stopped it
+            self.finished = (reply, len(reply.seq))
             reply.seq.append(self.framing.assistant_close)
         return [*out, ev.ResponseDone(self.id, reply.id, status, reply.detok.text, len(reply.detok.ids))]
+
+    def _truncate(self, response_id: str, chars: int) -> None:
+        """Cut the newest finished reply to its first `chars` characters (what was played), closing the turn."""
+        if self.finished is None or self.reply is not None:
+            return
+        reply, end = self.finished
+        if reply.id != response_id or reply.seq is not self.last:
+            return  # an older turn, or one already cut by a barge-in
+        decode = self.vocab.tokenizer.decode
+        tokens = reply.seq.tokens[reply.start : end]
+        keep = len(tokens)
+        while keep and len(decode(tokens[:keep], skip_special_tokens=True).strip()) > chars:
+            keep -= 1
+        listener = self.input.seq if self.input is not None else None
+        if listener is not None and listener.parent is reply.seq and listener.parent_len > reply.start + keep:
+            return  # an input channel already listens past that point
+        reply.seq.truncate(reply.start + keep)
+        reply.seq.append(self.framing.assistant_close)
+        self.finished = (reply, reply.start + keep)
+        self.turns[-1] = {"role": "assistant", "content": decode(tokens[:keep], skip_special_tokens=True).strip()}
 
     def _trim_context(self) -> list[ev.Event]:
         """Drop the oldest turns (instructions kept) when the next turn might not fit the window."""

@@ -244,6 +244,9 @@ class RealtimeSession:
                                           event.event_id, "audio_end_ms")
                 if reply is self.speaking:
                     self._stop_speaking("client_cancelled")
+                if reply.audio_ms:  # the words heard, assuming an even speaking rate within the reply
+                    heard = int(len(reply.text) * min(1.0, event.audio_end_ms / reply.audio_ms))
+                    self.handle.truncate(reply.id, heard)
                 self.send("conversation.item.truncated", item_id=event.item_id, content_index=event.content_index,
                           audio_end_ms=event.audio_end_ms)
 

@@ -217,3 +217,20 @@ def test_unjudged_slices_wait_for_an_explicit_respond(tiny) -> None:
     out = run_until_idle(engine)
     assert out[0] == ev.ResponseStarted(s.id, out[0].response_id, "what is the weather like tomorrow")
     assert _reply(out)[0].status is ev.ResponseStatus.LENGTH
+
+
+def test_truncate_keeps_only_what_was_heard(embedded) -> None:
+    engine = Engine(embedded)
+    s = engine.open_session(_config(P, P, k=1, n=24))
+    s.push_slice("tell me about the history of rome")
+    done = _reply(run_until_idle(engine))[0]
+    heard = done.text[: len(done.text) // 2]
+    s.truncate(done.response_id, len(heard))
+    run_until_idle(engine)
+    kept = s.turns[-1]["content"]
+    assert kept and heard.strip().startswith(kept) and len(kept) < len(done.text.strip())
+    assert s.last.tokens[-len(s.framing.assistant_close):] == s.framing.assistant_close
+    tail = embedded.tokenizer.decode(s.last.tokens[s.finished[0].start :], skip_special_tokens=True)
+    assert tail.strip() == kept
+    s.push_slice("go on")  # the next turn continues from the cut reply
+    assert any(isinstance(e, ev.ResponseStarted) for e in run_until_idle(engine))

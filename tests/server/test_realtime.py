@@ -64,25 +64,58 @@ async def test_barge_in_cancels_and_answers(server: LiveServer) -> None:
     await c.ws.close()
 
 
-async def test_audio_conversation_from_synthesized_speech(server: LiveServer, tmp_path) -> None:
+def _speech_pcm24k(tmp_path, text: str) -> np.ndarray:
+    """`text` spoken by espeak-ng as 24 kHz PCM16, then a second of silence (a pause)."""
     wav = tmp_path / "q.wav"
-    subprocess.run(["espeak-ng", "-w", str(wav), "what is the capital of france"], check=True)
+    subprocess.run(["espeak-ng", "-w", str(wav), text], check=True)
     raw = subprocess.run(["sox", str(wav), "-t", "raw", "-r", "24000", "-e", "signed", "-b", "16", "-c", "1", "-"],
                          check=True, capture_output=True).stdout
-    pcm = np.frombuffer(raw, dtype="<i2")
-    pcm = np.concatenate([pcm, np.zeros(24_000, dtype="<i2")])  # then a second of silence: a pause
-    c = await connect(server.url)
-    await c.configure(**ANSWER)
+    return np.concatenate([np.frombuffer(raw, dtype="<i2"), np.zeros(24_000, dtype="<i2")])
+
+
+async def _stream(c, pcm: np.ndarray) -> None:
     step = 2400  # 100 ms
     for i in range(0, len(pcm), step):
         await c.send("input_audio_buffer.append", audio=base64.b64encode(pcm[i : i + step].tobytes()).decode())
         await asyncio.sleep(0.02)
+
+
+async def test_audio_conversation_from_synthesized_speech(server: LiveServer, tmp_path) -> None:
+    c = await connect(server.url)
+    await c.configure(**ANSWER)
+    await _stream(c, _speech_pcm24k(tmp_path, "what is the capital of france"))
     await c.until("input_audio_buffer.speech_started")
     await c.until("input_audio_buffer.speech_stopped")
     transcript = await c.until("conversation.item.input_audio_transcription.completed")
     assert "capital of france" in transcript["transcript"].lower()
     assert (await c.until("duo.input.state"))["state"] == "process"
     await c.until("response.created")
+    await c.ws.close()
+
+
+async def test_server_vad_baseline_answers_at_the_pause_without_duo(server: LiveServer, tmp_path) -> None:
+    c = await connect(server.url)
+    await c.send("session.update", session={"audio": {"input": {"turn_detection": {"type": "server_vad"}}},
+                                            "max_output_tokens": 8})
+    await c.until("session.updated")
+    await _stream(c, _speech_pcm24k(tmp_path, "what is the capital of france"))
+    await c.until("response.created")
+    assert (await c.until("response.done"))["response"]["status"] in ("completed", "incomplete")
+    assert not any(e["type"] == "duo.input.state" for e in c.events)
+    await c.ws.close()
+
+
+async def test_without_turn_detection_the_client_asks(server: LiveServer) -> None:
+    c = await connect(server.url)
+    await c.send("session.update", session={"audio": {"input": {"turn_detection": None}}, "max_output_tokens": 6})
+    assert (await c.until("session.updated"))["session"]["audio"]["input"]["turn_detection"] is None
+    await c.say("what is the capital of france?")
+    with pytest.raises(TimeoutError):
+        await c.until("response.created", timeout=2)
+    await c.send("response.create")
+    await c.until("response.created")
+    await c.until("response.done")
+    assert not any(e["type"] == "duo.input.state" for e in c.events)
     await c.ws.close()
 
 
