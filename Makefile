@@ -5,7 +5,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run replay test bench clean
 
 $(STAMP): pyproject.toml requirements/assets.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml requirements/assets.txt
 install: $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/duo serve
+
+replay: $(STAMP)
 	$(BIN)/duo replay
 
 test: $(STAMP)
