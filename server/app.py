@@ -69,6 +69,8 @@ class Server:
         log.info("event=ready model=%s device=%s", self.backbone.name, self.backbone.device)
 
     async def stop(self) -> None:
+        if self.closing:
+            return
         self.closing = True
         for session in list(self.sessions):
             with contextlib.suppress(Exception):

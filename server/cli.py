@@ -17,9 +17,18 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, **flags)
     if not settings.loopback and not settings.keys():
         raise SystemExit("duo serve: listening beyond loopback needs API keys (--api-keys or DUO_API_KEYS)")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level.lower(),
-                ws_max_size=max(settings.max_frame_bytes * 2, 1 << 24), ssl_certfile=args.ssl_certfile,
-                ssl_keyfile=args.ssl_keyfile)
+    app = create_app(settings)
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list | None = None) -> None:
+            """SIGTERM: stop accepting, close every session with 1001 and stop the engine, then exit."""
+            await app.state.server.stop()
+            await super().shutdown(sockets)
+
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level.lower(),
+                            ws_max_size=max(settings.max_frame_bytes * 2, 1 << 24), ssl_certfile=args.ssl_certfile,
+                            ssl_keyfile=args.ssl_keyfile, timeout_graceful_shutdown=10)
+    Server(config).run()
     return 0
 
 

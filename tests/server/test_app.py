@@ -110,3 +110,44 @@ def test_openai_sdk_realtime_client(tiny) -> None:
 
         kinds = asyncio.run(asyncio.wait_for(run(), 120))
         assert "session.created" in kinds and "duo.input.state" in kinds and "response.output_text.delta" in kinds
+
+
+def test_sigterm_closes_sessions_with_1001_and_exits(tiny_model_path) -> None:
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "duo.cli", "serve", "--model", str(tiny_model_path),
+                             "--adapter", "none", "--port", str(port), "--device", "cpu"],
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while not (_alive(port) and _get(f"http://127.0.0.1:{port}/readyz")[0] == 200):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+
+        async def run() -> int:
+            c = await connect(f"ws://127.0.0.1:{port}/v1/realtime")
+            proc.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await c.recv(timeout=20)
+            return closed.value.rcvd.code
+
+        assert asyncio.run(run()) == 1001
+        assert proc.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once shut down cleanly
+    finally:
+        proc.kill()
+
+
+def _alive(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
