@@ -85,7 +85,9 @@ class RealtimeSession:
     def _put(self, event: dict[str, Any]) -> None:
         try:
             self.out.put_nowait(event)
-        except asyncio.QueueFull:
+        except asyncio.QueueFull:  # the client stopped reading: it is closed, the engine never waits for it
+            log.warning("session=%s event=slow_client queued=%d", self.id, self.out.qsize())
+            self._closing = asyncio.ensure_future(self.ws.close(1008, "client too slow"))
             raise SlowClient from None
 
     async def _writer(self) -> None:
