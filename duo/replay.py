@@ -98,7 +98,7 @@ def format_record(r: dict) -> str | None:
         case "state":
             probs = "  ".join(f"{k}={v:.2f}" for k, v in r["probs"].items())
             held = "  (waiting for the pause)" if r["held"] else ""
-            return f"{t}  {r['state']:<10}{probs}{held}"
+            return f"{t}  {r['state']:<11}{probs}{held}"
         case "response.started":
             return f"{t}  reply ▶   {r['response_id']}"
         case "response.done":

@@ -202,3 +202,22 @@ async def test_oversized_frame(server: LiveServer) -> None:
     await c.ws.close()
 
 
+
+
+async def test_shipped_adapter_answers_queries_and_ignores_background_talk() -> None:
+    """Real decisions with the default thresholds: no state is forced here."""
+    from duo.engine.loader import load_backbone
+
+    tuned = load_backbone(None, device="cpu")  # the embedded model with its shipped adapter
+    with live_server(tuned) as live:
+        c = await connect(live.url)
+        await c.send("session.update", session={"max_output_tokens": 12})
+        await c.until("session.updated")
+        await c.say("mark are you coming to the meeting at three")
+        assert (await c.until("duo.input.state"))["state"] == "ignore"
+        await c.say("set a timer for ten minutes")
+        state = await c.until("duo.input.state")
+        assert state["state"] == "process" and state["probs"]["process"] > 0.9
+        await c.until("response.created")
+        assert not [e for e in c.events if e["type"] == "response.created"][1:]  # only the query was answered
+        await c.ws.close()
