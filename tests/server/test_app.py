@@ -151,3 +151,32 @@ def _alive(port: int) -> bool:
 
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_client_that_stops_reading_is_closed_and_stalls_no_one(embedded) -> None:
+    import socket
+
+    with live_server(embedded, tts="espeak-ng", outbound_queue=16) as s:
+        async def run() -> None:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+            sock.connect(("127.0.0.1", s.port))
+            stuck = await websockets.connect(s.url, sock=sock, max_queue=1)  # never reads again
+            td = {"type": "duo", "process_threshold": 0.0, "forecast_tokens": 1}
+            await stuck.send(json.dumps({"type": "session.update", "session": {
+                "output_modalities": ["audio"], "max_output_tokens": 400, "audio": {"input": {"turn_detection": td}}}}))
+            await stuck.send(json.dumps({"type": "conversation.item.create", "item": {
+                "type": "message", "role": "user",
+                "content": [{"type": "input_text", "text": "tell me a very long story about dragons"}]}}))
+            other = await connect(s.url)
+            await other.configure(max_tokens=8, process_threshold=0.0)
+            await other.say("hello")
+            await other.until("response.done", timeout=60)
+            for _ in range(300):
+                if len(s.state.sessions) == 1:
+                    break
+                await asyncio.sleep(0.2)
+            assert len(s.state.sessions) == 1  # the stuck one was closed, the other lives on
+            await other.ws.close()
+
+        asyncio.run(run())
