@@ -72,13 +72,17 @@ def decode_pcm16(data: bytes | bytearray | memoryview, sample_rate: int = 24_000
     rate = check_rate(sample_rate)
     if rate not in WIRE_RATES:
         raise AudioFormatError(f"PCM16 input must be 16000 or 24000 Hz, got {rate}")
+    return resample(_pcm16_samples(data), rate)
+
+
+def _pcm16_samples(data: bytes | bytearray | memoryview) -> np.ndarray:
+    """Little-endian signed 16-bit samples as float32 in [-1, 1), at their own rate."""
     raw = bytes(data)
     if not raw:
         raise AudioFormatError("audio is empty")
     if len(raw) % 2:
         raise AudioFormatError(f"PCM16 data must have an even number of bytes, got {len(raw)}")
-    samples = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
-    return resample(samples, rate)
+    return np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
 
 
 def decode_base64_pcm16(payload: str | bytes, sample_rate: int = 24_000) -> np.ndarray:
@@ -133,12 +137,7 @@ class PcmStream:
 
     def push(self, data: bytes | bytearray | memoryview) -> np.ndarray:
         """Decode one chunk; returns the 16 kHz samples ready so far (may be a few ms behind the input)."""
-        raw = bytes(data)
-        if not raw:
-            raise AudioFormatError("audio is empty")
-        if len(raw) % 2:
-            raise AudioFormatError(f"PCM16 data must have an even number of bytes, got {len(raw)}")
-        samples = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
+        samples = _pcm16_samples(data)
         if self._resampler is None:
             return samples
         return self._resampler.resample_chunk(samples, last=False)
