@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from . import events as ev
-from .config import EngineConfig, Mode, SessionConfig, State
+from .config import EngineConfig, Mode, SessionConfig
 from .framing import DEFAULT_INSTRUCTIONS, ChatFraming
 from .kv_cache import KVCache
 from .loader import Backbone
@@ -25,7 +25,6 @@ from .sequence import Sequence
 from .session import Need, Session, Vocab
 
 log = logging.getLogger(__name__)
-_STATES = (State.PROCESS, State.IGNORE, State.INCOMPLETE)
 
 
 @dataclass
@@ -52,7 +51,7 @@ class Engine:
         self.vocab = Vocab(
             tokenizer=backbone.tokenizer,
             prediction_id=backbone.prediction_id,
-            state_ids={s: backbone.state_ids[s] for s in _STATES},
+            state_ids=backbone.state_ids,
             stop_ids=backbone.stop_ids | _turn_markers(backbone.tokenizer),
             max_context=min(self.config.max_context or backbone.max_context, backbone.max_context),
         )

@@ -37,6 +37,9 @@ _STATUS = {  # engine status -> (Realtime status, reason)
 }
 
 
+MAX_ITEMS = 32
+
+
 class SlowClient(Exception):
     pass
 
@@ -315,6 +318,8 @@ class RealtimeSession:
                     self._stop_speaking("turn_detected")  # barge-in during playback of a finished reply
                 reply = Reply(event.response_id, p.new_id("item"), time.monotonic())
                 self.reply = self.items[reply.item_id] = reply
+                while len(self.items) > MAX_ITEMS:  # only recent replies can still be truncated
+                    del self.items[next(iter(self.items))]
                 self.send("response.created", response={"id": reply.id, "object": "realtime.response",
                                                         "status": "in_progress", "output": []})
                 self.send("response.output_item.added", response_id=reply.id, output_index=0,
