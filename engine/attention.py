@@ -1,9 +1,18 @@
 """DUO attention: the paged KV pool plus the channel mask, behind transformers' attention interface.
 
-The model computes queries, keys and values as usual (rotary embeddings applied at the explicit
-position ids the engine passes); this function writes the tick's keys and values into the pool slots of
-their sequences, gathers the slots this tick reads and applies the 4-D channel mask. Outside an engine
-tick (training, evaluation of reference logits) it is plain SDPA, so one loaded model serves both.
+The model computes queries, keys and values as usual (rotary embeddings applied at the explicit position
+ids the engine passes); this function writes the tick's keys and values into the pool slots of their
+sequences, gathers each row's visible keys through its slot table and applies the channel mask. Outside
+an engine tick (training, reference logits) it is plain SDPA, so one loaded model serves both.
+
+A tick's tokens are laid out flat in two groups, each a padded batch of rows for SDPA:
+- decode rows, one token each (output channels, forecast steps: nearly every row of a busy tick);
+- prefill rows (a slice, a closed turn), padded to a common width.
+A row's slot table lists, in position order, the slots of its visible ancestry and then its own tokens,
+so "key l is visible to query j" is `l <= ctx + j`: a tree of channels becomes a batch of plain causal
+rows, and the gathered keys are O(rows x context), never O(tokens x all keys). Padding (rows, query
+positions, keys) reads and writes the pool's scratch slot only; every padded query sees exactly that one
+key, so no row is ever fully masked (which would turn into NaN).
 """
 
 from __future__ import annotations
@@ -25,12 +34,35 @@ ATTN_IMPLEMENTATION = "duo"
 
 @dataclass
 class TickBatch:
-    """What one forward pass reads and writes in the pool."""
+    """What one forward pass reads and writes in the pool; device tensors of fixed shape.
+
+    Flat tokens: `decode` rows of one token, then `prefill` rows of `width` tokens each.
+    """
 
     kv: KVCache
-    write_slots: torch.Tensor  # [Q] pool slot of each query token
-    read_slots: torch.Tensor  # [K] pool slots visible to some query this tick
-    mask: torch.Tensor  # [1, 1, Q, K] bool: query q may attend to read slot k
+    write_slots: torch.Tensor  # [T] pool slot of each token's key/value
+    table: torch.Tensor  # [decode + prefill, L] pool slot of each row's key l
+    mask_decode: torch.Tensor  # [decode, 1, 1, L] bool
+    mask_prefill: torch.Tensor  # [prefill, 1, width, L] bool
+    decode: int
+    prefill: int
+    width: int
+
+    @classmethod
+    def build(cls, kv: KVCache, write_slots: torch.Tensor, table: torch.Tensor, key_len: torch.Tensor,
+              ctx: torch.Tensor, q_len: torch.Tensor, width: int) -> TickBatch:
+        """Masks from lengths, on the device (inside a CUDA graph when captured).
+
+        `key_len[r]`: keys a decode row sees (itself included); `ctx[p]`, `q_len[p]`: keys before a prefill
+        row's tokens and its real token count.
+        """
+        decode, prefill = key_len.shape[0], ctx.shape[0]
+        cols = torch.arange(table.shape[1], device=table.device)
+        mask_decode = (cols < key_len[:, None])[:, None, None, :]
+        j = torch.arange(width, device=table.device)
+        limit = torch.where(j < q_len[:, None], ctx[:, None] + j + 1, 1)  # padded queries see key 0 only
+        mask_prefill = (cols < limit[..., None])[:, None]
+        return cls(kv, write_slots, table, mask_decode, mask_prefill, decode, prefill, width)
 
 
 _active: TickBatch | None = None
@@ -56,21 +88,31 @@ def duo_attention(
     dropout: float = 0.0,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    batch = _active
-    if batch is None:
+    b = _active
+    if b is None:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
         )
-    layer = module.layer_idx
-    k_pool, v_pool = batch.kv.k[layer], batch.kv.v[layer]
-    k_pool[batch.write_slots] = key[0].transpose(0, 1).to(k_pool.dtype)
-    v_pool[batch.write_slots] = value[0].transpose(0, 1).to(v_pool.dtype)
-    keys = k_pool[batch.read_slots].transpose(0, 1).unsqueeze(0)
-    values = v_pool[batch.read_slots].transpose(0, 1).unsqueeze(0)
-    out = F.scaled_dot_product_attention(
-        query, keys, values, attn_mask=batch.mask, scale=scaling, enable_gqa=keys.shape[1] != query.shape[1]
-    )
-    return out.transpose(1, 2).contiguous(), None
+    k_pool, v_pool = b.kv.k[module.layer_idx], b.kv.v[module.layer_idx]
+    k_pool.index_copy_(0, b.write_slots, key[0].transpose(0, 1).to(k_pool.dtype))
+    v_pool.index_copy_(0, b.write_slots, value[0].transpose(0, 1).to(v_pool.dtype))
+    keys = k_pool[b.table].transpose(1, 2)  # [rows, kv_heads, L, head_dim]
+    values = v_pool[b.table].transpose(1, 2)
+    q = query[0].transpose(0, 1)  # [T, heads, head_dim]
+    heads, head_dim = q.shape[1], q.shape[2]
+    gqa = keys.shape[1] != heads
+    d, p, w = b.decode, b.prefill, b.width
+    parts = []
+    if d:
+        out = F.scaled_dot_product_attention(q[:d, :, None], keys[:d], values[:d], attn_mask=b.mask_decode,
+                                             scale=scaling, enable_gqa=gqa)
+        parts.append(out[:, :, 0])
+    if p:
+        qp = q[d:].view(p, w, heads, head_dim).transpose(1, 2)
+        out = F.scaled_dot_product_attention(qp, keys[d:], values[d:], attn_mask=b.mask_prefill,
+                                             scale=scaling, enable_gqa=gqa)
+        parts.append(out.transpose(1, 2).reshape(p * w, heads, head_dim))
+    return torch.cat(parts)[None], None
 
 
 def register_attention() -> None:

@@ -101,3 +101,5 @@ class EngineConfig:
     max_sessions: int = 256
     # Context window; None takes the model's `max_position_embeddings`.
     max_context: int | None = None
+    # On CUDA, replay captured graphs for bucketed tick shapes (engine/cuda_graphs.py).
+    cuda_graphs: bool = True

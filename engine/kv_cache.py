@@ -3,7 +3,8 @@
 Keys and values of all layers live in one pool per layer, `[slots, kv_heads, head_dim]`, handed out in
 fixed-size blocks. A block belongs to exactly one `Sequence`; sharing happens one level up, where a
 sequence continues a visible prefix of its parent (see `sequence.py`), so forking a channel copies nothing
-and discarding one returns only its own blocks.
+and discarding one returns only its own blocks. Block 0 is never handed out: its first slot is the scratch
+slot that a tick's padding writes to and reads from.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ class KVCache:
         shape = (num_blocks * block_size, num_kv_heads, head_dim)
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
-        self._free = list(range(num_blocks - 1, -1, -1))
+        self._free = list(range(num_blocks - 1, 0, -1))
+        self.version = 0  # bumped when the pool tensors are reallocated (captured graphs hold their addresses)
 
     @classmethod
     def for_model(cls, model: torch.nn.Module, *, block_size: int, num_blocks: int, max_blocks: int) -> KVCache:
@@ -47,6 +49,8 @@ class KVCache:
             dtype=param.dtype,
             device=param.device,
         )
+
+    SCRATCH = 0
 
     @property
     def num_free(self) -> int:
@@ -75,3 +79,4 @@ class KVCache:
                 pool[i] = torch.cat([t, t.new_zeros((pad, *t.shape[1:]))])
         self._free = list(range(self.num_blocks + extra - 1, self.num_blocks - 1, -1)) + self._free
         self.num_blocks += extra
+        self.version += 1

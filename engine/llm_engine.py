@@ -47,7 +47,7 @@ class Engine:
         self.config = config or EngineConfig()
         self.kv = KVCache.for_model(backbone.model, block_size=self.config.block_size,
                                     num_blocks=self.config.initial_blocks, max_blocks=self.config.max_blocks)
-        self.runner = ModelRunner(backbone.model, self.kv)
+        self.runner = ModelRunner(backbone.model, self.kv, cuda_graphs=self.config.cuda_graphs)
         self.vocab = Vocab(
             tokenizer=backbone.tokenizer,
             prediction_id=backbone.prediction_id,

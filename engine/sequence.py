@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
+
 from .kv_cache import KVCache
 
 _ids = itertools.count()
@@ -30,6 +32,7 @@ class Sequence:
         self.num_cached = 0
         self.blocks: list[int] = []
         self.refs = 1  # the creator's reference
+        self._slot_array: np.ndarray | None = None  # slots of all own blocks, rebuilt when they change
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -58,12 +61,19 @@ class Sequence:
     def append(self, tokens: list[int]) -> None:
         self.tokens.extend(tokens)
 
-    def slots(self, start: int, stop: int) -> list[int]:
+    def slots(self, start: int, stop: int) -> np.ndarray:
         """Pool slots of own tokens [start, stop), allocating blocks as needed."""
         bs = self.kv.block_size
         while len(self.blocks) * bs < stop:
             self.blocks.append(self.kv.allocate())
-        return [self.blocks[i // bs] * bs + i % bs for i in range(start, stop)]
+            self._slot_array = None
+        if self._slot_array is None:
+            self._slot_array = (np.asarray(self.blocks, dtype=np.int64)[:, None] * bs + np.arange(bs)).ravel()
+        return self._slot_array[start:stop]
+
+    def key_slots(self) -> list[np.ndarray]:
+        """The slots of every key this sequence sees, in position order: visible ancestry, then own tokens."""
+        return [anc.slots(0, n) for anc, n in self.ancestry()] + [self.slots(0, len(self.tokens))]
 
     def truncate(self, n: int) -> None:
         """Keep the first n own tokens; their KV is untouched, so the cache equals a prefill of them."""
@@ -74,6 +84,7 @@ class Sequence:
         keep = -(-n // self.kv.block_size)
         self.kv.free(self.blocks[keep:])
         del self.blocks[keep:]
+        self._slot_array = None
 
     def release(self) -> None:
         """Drop a reference; the last one returns the blocks and releases the parent."""
@@ -81,6 +92,7 @@ class Sequence:
         if self.refs == 0:
             self.kv.free(self.blocks)
             self.blocks = []
+            self._slot_array = None
             if self.parent is not None:
                 self.parent.release()
                 self.parent = None

@@ -1,0 +1,109 @@
+"""Captured CUDA graphs of the tick forward, one per bucketed tick shape.
+
+A decode tick of a 7B model is hundreds of small kernels; launched one by one from Python they cost more
+than the math. A graph replays them in one launch. Shapes are bucketed (rows, prefill rows and width, keys)
+so a few dozen graphs cover a serving day; a tick whose shape has no bucket runs eagerly, exactly the same
+computation. Graphs read their inputs from static tensors the runner refills each tick, and share one
+memory pool (they never run concurrently). Reallocating the KV pool (`KVCache._grow`) drops them all.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from .attention import TickBatch
+
+if TYPE_CHECKING:
+    from .model_runner import ModelRunner, TickPlan, TickShape
+
+log = logging.getLogger(__name__)
+
+DECODE = (0, 1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 144, 160, 192, 224, 256, 320, 384, 448, 512)
+PREFILL = ((0, 0), (1, 32), (2, 32), (4, 32), (8, 32), (2, 64), (4, 64), (8, 64), (16, 64))
+KEYS = (256, 512, 768, 1024, 1536, 2048, 3072, 4096)
+
+
+def bucket(shape: TickShape) -> TickShape | None:
+    """The smallest captured shape that holds `shape`, or None (run eagerly)."""
+    from .model_runner import TickShape
+
+    decode = next((d for d in DECODE if d >= shape.decode), None)
+    prefill = next(((p, w) for p, w in PREFILL if p >= shape.prefill and w >= shape.width), None)
+    keys = next((k for k in KEYS if k >= shape.keys), None)
+    if decode is None or prefill is None or keys is None or decode + prefill[0] == 0:
+        return None
+    return TickShape(decode, prefill[0], prefill[1], keys)
+
+
+@dataclass
+class _Graph:
+    graph: torch.cuda.CUDAGraph
+    inputs: dict[str, torch.Tensor]
+    logits: torch.Tensor
+
+
+class CudaGraphs:
+    def __init__(self, runner: ModelRunner, max_graphs: int = 96) -> None:
+        self.runner = runner
+        self.max_graphs = max_graphs
+        self.graphs: dict[TickShape, _Graph] = {}
+        self.pool = torch.cuda.graph_pool_handle()
+        self.version = runner.kv.version
+
+    def shape_for(self, shape: TickShape) -> TickShape | None:
+        padded = bucket(shape)
+        if padded is None:
+            return None
+        if self.version != self.runner.kv.version:  # the pool moved: every graph reads stale addresses
+            self.graphs.clear()
+            self.version = self.runner.kv.version
+        if padded not in self.graphs and len(self.graphs) >= self.max_graphs:
+            return None
+        return padded
+
+    def replay(self, plan: TickPlan) -> torch.Tensor:
+        """Logits `[rows, vocab]` at each row's last token (static storage: read before the next tick)."""
+        g = self.graphs.get(plan.shape) or self.capture(plan.shape)
+        for name, t in g.inputs.items():
+            t.copy_(torch.from_numpy(getattr(plan, name)), non_blocking=True)
+        g.graph.replay()
+        return g.logits
+
+    @torch.inference_mode()
+    def capture(self, shape: TickShape) -> _Graph:
+        from .model_runner import plan_tick
+
+        empty = plan_tick([], shape)  # all padding: warm-up runs touch the scratch slot only
+        dev = self.runner.device
+        inputs = {name: torch.from_numpy(np.ascontiguousarray(getattr(empty, name))).to(dev)
+                  for name in ("ids", "positions", "write_slots", "table", "key_len", "ctx", "q_len", "row_last")}
+
+        def forward() -> torch.Tensor:
+            batch = TickBatch.build(self.runner.kv, inputs["write_slots"], inputs["table"], inputs["key_len"],
+                                    inputs["ctx"], inputs["q_len"], shape.width)
+            return self.runner.forward(inputs["ids"], inputs["positions"], batch, inputs["row_last"])
+
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                forward()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            logits = forward()
+        g = self.graphs[shape] = _Graph(graph, inputs, logits)
+        log.info("event=cuda_graph_captured shape=%s graphs=%d", shape, len(self.graphs))
+        return g
+
+    def warmup(self, shapes: list[TickShape]) -> None:
+        """Capture ahead of traffic, so no tick pays for a capture."""
+        for shape in shapes:
+            padded = self.shape_for(shape)
+            if padded is not None and padded not in self.graphs:
+                self.capture(padded)
