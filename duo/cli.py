@@ -15,9 +15,11 @@ import sys
 # Modules with an `add_parser(subparsers)` that adds sub-commands whose handler is stored as `func`.
 _COMMANDS: list[str] = [
     "duo.replay",
+    "duo.prepare",
     "duo.server.cli",
     "duo.audio.cli",
     "duo.training.cli",
+    "duo.evaluation.cli",
 ]
 
 
