@@ -64,6 +64,8 @@ class SamplingParams:
     top_p: float = 1.0
     seed: int | None = None
     max_new_tokens: int = 256
+    # Run to max_new_tokens whatever the model says (benchmarks: a fixed load of streaming replies).
+    ignore_eos: bool = False
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.max_new_tokens < 1:

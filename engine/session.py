@@ -255,7 +255,7 @@ class Session:
     def _on_output_token(self, token: int) -> list[ev.Event]:
         reply = self.reply
         assert reply is not None
-        if token in self.vocab.stop_ids:
+        if token in self.vocab.stop_ids and not self.config.sampling.ignore_eos:
             return self._finish(ev.ResponseStatus.COMPLETED)
         reply.seq.append([token])
         delta = reply.detok.push(token)
