@@ -115,8 +115,8 @@ class Workload:
         if graphs is None:
             return
         n, longest = len(self.sessions), max(s.last.total_len for s in self.sessions)
-        shapes = {bucket(TickShape(d, p, w if p else 0, keys))
-                  for d in (n, n + n // 8 + 1, n + n // 4 + 1) for p, w in PREFILL[:5] for keys in (longest, longest + 256)}
+        shapes = {bucket(TickShape(d, p, w if p else 0, keys)) for d in (n, n + n // 8 + 1, n + n // 4 + 1)
+                  for p, w in PREFILL[:5] for keys in (longest, longest + 256)}
         graphs.warmup(sorted((s for s in shapes if s is not None), key=lambda s: (s.decode, s.prefill, s.keys)))
 
     def run(self, seconds: float, slices: bool = True) -> dict:
