@@ -35,8 +35,10 @@ RUN apt-get update \
     && mkdir -p /opt/duo/cache /data \
     && chown duo:duo /opt/duo/cache /data
 
+# The CUDA build from the PyTorch index (its `+cu` local version wins over PyPI's), dependencies from either.
 RUN python3 -m venv "$VIRTUAL_ENV" \
-    && pip install --index-url "$TORCH_INDEX" "torch==${TORCH_VERSION}"
+    && pip install --index-url "$TORCH_INDEX" --extra-index-url https://pypi.org/simple "torch==${TORCH_VERSION}" \
+    && python -c "import torch; assert torch.version.cuda, torch.__version__; print(torch.__version__)"
 
 # The data-only packages that carry what a server loads (versions pinned once, in requirements/assets.txt);
 # the rest of that file is training corpora and test recordings.
