@@ -86,7 +86,7 @@ class Workload:
                                sampling=SamplingParams(max_new_tokens=4096, ignore_eos=True))
         turns = history(backbone, context)
         self.sessions = [self.engine.open_session(config, history=turns) for _ in range(n)]
-        self.slice_s, self.next_slice = slice_s, [0.0] * n
+        self.slice_s, self.next_slice, self.growth = slice_s, [0.0] * n, growth
         self.slices = 0
 
     def keep_replying(self) -> None:
@@ -116,7 +116,7 @@ class Workload:
             return
         n, longest = len(self.sessions), max(s.last.total_len for s in self.sessions)
         shapes = {bucket(TickShape(d, p, w if p else 0, keys)) for d in (n, n + n // 8 + 1, n + n // 4 + 1)
-                  for p, w in PREFILL[:5] for keys in (longest, longest + 256)}
+                  for p, w in PREFILL[:5] for keys in range(longest, longest + self.growth + 1, 128)}
         graphs.warmup(sorted((s for s in shapes if s is not None), key=lambda s: (s.decode, s.prefill, s.keys)))
 
     def run(self, seconds: float, slices: bool = True) -> dict:
@@ -133,6 +133,8 @@ class Workload:
             self.keep_replying()
             self.engine.step()
         before, passes, self.slices = self.produced(), self.engine.forward_passes, 0
+        graphs = self.engine.runner.graphs
+        captured = len(graphs.graphs) if graphs else 0
         ticks: list[float] = []
         start = time.perf_counter()
         while (t0 := time.perf_counter()) - start < seconds:
@@ -148,7 +150,8 @@ class Workload:
                 "tokens_per_s_median": round(statistics.median(rates), 1), "slices_judged": self.slices,
                 "forward_passes": self.engine.forward_passes - passes,
                 "context_mean": round(statistics.mean(s.last.total_len for s in self.sessions)),
-                "graphs": len(self.engine.runner.graphs.graphs) if self.engine.runner.graphs else 0}
+                "graphs": len(graphs.graphs) if graphs else 0,
+                "captures_while_timed": (len(graphs.graphs) - captured) if graphs else 0}
 
     def close(self) -> None:
         for s in self.sessions:
@@ -158,7 +161,7 @@ class Workload:
 def capacity(backbone: Backbone, args: argparse.Namespace) -> list[dict]:
     rows = []
     for n in args.sessions:
-        w = Workload(backbone, n, args.context, args.forecast_tokens, args.slice_s, growth=768)
+        w = Workload(backbone, n, args.context, args.forecast_tokens, args.slice_s, growth=1024)
         row = {"bench": "capacity", **w.run(args.seconds)}
         w.close()
         row["realtime"] = row["tick_ms_p99"] <= 50 and row["tokens_per_s_min"] >= 20
@@ -284,10 +287,10 @@ def floor(backbone: Backbone, args: argparse.Namespace) -> list[dict]:
     bw = bandwidth(str(backbone.device))
     weights = sum(p.numel() * p.element_size() for p in backbone.model.parameters())
     for n in args.sessions:
-        w = Workload(backbone, n, args.context, args.forecast_tokens, args.slice_s, growth=768)
+        w = Workload(backbone, n, args.context, args.forecast_tokens, args.slice_s, growth=1024)
         duo = w.run(args.seconds / 2)
         w.close()
-        w = Workload(backbone, n, args.context, args.forecast_tokens, args.slice_s, growth=768)
+        w = Workload(backbone, n, args.context, args.forecast_tokens, args.slice_s, growth=1024)
         plain = w.run(args.seconds / 2, slices=False)
         kv_bytes = n * duo["context_mean"] * w.engine.kv.bytes_per_token
         w.close()

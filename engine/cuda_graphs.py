@@ -57,17 +57,15 @@ class CudaGraphs:
 
     def shape_for(self, shape: TickShape) -> TickShape | None:
         padded = bucket(shape)
-        if padded is None:
-            return None
-        if self.version != self.runner.kv.version:  # the pool moved: every graph reads stale addresses
-            self.graphs.clear()
-            self.version = self.runner.kv.version
-        if padded not in self.graphs and len(self.graphs) >= self.max_graphs:
+        if padded is None or (padded not in self.graphs and len(self.graphs) >= self.max_graphs):
             return None
         return padded
 
     def replay(self, plan: TickPlan) -> torch.Tensor:
         """Logits `[rows, vocab]` at each row's last token (static storage: read before the next tick)."""
+        if self.version != self.runner.kv.version:  # the pool moved (planning may grow it): stale addresses
+            self.graphs.clear()
+            self.version = self.runner.kv.version
         g = self.graphs.get(plan.shape) or self.capture(plan.shape)
         for name, t in g.inputs.items():
             t.copy_(torch.from_numpy(getattr(plan, name)), non_blocking=True)
