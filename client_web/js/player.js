@@ -1,0 +1,112 @@
+// Speech playback: PCM16 chunks scheduled back to back behind a small jitter buffer.
+//
+// Each chunk becomes an AudioBufferSourceNode started at an exact time on the audio clock, so chunks
+// join without gaps. Playback starts `JITTER_S` after the first chunk (and after any underrun), which
+// absorbs network and synthesis jitter. Because every chunk's start time is known, how much of an item
+// was actually heard is exact, and a flush stops everything at once.
+
+const JITTER_S = 0.12;
+const OUTPUT_RATE = 24000; // response.output_audio.delta is PCM16 at 24 kHz
+
+export class Player {
+  /** @param {() => AudioContext} context the page's shared audio context */
+  constructor(context) {
+    this.context = context;
+    this.segments = []; // {source, itemId, start, duration}
+    this.items = new Map(); // itemId -> {receivedMs, heardMs (of flushed segments)}
+    this.nextTime = 0;
+    this.onChange = () => {};
+  }
+
+  /** Queue one chunk of an item's audio. */
+  enqueue(itemId, pcm) {
+    const ctx = this.context();
+    if (ctx.state === "suspended") ctx.resume().catch(() => {});
+    const samples = new Float32Array(pcm.length);
+    for (let i = 0; i < pcm.length; i++) samples[i] = pcm[i] / 0x8000;
+    const buffer = ctx.createBuffer(1, samples.length, OUTPUT_RATE);
+    buffer.copyToChannel(samples, 0);
+    const source = ctx.createBufferSource();
+    source.buffer = buffer;
+    source.connect(ctx.destination);
+    const now = ctx.currentTime;
+    if (this.nextTime < now + 0.01) this.nextTime = now + JITTER_S; // first chunk, or an underrun
+    const segment = { source, itemId, start: this.nextTime, duration: buffer.duration };
+    source.onended = () => {
+      this.segments = this.segments.filter((s) => s !== segment);
+      const item = this.items.get(itemId);
+      if (item) item.heardMs += segment.duration * 1000;
+      if (!this.isPlaying(itemId)) this.onChange();
+    };
+    source.start(segment.start);
+    this.nextTime += buffer.duration;
+    this.segments.push(segment);
+    const item = this.items.get(itemId) ?? { receivedMs: 0, heardMs: 0 };
+    item.receivedMs += buffer.duration * 1000;
+    this.items.set(itemId, item);
+    if (this.segments.length === 1) this.onChange();
+  }
+
+  /** Whether audio of `itemId` (or of anything) is queued or sounding. */
+  isPlaying(itemId) {
+    return this.segments.some((s) => itemId === undefined || s.itemId === itemId);
+  }
+
+  receivedMs(itemId) {
+    return this.items.get(itemId)?.receivedMs ?? 0;
+  }
+
+  /** Milliseconds of `itemId` that have come out of the speakers. */
+  heardMs(itemId) {
+    const item = this.items.get(itemId);
+    if (!item) return 0;
+    const ctx = this.context();
+    const now = ctx.currentTime - (ctx.outputLatency || 0);
+    let ms = item.heardMs;
+    for (const s of this.segments) {
+      if (s.itemId === itemId) ms += Math.min(Math.max(now - s.start, 0), s.duration) * 1000;
+    }
+    return Math.min(ms, item.receivedMs);
+  }
+
+  /** Stop everything now; returns how much of `itemId` was heard. */
+  flush(itemId) {
+    const heard = itemId === undefined ? 0 : this.heardMs(itemId);
+    const segments = this.segments;
+    this.segments = [];
+    for (const s of segments) {
+      s.source.onended = null;
+      try {
+        s.source.stop();
+      } catch {
+        // never started: nothing to stop
+      }
+      s.source.disconnect();
+    }
+    if (itemId !== undefined && this.items.has(itemId)) this.items.get(itemId).heardMs = heard;
+    this.nextTime = 0;
+    if (segments.length) this.onChange();
+    return heard;
+  }
+
+  /** Forget finished items (keeps memory flat over a long conversation). */
+  forget(itemId) {
+    if (!this.isPlaying(itemId)) this.items.delete(itemId);
+  }
+}
+
+/** Base64 of little-endian PCM16 to samples. */
+export function decodePcm16(base64) {
+  const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+  return new Int16Array(bytes.buffer, 0, bytes.length >> 1);
+}
+
+/** Samples to base64 of little-endian PCM16. */
+export function encodePcm16(pcm) {
+  const bytes = new Uint8Array(pcm.buffer, pcm.byteOffset, pcm.byteLength);
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    binary += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(binary);
+}

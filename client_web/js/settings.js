@@ -1,0 +1,129 @@
+// Settings: what the user chose, kept in localStorage, and the session.update they amount to.
+
+const KEY = "duo.settings.v1";
+export const INPUT_RATE = 16000; // what the server's recognizer works at: the least to send
+
+export const DEFAULTS = Object.freeze({
+  instructions: null, // null: the server's default instructions
+  turnDetection: "duo", // duo | server_vad (the pause-only baseline)
+  sliceMs: 2000,
+  pauseMs: 500,
+  processThreshold: 0.5,
+  ignoreThreshold: 0.5,
+  actBeforePause: false,
+  voice: true,
+  maxTokens: 256,
+  apiKey: "",
+});
+
+/** Bounds as in docs/protocol.md; out-of-range stored values are clamped, not sent. */
+const LIMITS = {
+  sliceMs: [500, 4000],
+  pauseMs: [100, 3000],
+  processThreshold: [0, 1],
+  ignoreThreshold: [0, 1],
+  maxTokens: [1, 4096],
+};
+
+export function loadSettings() {
+  let stored = {};
+  try {
+    stored = JSON.parse(localStorage.getItem(KEY) || "{}") || {};
+  } catch {
+    stored = {};
+  }
+  const settings = { ...DEFAULTS };
+  for (const name of Object.keys(DEFAULTS)) {
+    const ok = name === "instructions" ? stored[name] === null || typeof stored[name] === "string"
+      : typeof stored[name] === typeof DEFAULTS[name];
+    if (name in stored && ok) {
+      settings[name] = stored[name];
+    }
+  }
+  return clamp(settings);
+}
+
+export function saveSettings(settings) {
+  try {
+    localStorage.setItem(KEY, JSON.stringify(settings));
+  } catch {
+    // private mode or storage full: settings last for this page only
+  }
+}
+
+function clamp(settings) {
+  for (const [name, [lo, hi]] of Object.entries(LIMITS)) {
+    const v = Number(settings[name]);
+    settings[name] = Number.isFinite(v) ? Math.min(hi, Math.max(lo, v)) : DEFAULTS[name];
+  }
+  if (!["duo", "server_vad"].includes(settings.turnDetection)) settings.turnDetection = DEFAULTS.turnDetection;
+  return settings;
+}
+
+/** The `session` object of a session.update for these settings. */
+export function sessionPatch(settings) {
+  const turnDetection =
+    settings.turnDetection === "server_vad"
+      ? { type: "server_vad", silence_duration_ms: settings.pauseMs }
+      : {
+          type: "duo",
+          slice_ms: settings.sliceMs,
+          pause_ms: settings.pauseMs,
+          process_threshold: settings.processThreshold,
+          ignore_threshold: settings.ignoreThreshold,
+          act_before_pause: settings.actBeforePause,
+        };
+  const session = {
+    output_modalities: settings.voice ? ["audio"] : ["text"],
+    max_output_tokens: settings.maxTokens,
+    audio: { input: { format: { type: "audio/pcm", rate: INPUT_RATE }, turn_detection: turnDetection } },
+  };
+  if (settings.instructions !== null) session.instructions = settings.instructions || null;
+  return session;
+}
+
+/** Fill the settings form from `settings`. */
+export function fillForm(form, settings) {
+  const f = form.elements;
+  f.instructions.value = settings.instructions ?? "";
+  f.turnDetection.value = settings.turnDetection;
+  f.sliceMs.value = settings.sliceMs;
+  f.pauseMs.value = settings.pauseMs;
+  f.processThreshold.value = settings.processThreshold;
+  f.ignoreThreshold.value = settings.ignoreThreshold;
+  f.actBeforePause.checked = settings.actBeforePause;
+  f.voice.checked = settings.voice;
+  f.maxTokens.value = settings.maxTokens;
+  f.apiKey.value = settings.apiKey;
+  syncForm(form);
+}
+
+/** Read the form back; the instructions stay "server default" until edited. */
+export function readForm(form, previous, serverInstructions) {
+  const f = form.elements;
+  const text = f.instructions.value;
+  const unchanged = previous.instructions === null && text === (serverInstructions ?? "");
+  return clamp({
+    instructions: unchanged ? null : text,
+    turnDetection: f.turnDetection.value,
+    sliceMs: Math.round(Number(f.sliceMs.value)),
+    pauseMs: Math.round(Number(f.pauseMs.value)),
+    processThreshold: Number(f.processThreshold.value),
+    ignoreThreshold: Number(f.ignoreThreshold.value),
+    actBeforePause: f.actBeforePause.checked,
+    voice: f.voice.checked,
+    maxTokens: Math.round(Number(f.maxTokens.value)),
+    apiKey: f.apiKey.value.trim(),
+  });
+}
+
+/** Show the slider values and disable what the chosen turn detection does not use. */
+export function syncForm(form) {
+  const f = form.elements;
+  for (const name of ["processThreshold", "ignoreThreshold"]) {
+    const out = form.querySelector(`output[for="${name}"]`);
+    if (out) out.value = Number(f[name].value).toFixed(2);
+  }
+  const duo = f.turnDetection.value === "duo";
+  for (const name of ["sliceMs", "processThreshold", "ignoreThreshold", "actBeforePause"]) f[name].disabled = !duo;
+}
