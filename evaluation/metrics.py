@@ -1,0 +1,264 @@
+"""What a recorded run shows: each scenario's outcome, and the figures over a set of runs.
+
+A run record is plain JSON (what the client recorded, or a hand-written timeline in the tests):
+`{"id", "expect", "mode", "speed", "within_s", "segments": [{"role", "start", "end", "label", "layer"?}],
+"events": [{"t", "type", ...}], "end"}`, every time in seconds on the scenario clock.
+
+The user hears a reply from its first audio chunk, played back to back in real time, until it ends or the
+client stops it. A client stops a reply when its response is `cancelled`, when a newer response is created
+(the protocol tells clients to flush playback then), and, under `server_vad`, when the server reports speech
+(the OpenAI client convention for that mode, where any speech interrupts). Those are the moments a
+barge-in is measured to, and the ones a false interruption is made of.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+TOKEN_EVENTS = ("response.output_text.delta", "response.output_audio_transcript.delta")
+AUDIO_EVENT = "response.output_audio.delta"
+INF = math.inf
+
+
+@dataclass
+class Reply:
+    """One response as the client saw and played it."""
+
+    id: str
+    created: float
+    first_token: float | None = None
+    first_audio: float | None = None
+    done: float | None = None
+    status: str | None = None
+    reason: str | None = None
+    audio_end: float | None = None  # when its playback (played back to back from arrival) ends
+    stopped: float | None = None  # when the client stopped it, if before its natural end
+    text: str = ""
+    heard_at: list[float] = field(default_factory=list)
+
+    @property
+    def natural_end(self) -> float:
+        """When it ended on its own: generation done and playback over (never, if it is running or was cut)."""
+        if self.done is None or self.status == "cancelled":
+            return INF
+        return max(self.done, self.audio_end or 0.0)
+
+    @property
+    def end(self) -> float:
+        return self.stopped if self.stopped is not None else self.natural_end
+
+    def live_at(self, t: float) -> bool:
+        return self.created <= t < self.end
+
+    @property
+    def first_output(self) -> float | None:
+        """The first thing the user perceives: audio when there is any, else text."""
+        return self.first_audio if self.first_audio is not None else self.first_token
+
+
+def heard_by_user(r: Reply, record: dict[str, Any]) -> bool:
+    """The reply reached the user: its audio (when the session speaks), its text otherwise, or its end."""
+    if r.done is not None:
+        return True
+    return (r.first_audio if record.get("output", "audio") == "audio" else r.first_token) is not None
+
+
+def replies(record: dict[str, Any]) -> list[Reply]:
+    """The responses of a run, with playback and the moment each was stopped."""
+    speed = float(record.get("speed", 1.0))
+    found: dict[str, Reply] = {}
+    order: list[Reply] = []
+    created_at: list[tuple[float, str]] = []
+    speech_at: list[float] = []
+    for e in sorted(record["events"], key=lambda e: e["t"]):
+        t, kind, rid = e["t"], e["type"], e.get("response_id")
+        if kind == "response.created" and rid:
+            found[rid] = Reply(rid, t)
+            order.append(found[rid])
+            created_at.append((t, rid))
+            continue
+        if kind == "input_audio_buffer.speech_started":
+            speech_at.append(t)
+        r = found.get(rid) if rid else None
+        if r is None:
+            continue
+        if kind in TOKEN_EVENTS:
+            r.first_token = t if r.first_token is None else r.first_token
+            r.text += e.get("delta", "")
+        elif kind == AUDIO_EVENT:
+            r.first_audio = t if r.first_audio is None else r.first_audio
+            start = max(t, r.audio_end or t)
+            r.audio_end = start + e.get("audio_ms", 0.0) / 1000 * speed
+        elif kind == "response.done":
+            r.done, r.status, r.reason = t, e.get("status"), e.get("reason")
+    server_vad = record.get("mode") == "server_vad"
+    for r in order:
+        stops = [r.done] if r.status == "cancelled" and r.done is not None else []
+        stops += [t for t, rid in created_at if rid != r.id and t > r.created]
+        if server_vad:
+            stops += [t for t in speech_at if t >= r.created]
+        stops = [t for t in stops if t < r.natural_end]
+        r.stopped = min(stops) if stops else None
+    return order
+
+
+def _main_segments(record: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    return [s for s in record["segments"] if s["role"] == role and not s.get("layer")]
+
+
+def _latencies(out: dict[str, Any], answer: Reply | None, end_of_query: float) -> None:
+    if answer is None:
+        return
+    out["answer_id"] = answer.id
+    if answer.first_token is not None:
+        out["latency_token_s"] = round(answer.first_token - end_of_query, 3)
+    if answer.first_audio is not None:
+        out["latency_audio_s"] = round(answer.first_audio - end_of_query, 3)
+
+
+def heard_whole(record: dict[str, Any], q_end: float) -> float:
+    """When the server had recognized the whole query: the transcript of the utterance holding its end.
+
+    Utterances are recognized in order and each non-empty one ends with one `...transcription.completed`, so
+    the k-th of those belongs to the k-th utterance the server heard start. A reply created before then answers
+    only part of the query, however late it comes (a slow recognizer can delay a reply to the first half past
+    the end of the second). Infinite if that transcript never came.
+    """
+    started = [e for e in record["events"] if e["type"] == "input_audio_buffer.speech_started"
+               and e.get("audio_start_ms", e["t"] * 1000) / 1000 < q_end]
+    done = sorted(e["t"] for e in record["events"]
+                  if e["type"] == "conversation.item.input_audio_transcription.completed")
+    return done[len(started) - 1] if started and len(done) >= len(started) else INF
+
+
+def evaluate(record: dict[str, Any]) -> dict[str, Any]:
+    """The scenario's outcome: `passed` (None when the run could not show it), `reason`, and its figures."""
+    kind, within = record["expect"], float(record.get("within_s", 5.0))
+    rs = replies(record)
+    out: dict[str, Any] = {"passed": None, "reason": ""}
+    queries = _main_segments(record, "query")
+    if kind in ("respond", "wait"):
+        q_start, q_end = queries[0]["start"], queries[-1]["end"]
+        cut = q_start if kind == "respond" else heard_whole(record, q_end)
+        early = [r for r in rs if r.created < cut]
+        answer = next((r for r in rs if r.created >= cut), None)
+        _latencies(out, answer, q_end)
+        answered = answer is not None and answer.created <= q_end + within
+        if kind == "wait":
+            inside = [r for r in early if r.created >= q_start]
+            out["takeover"] = bool(inside)
+            out["answered"] = answered
+            out["passed"] = not inside
+            out["reason"] = (f"a reply to the unfinished query started at {inside[0].created:.2f} s"
+                             if inside else "waited for the end")
+        elif early:
+            out["passed"], out["reason"] = False, f"a reply started before the query ({early[0].created:.2f} s)"
+        else:
+            out["passed"] = answered
+            out["reason"] = "answered" if answered else (
+                f"answer came {answer.created - q_end:.2f} s after the query" if answer else "no reply")
+    elif kind == "no_response":
+        out["takeover"] = bool(rs)
+        out["passed"] = not rs
+        out["reason"] = f"a reply started at {rs[0].created:.2f} s" if rs else "stayed quiet"
+    elif kind == "interrupt":
+        inter = _main_segments(record, "interrupt")[0]
+        live = next((r for r in rs if r.live_at(inter["start"])), None)
+        if live is None:
+            out["reason"] = "no reply was playing when the interruption began"
+            return out
+        answer = next((r for r in rs if r.created > inter["start"] and r is not live), None)
+        _latencies(out, answer, inter["end"])
+        answered = answer is not None and answer.created <= inter["end"] + within
+        out["answered"] = answered
+        if live.stopped is not None:
+            out["barge_in_s"] = round(live.stopped - inter["start"], 3)
+            out["passed"] = answered
+            out["reason"] = "stopped and answered" if answered else "stopped, but the new query got no reply"
+        elif live.natural_end < inter["end"]:
+            out["reason"] = "the reply ended on its own while the interruption was spoken"
+        else:
+            out["passed"], out["reason"] = False, "kept talking over the interruption"
+    elif kind == "no_interrupt":
+        bg = next(s for s in _main_segments(record, "background") if s["start"] >= queries[-1]["end"])
+        live = next((r for r in rs if r.live_at(bg["start"])), None)
+        if live is None:
+            out["reason"] = "no reply was playing when the background speech began"
+            return out
+        out["false_interruption"] = live.stopped is not None
+        out["takeover"] = any(r.created > bg["start"] for r in rs if r is not live)
+        out["passed"] = not out["false_interruption"] and not out["takeover"]
+        out["reason"] = ("stopped by background speech" if out["false_interruption"] else
+                         "answered the background speech" if out["takeover"] else "kept talking")
+    return out
+
+
+def settled(record: dict[str, Any], now: float) -> bool:
+    """True once listening longer cannot change the outcome (the client then ends the scenario)."""
+    kind, within = record["expect"], float(record.get("within_s", 5.0))
+    segs = [s for s in record["segments"] if not s.get("layer")]
+    if not segs:
+        return False
+    last = max(s["end"] for s in segs)
+    rs = replies(record)
+    if kind in ("respond", "wait", "interrupt"):
+        ref = _main_segments(record, "interrupt" if kind == "interrupt" else "query")
+        start, end = ref[0 if kind == "respond" else -1]["start"], ref[-1]["end"]
+        if kind == "wait":
+            start = heard_whole(record, end)
+        answers = [r for r in rs if r.created >= start]
+        if any(heard_by_user(r, record) for r in answers):
+            return True
+        return now >= end + within and not answers  # a reply on its way is waited for (audio latency)
+    if kind == "no_response":
+        return now >= last + within
+    # no_interrupt: the reply played out (or was stopped) and the background had its chance
+    return now >= last + within and all(r.end <= now for r in rs)
+
+
+def stats(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"n": 0}
+    v = sorted(values)
+
+    def pct(p: float) -> float:
+        k = (len(v) - 1) * p
+        lo, hi = math.floor(k), math.ceil(k)
+        return v[lo] + (v[hi] - v[lo]) * (k - lo)
+
+    return {"n": len(v), "p50": round(pct(0.5), 3), "p90": round(pct(0.9), 3),
+            "mean": round(sum(v) / len(v), 3), "min": round(v[0], 3), "max": round(v[-1], 3)}
+
+
+def _rate(flags: list[bool]) -> dict[str, Any]:
+    return {"n": len(flags), "rate": round(sum(flags) / len(flags), 4) if flags else None}
+
+
+def summarize(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Figures over the outcomes of one mode (each outcome carries its `expect`)."""
+
+    def of(kind: str) -> list[dict[str, Any]]:
+        return [o for o in outcomes if o["expect"] == kind]
+
+    measured = [o for o in outcomes if o["passed"] is not None]
+    per_kind = {k: {"n": len(of(k)), "measured": sum(o["passed"] is not None for o in of(k)),
+                    "passed": sum(bool(o["passed"]) for o in of(k))} for k in
+                ("respond", "no_response", "wait", "interrupt", "no_interrupt")}
+    return {
+        "scenarios": len(outcomes),
+        "passed": sum(bool(o["passed"]) for o in measured),
+        "measured": len(measured),
+        "pass_rate": round(sum(bool(o["passed"]) for o in measured) / len(measured), 4) if measured else None,
+        "per_expectation": per_kind,
+        "takeover_background": _rate([o["takeover"] for o in of("no_response")]),
+        "takeover_pause": _rate([o["takeover"] for o in of("wait")]),
+        "response_rate": _rate([bool(o["passed"]) for o in of("respond") if o["passed"] is not None]),
+        "interrupt_success": _rate([bool(o["passed"]) for o in of("interrupt") if o["passed"] is not None]),
+        "false_interruption": _rate([o["false_interruption"] for o in of("no_interrupt")
+                                     if "false_interruption" in o]),
+        "latency_token_s": stats([o["latency_token_s"] for o in outcomes if "latency_token_s" in o]),
+        "latency_audio_s": stats([o["latency_audio_s"] for o in outcomes if "latency_audio_s" in o]),
+        "barge_in_s": stats([o["barge_in_s"] for o in outcomes if "barge_in_s" in o]),
+    }
