@@ -9,17 +9,21 @@ client stops it. A client stops a reply when its response is `cancelled`, when a
 (the protocol tells clients to flush playback then), and, under `server_vad`, when the server reports speech
 (the OpenAI client convention for that mode, where any speech interrupts). Those are the moments a
 barge-in is measured to, and the ones a false interruption is made of.
+
+When the session asked for text only (no speech output on the server), the client is taken to read the reply
+aloud itself at `TEXT_CHARS_PER_S` from its first token, so a reply still lasts as long as it would be heard.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 TOKEN_EVENTS = ("response.output_text.delta", "response.output_audio_transcript.delta")
 AUDIO_EVENT = "response.output_audio.delta"
 INF = math.inf
+TEXT_CHARS_PER_S = 15.0  # about 170 words a minute
 
 
 @dataclass
@@ -36,7 +40,7 @@ class Reply:
     audio_end: float | None = None  # when its playback (played back to back from arrival) ends
     stopped: float | None = None  # when the client stopped it, if before its natural end
     text: str = ""
-    heard_at: list[float] = field(default_factory=list)
+    last_token: float | None = None
 
     @property
     def natural_end(self) -> float:
@@ -86,6 +90,7 @@ def replies(record: dict[str, Any]) -> list[Reply]:
             continue
         if kind in TOKEN_EVENTS:
             r.first_token = t if r.first_token is None else r.first_token
+            r.last_token = t
             r.text += e.get("delta", "")
         elif kind == AUDIO_EVENT:
             r.first_audio = t if r.first_audio is None else r.first_audio
@@ -95,6 +100,8 @@ def replies(record: dict[str, Any]) -> list[Reply]:
             r.done, r.status, r.reason = t, e.get("status"), e.get("reason")
     server_vad = record.get("mode") == "server_vad"
     for r in order:
+        if record.get("output") == "text" and r.first_token is not None and r.last_token is not None:
+            r.audio_end = max(r.last_token, r.first_token + len(r.text) / TEXT_CHARS_PER_S * speed)
         stops = [r.done] if r.status == "cancelled" and r.done is not None else []
         stops += [t for t, rid in created_at if rid != r.id and t > r.created]
         if server_vad:

@@ -45,9 +45,10 @@ def _panel(ax: Any, record: dict[str, Any], x_max: float) -> None:
         end = min(r.end, record["end"])
         ax.broken_barh([(r.created, max(0.02, end - r.created))], (ROWS["reply"] + 0.05, 0.35),
                        color=STATUS_COLORS.get(r.status, "#1f77b4"), alpha=0.85)
-        if r.first_audio is not None:
+        heard_from = r.first_audio if r.first_audio is not None else r.first_token if r.audio_end else None
+        if heard_from is not None:  # text-only replies: as the client reads them out (see metrics)
             stop = min(end, r.audio_end or end)
-            ax.broken_barh([(r.first_audio, max(0.02, stop - r.first_audio))], (ROWS["reply"] - 0.4, 0.35),
+            ax.broken_barh([(heard_from, max(0.02, stop - heard_from))], (ROWS["reply"] - 0.4, 0.35),
                            color="#bcbd22")
         if r.first_token is not None:
             ax.plot([r.first_token] * 2, [ROWS["reply"], ROWS["reply"] + 0.45], color="k", lw=1.5)

@@ -1,0 +1,205 @@
+"""Outcomes and figures computed on hand-written event timelines whose answers are known."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from duo.evaluation import metrics
+
+
+def seg(role: str, start: float, end: float, layer: bool = False) -> dict[str, Any]:
+    return {"role": role, "start": start, "end": end, "label": role, "layer": layer}
+
+
+def ev(t: float, kind: str, **body: Any) -> dict[str, Any]:
+    return {"t": t, "type": kind, **body}
+
+
+def rec(expect: str, segments: list, events: list, mode: str = "duo", **kw: Any) -> dict[str, Any]:
+    return {"id": "x", "expect": expect, "mode": mode, "speed": 1.0, "within_s": 5.0, "output": "audio",
+            "segments": segments, "events": events, "end": max([e["t"] for e in events] + [0.0]) + 1, **kw}
+
+
+def created(t: float, rid: str) -> dict[str, Any]:
+    return ev(t, "response.created", response_id=rid, status="in_progress")
+
+
+def token(t: float, rid: str, delta: str = "ok") -> dict[str, Any]:
+    return ev(t, "response.output_audio_transcript.delta", response_id=rid, delta=delta)
+
+
+def audio(t: float, rid: str, ms: float) -> dict[str, Any]:
+    return ev(t, "response.output_audio.delta", response_id=rid, audio_ms=ms)
+
+
+def done(t: float, rid: str, status: str = "completed", reason: str | None = None) -> dict[str, Any]:
+    return ev(t, "response.done", response_id=rid, status=status, reason=reason)
+
+
+def heard(start: float, stop: float, transcribed: float) -> list[dict[str, Any]]:
+    return [ev(start + 0.1, "input_audio_buffer.speech_started", audio_start_ms=start * 1000),
+            ev(stop + 0.5, "input_audio_buffer.speech_stopped", audio_end_ms=stop * 1000),
+            ev(transcribed, "conversation.item.input_audio_transcription.completed", transcript="...")]
+
+
+def long_reply(rid: str, at: float, chunks: int = 10, ms: float = 500, gen_done: float | None = None) -> list:
+    """A reply created at `at`, first token 0.3 s later, audio chunks of `ms` arriving every 0.1 s from +0.5 s."""
+    out = [created(at, rid), token(at + 0.3, rid)] + [audio(at + 0.5 + 0.1 * i, rid, ms) for i in range(chunks)]
+    return out + ([done(gen_done, rid)] if gen_done is not None else [])
+
+
+QUERY = [seg("query", 0.5, 2.0)]
+
+
+def test_respond_answered_with_both_latencies() -> None:
+    events = [*heard(0.5, 2.0, 3.0), ev(3.2, "duo.input.state", state="process"), created(3.2, "r1"),
+              token(3.5, "r1"), audio(3.9, "r1", 100), audio(4.0, "r1", 100), done(4.1, "r1")]
+    out = metrics.evaluate(rec("respond", QUERY, events))
+    assert out["passed"] is True and out["reason"] == "answered"
+    assert out["latency_token_s"] == pytest.approx(1.5) and out["latency_audio_s"] == pytest.approx(1.9)
+
+
+def test_respond_too_late_too_early_or_never() -> None:
+    late = metrics.evaluate(rec("respond", QUERY, [created(8.0, "r1"), token(8.2, "r1")]))
+    assert late["passed"] is False and late["reason"] == "answer came 6.00 s after the query"
+    assert late["latency_token_s"] == pytest.approx(6.2)  # measured even when too late
+    early = metrics.evaluate(rec("respond", QUERY, [created(0.2, "r0"), created(3.0, "r1")]))
+    assert early["passed"] is False and "before the query" in early["reason"]
+    assert metrics.evaluate(rec("respond", QUERY, heard(0.5, 2.0, 3.0)))["reason"] == "no reply"
+
+
+def test_no_response_takeover() -> None:
+    bg = [seg("background", 0.3, 6.0)]
+    quiet = metrics.evaluate(rec("no_response", bg, heard(0.3, 6.0, 7.0)))
+    assert quiet["passed"] is True and quiet["takeover"] is False
+    taken = metrics.evaluate(rec("no_response", bg, [*heard(0.3, 6.0, 7.0), created(7.5, "r1")]))
+    assert taken["passed"] is False and taken["takeover"] is True and "7.50" in taken["reason"]
+
+
+WAIT = [seg("query", 0.5, 1.5), seg("pause", 1.5, 3.0), seg("query", 3.0, 4.0)]
+
+
+def test_wait_reply_to_the_first_half_is_a_takeover_even_when_it_comes_late() -> None:
+    # slow recognition: the first half is transcribed at 4.5 s, after the whole query ended (4.0 s); the reply
+    # to it (4.6 s) still answers an unfinished query; the second half is transcribed at 5.5 s
+    events = [*heard(0.5, 1.5, 4.5), *heard(3.0, 4.0, 5.5)]
+    events.sort(key=lambda e: e["t"])
+    assert metrics.heard_whole(rec("wait", WAIT, events), 4.0) == 5.5
+    stale = metrics.evaluate(rec("wait", WAIT, [*events, created(4.6, "r1"), created(5.6, "r2"), token(5.9, "r2")]))
+    assert stale["passed"] is False and stale["takeover"] is True and stale["answer_id"] == "r2"
+    assert stale["latency_token_s"] == pytest.approx(1.9)
+    patient = metrics.evaluate(rec("wait", WAIT, [*events, created(5.7, "r1"), token(6.0, "r1")]))
+    assert patient["passed"] is True and patient["takeover"] is False and patient["answered"] is True
+    untranscribed = rec("wait", WAIT, [*heard(0.5, 1.5, 2.5), ev(3.1, "input_audio_buffer.speech_started",
+                                                                 audio_start_ms=3000), created(6.0, "r1")])
+    assert metrics.heard_whole(untranscribed, 4.0) == metrics.INF
+    assert metrics.evaluate(untranscribed)["takeover"] is True  # the second half was never recognized
+
+
+INTERRUPT = [seg("query", 0.5, 2.0), seg("interrupt", 5.0, 6.5)]
+
+
+def test_interrupt_by_cancellation_and_by_a_new_response() -> None:
+    # audio of r1 plays from 3.5 s for 5 s (to 8.5 s); the new query is spoken 5.0-6.5 s
+    cancelled = [*long_reply("r1", 3.0), done(7.2, "r1", "cancelled", "turn_detected"), created(7.2, "r2"),
+                 token(7.4, "r2")]
+    out = metrics.evaluate(rec("interrupt", INTERRUPT, cancelled))
+    assert out["passed"] is True and out["barge_in_s"] == pytest.approx(2.2)
+    assert out["answer_id"] == "r2" and out["latency_token_s"] == pytest.approx(0.9)
+    # generation already finished (done at 4.0) but playback runs to 8.5: the new response.created stops it
+    playing = [*long_reply("r1", 3.0, gen_done=4.0), created(7.0, "r2"), token(7.1, "r2")]
+    out = metrics.evaluate(rec("interrupt", INTERRUPT, playing))
+    assert out["passed"] is True and out["barge_in_s"] == pytest.approx(2.0)
+
+
+def test_server_vad_stops_at_the_speech_it_hears() -> None:
+    events = [*long_reply("r1", 3.0, gen_done=4.0), ev(5.1, "input_audio_buffer.speech_started", audio_start_ms=5000),
+              created(7.5, "r2")]
+    assert metrics.evaluate(rec("interrupt", INTERRUPT, events, mode="server_vad"))["barge_in_s"] == \
+        pytest.approx(0.1)
+    # the same events under duo: speech alone stops nothing, the new response does
+    assert metrics.evaluate(rec("interrupt", INTERRUPT, events, mode="duo"))["barge_in_s"] == pytest.approx(2.5)
+
+
+def test_interrupt_not_measurable_or_ignored() -> None:
+    over = [created(3.0, "r1"), audio(3.5, "r1", 1000), done(3.6, "r1")]  # plays 3.5-4.5, before the interruption
+    out = metrics.evaluate(rec("interrupt", INTERRUPT, over))
+    assert out["passed"] is None and "no reply was playing" in out["reason"]
+    ignored = metrics.evaluate(rec("interrupt", INTERRUPT, long_reply("r1", 3.0, gen_done=4.0)))
+    assert ignored["passed"] is False and ignored["reason"] == "kept talking over the interruption"
+    short = long_reply("r1", 3.0, chunks=4, gen_done=4.0)  # 2 s of audio from 3.5: ends at 5.8, mid-interruption
+    assert metrics.evaluate(rec("interrupt", INTERRUPT, short))["passed"] is None
+
+
+NO_INTERRUPT = [seg("query", 0.5, 2.0), seg("background", 5.0, 8.0), seg("background", 5.0, 8.0, layer=True)]
+
+
+def test_no_interrupt_kept_talking_or_falsely_stopped() -> None:
+    reply = long_reply("r1", 3.0, chunks=20, gen_done=4.0)  # plays 3.5-13.5
+    background = [ev(5.1, "input_audio_buffer.speech_started", audio_start_ms=5000),
+                  ev(8.5, "input_audio_buffer.speech_stopped", audio_end_ms=8000)]
+    kept = metrics.evaluate(rec("no_interrupt", NO_INTERRUPT, reply + background))
+    assert kept["passed"] is True and kept["false_interruption"] is False and kept["takeover"] is False
+    vad = metrics.evaluate(rec("no_interrupt", NO_INTERRUPT, reply + background, mode="server_vad"))
+    assert vad["passed"] is False and vad["false_interruption"] is True
+    answered = metrics.evaluate(rec("no_interrupt", NO_INTERRUPT, reply + background + [created(9.0, "r2")]))
+    assert answered["false_interruption"] is True and answered["takeover"] is True
+
+
+def test_playback_follows_the_speed_of_the_clock() -> None:
+    r = metrics.replies(rec("respond", QUERY, long_reply("r1", 3.0, chunks=2, gen_done=4.0), speed=2.0))[0]
+    assert r.audio_end == pytest.approx(3.5 + 2 * 0.5 * 2)  # 1 s of audio lasts 2 s on a clock twice as fast
+    assert r.natural_end == pytest.approx(5.5)
+
+
+def test_text_replies_last_as_long_as_reading_them_out() -> None:
+    events = [created(3.0, "r1"), token(3.2, "r1", "x" * 150), token(3.3, "r1", "y" * 15), done(3.4, "r1")]
+    r = rec("no_interrupt", NO_INTERRUPT, events, output="text")
+    assert metrics.replies(r)[0].audio_end == pytest.approx(3.2 + 165 / metrics.TEXT_CHARS_PER_S)
+    assert metrics.evaluate(r)["passed"] is True  # still being read out when the background starts at 5 s
+    r["output"] = "audio"  # the same text with speech asked for and none sent: over at 3.4 s
+    assert metrics.evaluate(r)["passed"] is None
+
+
+def test_settled_waits_for_the_reply_to_be_heard() -> None:
+    r = rec("respond", QUERY, [created(3.0, "r1"), token(3.2, "r1")])
+    assert not metrics.settled(r, 4.0)
+    assert not metrics.settled(r, 20.0)  # created in time, its audio not yet heard: keep listening
+    r["events"].append(audio(3.6, "r1", 100))
+    assert metrics.settled(r, 4.0)
+    assert metrics.settled(rec("respond", QUERY, []), 7.0) and not metrics.settled(rec("respond", QUERY, []), 6.9)
+    text = rec("respond", QUERY, [created(3.0, "r1"), token(3.2, "r1")], output="text")
+    assert metrics.settled(text, 3.3)
+    bg = rec("no_response", [seg("background", 0.3, 6.0)], [])
+    assert not metrics.settled(bg, 10.9) and metrics.settled(bg, 11.0)
+
+
+def test_summary_rates_and_percentiles() -> None:
+    assert metrics.stats([4.0, 1.0, 3.0, 2.0]) == {"n": 4, "p50": 2.5, "p90": 3.7, "mean": 2.5, "min": 1.0,
+                                                   "max": 4.0}
+    assert metrics.stats([]) == {"n": 0}
+    outcomes = [
+        {"expect": "respond", "passed": True, "latency_token_s": 1.0, "latency_audio_s": 2.0},
+        {"expect": "respond", "passed": False, "latency_token_s": 3.0},
+        {"expect": "no_response", "passed": False, "takeover": True},
+        {"expect": "no_response", "passed": True, "takeover": False},
+        {"expect": "no_response", "passed": True, "takeover": False},
+        {"expect": "no_response", "passed": True, "takeover": False},
+        {"expect": "wait", "passed": False, "takeover": True},
+        {"expect": "interrupt", "passed": None},
+        {"expect": "interrupt", "passed": True, "barge_in_s": 0.5},
+        {"expect": "no_interrupt", "passed": False, "false_interruption": True, "takeover": False},
+        {"expect": "no_interrupt", "passed": True, "false_interruption": False, "takeover": False},
+    ]
+    s = metrics.summarize(outcomes)
+    assert s["scenarios"] == 11 and s["measured"] == 10 and s["passed"] == 6 and s["pass_rate"] == 0.6
+    assert s["takeover_background"] == {"n": 4, "rate": 0.25}
+    assert s["takeover_pause"] == {"n": 1, "rate": 1.0}
+    assert s["response_rate"] == {"n": 2, "rate": 0.5}
+    assert s["interrupt_success"] == {"n": 1, "rate": 1.0}
+    assert s["false_interruption"] == {"n": 2, "rate": 0.5}
+    assert s["latency_token_s"]["n"] == 2 and s["latency_token_s"]["p50"] == 2.0
+    assert s["latency_audio_s"]["n"] == 1 and s["barge_in_s"]["p50"] == 0.5
+    assert s["per_expectation"]["interrupt"] == {"n": 2, "measured": 1, "passed": 1}
