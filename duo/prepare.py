@@ -180,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="convert and check every model asset ahead of time (the image build runs it)",
-                       description=__doc__.split("\n\n")[0])
+                       description="Make every model asset ready ahead of time, so `duo serve` starts offline and "
+                                   "converts nothing. Caches go under $DUO_CACHE_DIR, hub downloads under $HF_HOME.")
     p.add_argument("--model", default=None,
                    help="Hugging Face causal-LM id or local path (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--adapter", default="auto",
