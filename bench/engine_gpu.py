@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import gc
 import json
 import statistics
 import time
@@ -28,7 +29,7 @@ from transformers import AutoModelForCausalLM, Qwen2Config, StaticCache
 
 from duo.engine.attention import ATTN_IMPLEMENTATION, register_attention
 from duo.engine.config import EngineConfig, Mode, SamplingParams, SessionConfig, Thresholds
-from duo.engine.cuda_graphs import PREFILL, bucket
+from duo.engine.cuda_graphs import DECODE, PREFILL, bucket
 from duo.engine.llm_engine import Engine
 from duo.engine.loader import Backbone, load_backbone
 from duo.engine.model_runner import TickShape
@@ -115,7 +116,8 @@ class Workload:
         if graphs is None:
             return
         n, longest = len(self.sessions), max(s.last.total_len for s in self.sessions)
-        shapes = {bucket(TickShape(d, p, w if p else 0, keys)) for d in (n, n + n // 8 + 1, n + n // 4 + 1)
+        rows = [d for d in DECODE if n <= d <= bucket(TickShape(n + n // 4 + 1, 0, 0, 1)).decode]
+        shapes = {bucket(TickShape(d, p, w if p else 0, keys)) for d in rows
                   for p, w in PREFILL[:5] for keys in range(longest, longest + self.growth + 1, 128)}
         graphs.warmup(sorted((s for s in shapes if s is not None), key=lambda s: (s.decode, s.prefill, s.keys)))
 
@@ -156,6 +158,15 @@ class Workload:
     def close(self) -> None:
         for s in self.sessions:
             s.close()
+        del self.engine
+        release()
+
+
+def release() -> None:
+    """Free a finished engine's pool and graphs before the next one sizes its pool from free memory."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def capacity(backbone: Backbone, args: argparse.Namespace) -> list[dict]:
@@ -212,6 +223,7 @@ def passes(backbone: Backbone, args: argparse.Namespace) -> list[dict]:
         for mode in (Mode.DUO, Mode.TDM):
             rows.append(emit({"bench": "passes", **run_ticks(backbone, mode, n, args.ticks, args.slice_every,
                                                              args.forecast_tokens)}))
+            release()
         if n <= args.naive_max:
             rows.append(emit({"bench": "passes", **naive(backbone, n, args.ticks, args.slice_every,
                                                          args.forecast_tokens)}))

@@ -97,8 +97,11 @@ class SessionConfig:
 class EngineConfig:
     mode: Mode = Mode.DUO
     block_size: int = 16
-    # KV blocks reserved at start; the pool doubles when it runs out, up to max_blocks.
-    initial_blocks: int = 256
+    # KV blocks reserved at start; the pool doubles when it runs out, up to max_blocks. On CUDA, None
+    # reserves `kv_memory_fraction` of the memory free after loading the model, once: growing copies the
+    # pool and invalidates captured graphs.
+    initial_blocks: int | None = None
+    kv_memory_fraction: float = 0.5
     max_blocks: int = 1 << 16
     max_sessions: int = 256
     # Context window; None takes the model's `max_position_embeddings`.

@@ -35,14 +35,24 @@ class KVCache:
         self.version = 0  # bumped when the pool tensors are reallocated (captured graphs hold their addresses)
 
     @classmethod
-    def for_model(cls, model: torch.nn.Module, *, block_size: int, num_blocks: int, max_blocks: int) -> KVCache:
+    def for_model(cls, model: torch.nn.Module, *, block_size: int, num_blocks: int | None, max_blocks: int,
+                  memory_fraction: float = 0.5) -> KVCache:
+        """A pool for `model`; `num_blocks=None` sizes it from free device memory (CUDA) or 256 blocks."""
         config = model.config.get_text_config()
         heads = config.num_attention_heads
         param = next(model.parameters())
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        if num_blocks is None:
+            num_blocks = 256
+            if param.device.type == "cuda":
+                per_block = 2 * config.num_hidden_layers * kv_heads * head_dim * param.element_size() * block_size
+                free, _ = torch.cuda.mem_get_info(param.device)
+                num_blocks = max(256, min(max_blocks, int(memory_fraction * free) // per_block))
         return cls(
             num_layers=config.num_hidden_layers,
-            num_kv_heads=getattr(config, "num_key_value_heads", None) or heads,
-            head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
+            num_kv_heads=kv_heads,
+            head_dim=head_dim,
             block_size=block_size,
             num_blocks=num_blocks,
             max_blocks=max_blocks,

@@ -46,7 +46,8 @@ class Engine:
         self.backbone = backbone
         self.config = config or EngineConfig()
         self.kv = KVCache.for_model(backbone.model, block_size=self.config.block_size,
-                                    num_blocks=self.config.initial_blocks, max_blocks=self.config.max_blocks)
+                                    num_blocks=self.config.initial_blocks, max_blocks=self.config.max_blocks,
+                                    memory_fraction=self.config.kv_memory_fraction)
         self.runner = ModelRunner(backbone.model, self.kv, cuda_graphs=self.config.cuda_graphs)
         self.vocab = Vocab(
             tokenizer=backbone.tokenizer,

@@ -13,14 +13,21 @@ for shapes no graph covers, the same plan at its exact shape runs eagerly.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .attention import TickBatch, tick
 from .kv_cache import KVCache
 from .sequence import Sequence
+
+log = logging.getLogger(__name__)
+
+# The masked kernels; cuDNN's is left out: its plan setup does not survive CUDA graph capture.
+SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 @dataclass(frozen=True)
@@ -110,7 +117,7 @@ class ModelRunner:
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, batch: TickBatch,
                 keep: torch.Tensor) -> torch.Tensor:
         """The model over a flat tick: logits `[len(keep), vocab]` at flat token indices `keep`."""
-        with tick(batch):
+        with tick(batch), sdpa_kernel(SDPA_BACKENDS):
             out = self.model(input_ids=ids[None], position_ids=positions[None], use_cache=False,
                              logits_to_keep=keep)
         return out.logits[0]
@@ -132,10 +139,15 @@ class ModelRunner:
         """
         shape = exact_shape(seqs)
         graph_shape = None if (self.graphs is None or all_logits) else self.graphs.shape_for(shape)
+        logits = None
         if graph_shape is not None:
             plan = plan_tick(seqs, graph_shape)
-            logits = self.graphs.replay(plan)[torch.from_numpy(plan.rows).to(self.device)]
-        else:
+            try:
+                logits = self.graphs.replay(plan)[torch.from_numpy(plan.rows).to(self.device)]
+            except RuntimeError:  # a model whose forward cannot be captured still runs, eagerly
+                log.exception("event=cuda_graphs_disabled shape=%s", graph_shape)
+                self.graphs = None
+        if logits is None:
             plan = plan_tick(seqs, shape)
             if all_logits:
                 keep = np.concatenate([np.arange(plan.row_last[r] - len(s.pending) + 1, plan.row_last[r] + 1)
