@@ -16,6 +16,7 @@ let settings = loadSettings();
 let session = null; // the server's view of the session (session.created / .updated)
 let serverInstructions = null; // the server's default instructions, shown until the user edits them
 let sessionReady = false; // session.update sent: audio may stream
+let inSession = false; // a session is open (a refused connection opens, errs and closes without one)
 let sessions = 0;
 let hearing = false;
 let endOfInput = null; // performance.now() when the user's latest words ended
@@ -64,7 +65,7 @@ function onState(state, detail, waitS) {
     countdown = setInterval(() => (--left > 0 ? show() : clearInterval(countdown)), 1000);
     button.textContent = "Retry now";
     status.title = detail;
-    view.note(`Connection lost: ${detail}`, "warn");
+    if (inSession) view.note(`Connection lost: ${detail}`, "warn"); // once, not at every retry
   } else {
     text.textContent = "Disconnected";
     button.textContent = "Connect";
@@ -72,6 +73,7 @@ function onState(state, detail, waitS) {
   if (state !== "waiting") status.title = detail || "";
   if (state !== "open") {
     sessionReady = false;
+    inSession = false;
     stopAll("the connection closed");
   }
 }
@@ -93,6 +95,8 @@ function onEvent(event) {
     case "session.created":
       session = event.session;
       serverInstructions = session.instructions ?? null;
+      inSession = true;
+      connection.established();
       if (sessions++ > 0) view.note("Reconnected: a new session, which starts without the earlier turns.");
       sendSessionUpdate();
       break;
@@ -149,7 +153,7 @@ function onEvent(event) {
     case "error": {
       const { code = "error", message = "" } = event.error ?? {};
       connection.noteError(message);
-      view.note(`${code}: ${message}`, "error");
+      if (inSession) view.note(`${code}: ${message}`, "error"); // else it explains the refusal in the status
       break;
     }
     default:

@@ -57,7 +57,6 @@ export class Connection {
     let opened = false;
     ws.onopen = () => {
       opened = true;
-      this.attempt = 0;
       this.lastError = "";
       this.onState("open", "");
     };
@@ -87,6 +86,11 @@ export class Connection {
       this.onState("waiting", why, wait);
       this.timer = setTimeout(() => this.connect(), wait * 1000);
     };
+  }
+
+  /** The server opened a session: the backoff starts over (a refused socket opens too, then closes). */
+  established() {
+    this.attempt = 0;
   }
 
   /** A refusal (`error` then close 1013) explains the coming close. */

@@ -233,3 +233,22 @@ def test_capture_resampler_and_stream_clock(server: LiveServer) -> None:
     assert 24000 - 64 <= result["len441"] <= 24000 and abs(result["tone441"] - 1) < 0.01
     assert result["alias"] < 0.003  # > 50 dB down
     assert not rec.errors, rec.errors
+
+
+def test_api_key_from_settings_and_reconnect(tiny) -> None:
+    """A refused page connects once its key is set; a session the server closes is reopened by itself."""
+    with live_server(tiny, api_keys=["s3cret"], idle_timeout_s=1.5) as live, browser(None) as (page, rec):
+        page.goto(live.http + "/")
+        page.wait_for_selector('#status[data-state="waiting"]', timeout=30_000)  # no key: refused (HTTP 403)
+        page.click("#open-settings")
+        page.fill('input[name="apiKey"]', "s3cret")
+        page.click("#save-settings")
+        page.wait_for_selector('#status[data-state="open"]', timeout=30_000)
+        refused = list(rec.errors)  # the browser's own log of each refused handshake, nothing else
+        assert refused and all("Unexpected response code: 403" in e for e in refused), refused
+        page.wait_for_function("[...document.querySelectorAll('.turn.system')]"
+                               ".some(n => n.textContent.startsWith('Reconnected'))", timeout=30_000)
+        notes = page.locator(".turn.system").all_inner_texts()
+        assert any("idle_timeout" in n for n in notes) and any(n.startswith("Connection lost") for n in notes)
+        assert len(rec.of("session.created")) >= 2
+        assert rec.errors == refused
