@@ -342,6 +342,7 @@ function sendText(event) {
   }
   connection.send({ type: "conversation.item.create",
                     item: { type: "message", role: "user", content: [{ type: "input_text", text }] } });
+  if (!duoJudges()) connection.send({ type: "response.create" }); // without DUO, a typed message is a turn
   endOfInput = performance.now();
   speechStart = endOfInput;
   input.value = "";
