@@ -10,7 +10,9 @@ A tick's tokens are laid out flat in two groups, each a padded batch of rows for
 - prefill rows (a slice, a closed turn), padded to a common width.
 A row's slot table lists, in position order, the slots of its visible ancestry and then its own tokens,
 so "key l is visible to query j" is `l <= ctx + j`: a tree of channels becomes a batch of plain causal
-rows, and the gathered keys are O(rows x context), never O(tokens x all keys). Padding (rows, query
+rows, and the gathered keys are O(rows x context), never O(tokens x all keys). Grouped-query heads are
+folded into the query length (a key/value head's g query heads become g queries of its row), so no
+kernel repeats keys and the masked memory-efficient kernel applies to every model. Padding (rows, query
 positions, keys) reads and writes the pool's scratch slot only; every padded query sees exactly that one
 key, so no row is ever fully masked (which would turn into NaN).
 """
@@ -100,18 +102,19 @@ def duo_attention(
     values = v_pool[b.table].transpose(1, 2)
     q = query[0].transpose(0, 1)  # [T, heads, head_dim]
     heads, head_dim = q.shape[1], q.shape[2]
-    gqa = keys.shape[1] != heads
+    kv_heads = keys.shape[1]
+    g = heads // kv_heads  # query heads per key/value head, folded into the query length below
     d, p, w = b.decode, b.prefill, b.width
     parts = []
-    if d:
-        out = F.scaled_dot_product_attention(q[:d, :, None], keys[:d], values[:d], attn_mask=b.mask_decode,
-                                             scale=scaling, enable_gqa=gqa)
-        parts.append(out[:, :, 0])
-    if p:
-        qp = q[d:].view(p, w, heads, head_dim).transpose(1, 2)
-        out = F.scaled_dot_product_attention(qp, keys[d:], values[d:], attn_mask=b.mask_prefill,
-                                             scale=scaling, enable_gqa=gqa)
-        parts.append(out.transpose(1, 2).reshape(p * w, heads, head_dim))
+    if d:  # [d, kv_heads, g, head_dim]: each kv head's query group as g queries of one row
+        out = F.scaled_dot_product_attention(q[:d].view(d, kv_heads, g, head_dim), keys[:d], values[:d],
+                                             attn_mask=b.mask_decode, scale=scaling)
+        parts.append(out.reshape(d, heads, head_dim))
+    if p:  # [p, kv_heads, g * w, head_dim], the mask repeated for each query head of a group
+        qp = q[d:].view(p, w, kv_heads, g, head_dim).permute(0, 2, 3, 1, 4).reshape(p, kv_heads, g * w, head_dim)
+        mask = b.mask_prefill[:, :, None].expand(p, 1, g, w, -1).reshape(p, 1, g * w, -1)
+        out = F.scaled_dot_product_attention(qp, keys[d:], values[d:], attn_mask=mask, scale=scaling)
+        parts.append(out.view(p, kv_heads, g, w, head_dim).permute(0, 3, 1, 2, 4).reshape(p * w, heads, head_dim))
     return torch.cat(parts)[None], None
 
 
