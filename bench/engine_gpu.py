@@ -158,6 +158,7 @@ class Workload:
     def close(self) -> None:
         for s in self.sessions:
             s.close()
+        self.sessions = []  # sessions hold the pool too
         del self.engine
         release()
 
