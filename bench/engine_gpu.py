@@ -220,6 +220,7 @@ def naive(backbone: Backbone, n: int, ticks: int, slice_every: int, k: int) -> d
 def passes(backbone: Backbone, args: argparse.Namespace) -> list[dict]:
     rows = []
     run_ticks(backbone, Mode.DUO, 1, 5, args.slice_every, args.forecast_tokens)  # warm-up
+    release()
     for n in args.sessions:
         for mode in (Mode.DUO, Mode.TDM):
             rows.append(emit({"bench": "passes", **run_ticks(backbone, mode, n, args.ticks, args.slice_every,

@@ -101,7 +101,7 @@ class EngineConfig:
     # reserves `kv_memory_fraction` of the memory free after loading the model, once: growing copies the
     # pool and invalidates captured graphs.
     initial_blocks: int | None = None
-    kv_memory_fraction: float = 0.5
+    kv_memory_fraction: float = 0.4
     max_blocks: int = 1 << 16
     max_sessions: int = 256
     # Context window; None takes the model's `max_position_embeddings`.

@@ -36,7 +36,7 @@ class KVCache:
 
     @classmethod
     def for_model(cls, model: torch.nn.Module, *, block_size: int, num_blocks: int | None, max_blocks: int,
-                  memory_fraction: float = 0.5) -> KVCache:
+                  memory_fraction: float = 0.4) -> KVCache:
         """A pool for `model`; `num_blocks=None` sizes it from free device memory (CUDA) or 256 blocks."""
         config = model.config.get_text_config()
         heads = config.num_attention_heads
