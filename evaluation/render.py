@@ -106,17 +106,21 @@ def _load_wav_bytes(data: bytes) -> np.ndarray:
 
 
 class Sources:
-    """Synthesizers and recordings, each rendered once per process."""
+    """Synthesizers and recordings, each sound rendered once (unless `remember` is off; voices stay loaded)."""
 
-    def __init__(self) -> None:
+    def __init__(self, remember: bool = True) -> None:
+        self.remember = remember
         self._cache: dict[tuple, np.ndarray] = {}
         self._piper: dict[str, object] = {}
 
     def get(self, src: Layer) -> np.ndarray:
         key = (src.say, src.voice) if isinstance(src, Say) else (src.play, src.start, src.end)
-        if key not in self._cache:
-            self._cache[key] = self._say(src) if isinstance(src, Say) else self._play(src)
-        return self._cache[key]
+        if key in self._cache:
+            return self._cache[key]
+        x = self._say(src) if isinstance(src, Say) else self._play(src)
+        if self.remember:
+            self._cache[key] = x
+        return x
 
     def _say(self, src: Say) -> np.ndarray:
         engine, _, name = src.voice.partition(":")
