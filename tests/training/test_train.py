@@ -16,6 +16,7 @@ from duo.training.train import TrainConfig, train
 # A toy state split decided by the slice's last word, so a 2-layer random model can learn it quickly.
 CUES = {"process": "please", "incomplete": "and", "ignore": "okay"}
 WORDS = ["red", "green", "blue", "apple", "river", "stone", "music", "paper", "window", "garden"]
+HELD_OUT_WORDS = ["yellow", "orange", "forest", "cloud", "table", "bridge", "candle", "mountain"]
 
 
 def _toy_data(folder: Path, conversations: int, seed: int) -> None:
@@ -35,24 +36,57 @@ def _toy_data(folder: Path, conversations: int, seed: int) -> None:
                 f.write(json.dumps({"events": [e.to_json() for e in events]}) + "\n")
 
 
-def test_loop_learns_to_forecast_state_tokens(tmp_path: Path, tiny_backbone) -> None:
-    """Loss falls: after `<|prediction|>` the new state tokens go from ~1/vocab to nearly all the mass.
+def _held_out_rows(per_label: int, seed: int) -> list[dict]:
+    """`duo eval` rows on words never seen in training, half after an answered turn: only the cue can decide."""
+    rng = random.Random(seed)
+    rows = []
+    for i, label in enumerate(list(CUES) * per_label):
+        history = [] if i % 2 else [{"role": "user", "content": " ".join(rng.sample(WORDS, 2) + [CUES["process"]] * 4)},
+                                    {"role": "assistant", "content": "sure thing"}]
+        rows.append({"history": history, "input": " ".join(rng.sample(HELD_OUT_WORDS, 2) + [CUES[label]] * 4),
+                     "label": label})
+    return rows
 
-    (Separating the three cues needs more steps than a CPU test affords on a random 2-layer model; the
-    real split is measured on the GPU run, see docs/training.md.)
+
+def test_loop_learns_the_state_split(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Loss falls and the three-way split is learned, judged through the engine's forecast path (`duo eval`).
+
+    The untrained model has the state rows at one shared mean, so it is at chance (everything `incomplete`);
+    after 60 LoRA steps on the toy cues, the saved adapter merged by the engine's loader decides held-out
+    slices correctly.
     """
+    from duo.engine.config import Thresholds
+    from duo.engine.loader import load_backbone
+    from duo.training.evaluate import engine_decisions, metrics
+
     _toy_data(tmp_path / "data", 64, seed=1)
-    config = TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "run"), lr=5e-2, steps=40, batch_size=8,
+    rows = _held_out_rows(10, seed=7)
+    gold = [r["label"] for r in rows]
+
+    def accuracy(backbone) -> tuple[float, list[str]]:
+        pred = [state for state, _ in engine_decisions(backbone, rows, Thresholds(), progress=False)]
+        return metrics(gold, pred)["accuracy"], pred
+
+    def fresh():
+        return load_backbone(str(tiny_model_dir), adapter=None, device="cpu", dtype="float32")
+
+    before, _ = accuracy(fresh())
+    assert before <= 50.0, before
+    config = TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "run"), lr=1e-2, steps=60, batch_size=8,
                          lora_r=16, lora_alpha=32, lora_dropout=0.0, save_every=1000, device="cpu", max_len=256,
-                         output_weight=0.05)
-    summary = train(config, backbone=tiny_backbone)
+                         output_weight=0.05, save_dtype="float32", model=str(tiny_model_dir))
+    summary = train(config, backbone=fresh())
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     first = sum(r["state_loss"] for r in log[:5]) / 5
     last = sum(r["state_loss"] for r in log[-5:]) / 5
-    assert first > 8.0 and last < 1.6, (first, last)
-    assert summary["dev"]["state_loss"] < 1.6, summary["dev"]
+    assert first > 8.0 and last < 0.5, (first, last)
+    assert summary["dev"]["state_accuracy"] >= 0.9, summary["dev"]
     adapter = tmp_path / "run" / "adapter"
     assert {p.name for p in adapter.iterdir()} == {"adapter_config.json", "adapter_model.safetensors"}
+
+    after, pred = accuracy(load_backbone(str(tiny_model_dir), adapter=str(adapter), device="cpu", dtype="float32"))
+    assert after >= 90.0, list(zip(gold, pred, strict=True))
+    assert set(pred) == set(CUES), pred
 
 
 def test_resume_reproduces_uninterrupted_run(tmp_path: Path, tiny_model_dir: Path) -> None:
