@@ -2,7 +2,8 @@
 
 The forward pass runs in a worker thread so sockets stay served during a tick. Sessions push input at
 any time (it is applied between ticks) and read their events from their own queue, so a slow reader
-never holds up the loop.
+never holds up the loop. Anything that reads or rewires engine state from outside goes through
+`between_ticks`, which runs it on the event loop while no tick is in flight.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from . import events as ev
 from .config import SessionConfig
@@ -19,6 +22,7 @@ from .llm_engine import Engine, TickStats
 from .session import Session
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -56,6 +60,10 @@ class SessionHandle:
     def close(self) -> None:
         self.loop.close_session(self.id)
 
+    async def history(self) -> list[dict[str, str]]:
+        """The conversation as the model's context holds it, read between ticks."""
+        return await self.loop.between_ticks(self.session.history)
+
 
 class EngineLoop:
     def __init__(self, engine: Engine, on_tick: Callable[[float, TickStats], None] | None = None) -> None:
@@ -64,6 +72,7 @@ class EngineLoop:
         self._handles: dict[str, SessionHandle] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._calls: deque[tuple[Callable[[], Any], asyncio.Future[Any]]] = deque()
 
     def open_session(self, config: SessionConfig | None = None,
                      history: list[dict[str, str]] | None = None) -> SessionHandle:
@@ -79,6 +88,25 @@ class EngineLoop:
     def wake(self) -> None:
         self._wake.set()
 
+    async def between_ticks(self, fn: Callable[[], T]) -> T:
+        """Run `fn` while no tick is in flight (the engine's state is only consistent between ticks)."""
+        if self._task is None or self._task.done():
+            return fn()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._calls.append((fn, future))
+        self.wake()
+        return await future
+
+    def _run_calls(self) -> None:
+        while self._calls:
+            fn, future = self._calls.popleft()
+            if future.done():
+                continue
+            try:
+                future.set_result(fn())
+            except Exception as exc:
+                future.set_exception(exc)
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self.run(), name="duo-engine")
 
@@ -87,12 +115,14 @@ class EngineLoop:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        self._run_calls()  # no tick runs any more
 
     async def run(self) -> None:
         while True:
+            self._run_calls()
             if not self.engine.has_work():
                 self._wake.clear()
-                if not self.engine.has_work():
+                if not self.engine.has_work() and not self._calls:
                     await self._wake.wait()
                 continue
             start = time.perf_counter()

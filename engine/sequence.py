@@ -86,6 +86,17 @@ class Sequence:
         del self.blocks[keep:]
         self._slot_array = None
 
+    def reattach(self, parent_len: int | None = None) -> None:
+        """An ancestor was cut below what this sequence saw: continue `parent_len` tokens of the parent now
+        (unchanged if None) and prefill every own token again, since their keys were computed over the old
+        prefix at the old positions. The blocks are kept and overwritten."""
+        assert self.parent is not None
+        if parent_len is not None:
+            assert parent_len <= len(self.parent)
+            self.parent_len = parent_len
+        self.base = self.parent.base + self.parent_len
+        self.num_cached = 0
+
     def release(self) -> None:
         """Drop a reference; the last one returns the blocks and releases the parent."""
         self.refs -= 1

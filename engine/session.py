@@ -24,6 +24,7 @@ from .kv_cache import KVCache
 from .sequence import Sequence
 
 SLICE_RESERVE = 128  # tokens kept free for the user's next utterance when trimming the context
+CLOSED_KEPT = 32  # ended replies that can still be truncated
 
 
 class Need(Enum):
@@ -63,6 +64,8 @@ class Reply:
     start: int  # own index of the first generated token
     input_text: str
     detok: IncrementalDetokenizer
+    end: int | None = None  # once ended: own index where the reply's tokens in context stop (its close follows)
+    turn: int = -1  # once ended: index of its assistant turn in `Session.turns`
 
 
 class Session:
@@ -79,7 +82,8 @@ class Session:
             raise ValueError("instructions plus max_new_tokens do not fit the model's context window")
         self.last = Sequence(kv, framing.history(self.turns))  # the conversation's newest sequence
         self.reply: Reply | None = None
-        self.finished: tuple[Reply, int] | None = None  # the last finished reply and where its close starts
+        self.closed: deque[Reply] = deque(maxlen=CLOSED_KEPT)  # ended replies, newest last
+        self.stale: list[Sequence] = []  # earlier turns re-closed by a truncate, prefilled in the next tick
         self.input: InputChannel | None = None
         self.inbox: deque[tuple[str, Any]] = deque()
         self.generator: torch.Generator | None = None
@@ -109,12 +113,16 @@ class Session:
         self.inbox.append(("cancel", None))
 
     def truncate(self, response_id: str, chars: int) -> None:
-        """The user heard only the first `chars` characters of a finished reply: keep only those in context."""
+        """The user heard only the first `chars` characters of an ended reply: keep only those in context.
+
+        Works whatever came after it (a barge-in being judged, a new reply running or done): what follows
+        the cut is prefilled again over the shortened turn.
+        """
         self.inbox.append(("truncate", (response_id, chars)))
 
     # -- called by the engine between ticks ------------------------------------------------------------
     def has_work(self) -> bool:
-        return bool(self.inbox) or any(s.pending for s in self._live())
+        return bool(self.inbox) or any(s.pending for s in self._live() + self.stale)
 
     def apply_inbox(self) -> list[ev.Event]:
         out: list[ev.Event] = []
@@ -133,7 +141,8 @@ class Session:
         return out
 
     def work(self) -> list[tuple[Sequence, Need]]:
-        items = []
+        items = [(seq, Need.PREFILL) for seq in self.stale if seq.refs and seq.pending]  # before what sees them
+        self.stale = []
         if self.last.pending:
             items.append((self.last, Need.OUTPUT if self.reply else Need.PREFILL))
         if self.input is not None and self.input.seq.pending:  # judged: <|prediction|> follows the kept tokens
@@ -148,6 +157,14 @@ class Session:
             return self._on_forecast_token(token, probs)
         return []
 
+    def history(self) -> list[dict[str, str]]:
+        """The conversation as the context holds it, a running reply ended where it is (for a new session)."""
+        turns = list(self.turns)
+        if self.reply is not None:
+            generated = self.reply.seq.tokens[self.reply.start :]
+            turns.append({"role": "assistant", "content": self._text(generated)})
+        return turns[: len(turns) // 2 * 2]
+
     def close(self) -> None:
         """Return every KV block this session holds."""
         for seq in self._live():
@@ -156,6 +173,13 @@ class Session:
 
     def _live(self) -> list[Sequence]:
         return [self.last] + ([self.input.seq] if self.input else [])
+
+    def _chain(self) -> list[Sequence]:
+        """Every sequence of the conversation, root first, the input channel last."""
+        return [seq for seq, _ in self.last.ancestry()] + self._live()
+
+    def _text(self, tokens: list[int]) -> str:
+        return self.vocab.tokenizer.decode(tokens, skip_special_tokens=True).strip()
 
     # -- input channel ---------------------------------------------------------------------------------
     def _error(self, code: str, message: str) -> list[ev.Event]:
@@ -242,6 +266,9 @@ class Session:
             out += self._finish(ev.ResponseStatus.INTERRUPTED, context_len=inp.seq.parent_len)
         if inp.seq.parent is old and inp.seq.parent_len < len(old):
             old.truncate(inp.seq.parent_len)  # what the new turn never saw leaves memory too
+            ended = self.closed[-1] if self.closed else None
+            if ended is not None and ended.seq is old and ended.end is not None and ended.end > len(old):
+                self._set_end(ended, len(old))  # it ended after the input forked: the context keeps the fork
         inp.seq.append(self.framing.user_close_assistant_open)
         user_text = " ".join(inp.texts)
         self.turns.append({"role": "user", "content": user_text})
@@ -273,33 +300,75 @@ class Session:
         out: list[ev.Event] = []
         if rest := reply.detok.flush():
             out.append(ev.TextDelta(self.id, reply.id, rest))
-        kept = reply.seq.tokens[reply.start : context_len if context_len is not None else len(reply.seq)]
-        self.turns.append({"role": "assistant", "content": self.vocab.tokenizer.decode(
-            kept, skip_special_tokens=True).strip()})
+        reply.end = context_len if context_len is not None else len(reply.seq)
+        reply.turn = len(self.turns)
+        self.turns.append({"role": "assistant", "content": self._text(reply.seq.tokens[reply.start : reply.end])})
+        self.closed.append(reply)
         if status is not ev.ResponseStatus.INTERRUPTED:  # the template's own end of turn, whatever stopped it
-            self.finished = (reply, len(reply.seq))
             reply.seq.append(self.framing.assistant_close)
         return [*out, ev.ResponseDone(self.id, reply.id, status, reply.detok.text, len(reply.detok.ids))]
 
     def _truncate(self, response_id: str, chars: int) -> None:
-        """Cut the newest finished reply to its first `chars` characters (what was played), closing the turn."""
-        if self.finished is None or self.reply is not None:
-            return
-        reply, end = self.finished
-        if reply.id != response_id or reply.seq is not self.last:
-            return  # an older turn, or one already cut by a barge-in
-        decode = self.vocab.tokenizer.decode
-        tokens = reply.seq.tokens[reply.start : end]
+        """Cut an ended reply to its first `chars` characters (what was played) and close the turn there.
+
+        Its kept tokens stay cached. Every later sequence of the chain (the barge-in's input channel, the
+        new reply) saw the cut tokens and sits at positions after them, so it continues the cut turn now and
+        all of its own tokens are prefilled again in the next tick: exact, and only the tokens after the cut.
+        """
+        reply = next((r for r in self.closed if r.id == response_id), None)
+        chain = self._chain()
+        if reply is None or reply.end is None or reply.seq not in chain:
+            return  # unknown, still running, or trimmed out of the window
+        tokens = reply.seq.tokens[reply.start : reply.end]
         keep = len(tokens)
-        while keep and len(decode(tokens[:keep], skip_special_tokens=True).strip()) > chars:
+        while keep and len(self._text(tokens[:keep])) > chars:
             keep -= 1
-        listener = self.input.seq if self.input is not None else None
-        if listener is not None and listener.parent is reply.seq and listener.parent_len > reply.start + keep:
-            return  # an input channel already listens past that point
-        reply.seq.truncate(reply.start + keep)
-        reply.seq.append(self.framing.assistant_close)
-        self.finished = (reply, reply.start + keep)
-        self.turns[-1] = {"role": "assistant", "content": decode(tokens[:keep], skip_special_tokens=True).strip()}
+        if keep == len(tokens):
+            return
+        seq, cut, close = reply.seq, reply.start + keep, self.framing.assistant_close
+        below = chain[chain.index(seq) + 1 :]
+        # a sequence that forked while the reply was running opens with the close itself
+        child_closes = bool(below) and below[0].parent_len <= reply.end
+        seq.truncate(cut)
+        if seq is self.last:
+            seq.append(close)
+            if self.input is not None:
+                self._refork_input(drop=len(close) if child_closes else 0)
+        else:
+            if not child_closes:
+                seq.append(close)
+                self.stale.append(seq)
+            for i, later in enumerate(below):
+                later.reattach(len(seq) if i == 0 else None)
+            if self.input is not None:
+                self._restart_forecast()
+        self._set_end(reply, cut)
+
+    def _set_end(self, reply: Reply, end: int) -> None:
+        reply.end = end
+        self.turns[reply.turn] = {"role": "assistant", "content": self._text(reply.seq.tokens[reply.start : end])}
+
+    def _refork_input(self, drop: int) -> None:
+        """Fork the input channel again from the (re-closed) newest sequence, without its first `drop` tokens."""
+        inp = self.input
+        assert inp is not None
+        judging = len(inp.seq) > inp.kept
+        own = inp.seq.tokens[drop : inp.kept]
+        inp.seq.release()
+        inp.seq = Sequence(self.kv, own, parent=self.last)
+        inp.kept = len(inp.seq)
+        if judging:
+            inp.seq.append([self.vocab.prediction_id])
+            inp.forecast, inp.probs = [], None
+
+    def _restart_forecast(self) -> None:
+        """A forecast in flight read the old context: judge the slice again from `<|prediction|>`."""
+        inp = self.input
+        assert inp is not None
+        if len(inp.seq) > inp.kept:
+            inp.seq.truncate(inp.kept)
+            inp.seq.append([self.vocab.prediction_id])
+            inp.forecast, inp.probs = [], None
 
     def _trim_context(self) -> list[ev.Event]:
         """Drop the oldest turns (instructions kept) when the next turn might not fit the window."""
@@ -312,4 +381,5 @@ class Session:
         dropped = (len(self.turns) - len(turns)) // 2
         self.last.release()
         self.turns, self.last = turns, Sequence(self.kv, self.framing.history(turns))
+        self.closed.clear()  # turn indices moved; the replies left the chain
         return [ev.ContextTrimmed(self.id, dropped, before, len(self.last))]

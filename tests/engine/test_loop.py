@@ -44,3 +44,33 @@ async def test_sessions_get_their_own_events_and_the_loop_sleeps(tiny) -> None:
         assert isinstance(closed, ev.SessionClosed) and a.id not in engine.sessions
     finally:
         await loop.stop()
+
+
+async def test_between_ticks_runs_while_no_tick_is_in_flight(tiny) -> None:
+    engine = Engine(tiny)
+    in_tick = []
+    step = engine.step
+
+    def watched_step() -> list[ev.Event]:
+        in_tick.append(True)
+        try:
+            return step()
+        finally:
+            in_tick.pop()
+
+    engine.step = watched_step  # type: ignore[method-assign]
+    loop = EngineLoop(engine)
+    loop.start()
+    try:
+        handle = loop.open_session(SessionConfig(forecast_tokens=1, thresholds=scripted(State.PROCESS),
+                                                 sampling=SamplingParams(max_new_tokens=200)))
+        handle.push_slice("tell me a long story")
+        while not isinstance(await asyncio.wait_for(handle.events.get(), 60), ev.TextDelta):
+            pass
+        seen = [await loop.between_ticks(lambda: bool(in_tick)) for _ in range(20)]
+        assert not any(seen) and engine.ticks > 0
+        turns = await handle.history()  # the running reply, ended where it is
+        assert [t["role"] for t in turns] == ["user", "assistant"] and turns[0]["content"] == "tell me a long story"
+        assert turns[1]["content"] and handle.session.reply is not None
+    finally:
+        await loop.stop()

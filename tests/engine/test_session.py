@@ -230,7 +230,7 @@ def test_truncate_keeps_only_what_was_heard(embedded) -> None:
     kept = s.turns[-1]["content"]
     assert kept and heard.strip().startswith(kept) and len(kept) < len(done.text.strip())
     assert s.last.tokens[-len(s.framing.assistant_close):] == s.framing.assistant_close
-    tail = embedded.tokenizer.decode(s.last.tokens[s.finished[0].start :], skip_special_tokens=True)
+    tail = embedded.tokenizer.decode(s.last.tokens[s.closed[-1].start :], skip_special_tokens=True)
     assert tail.strip() == kept
     s.push_slice("go on")  # the next turn continues from the cut reply
     assert any(isinstance(e, ev.ResponseStarted) for e in run_until_idle(engine))
