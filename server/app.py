@@ -24,7 +24,7 @@ from duo.engine.llm_engine import Engine
 from duo.engine.loader import Backbone, load_backbone
 from duo.engine.loop import EngineLoop
 
-from . import auth, protocol
+from . import auth, server_events
 from .metrics import Metrics
 from .realtime import RealtimeSession
 from .settings import Settings
@@ -139,7 +139,7 @@ async def serve_session(server: Server, ws: WebSocket) -> None:
     if not server.ready.is_set() or server.closing or len(server.sessions) >= s.max_sessions:
         reason = "not_ready" if not server.ready.is_set() else "closing" if server.closing else "session_limit"
         server.metrics.sessions_refused.labels(reason).inc()
-        await ws.send_json(protocol.error_event(reason, "the server cannot take another session now", beta=beta))
+        await ws.send_text(server_events.Error.of(reason, "the server cannot take another session now").to_json(beta))
         await ws.close(1013, reason)
         return
     assert server.loop is not None

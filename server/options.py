@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from duo.engine.config import SamplingParams, SessionConfig, Thresholds
 
+from . import objects as ob
 from . import protocol as p
 
 
@@ -58,10 +58,9 @@ class SessionOptions:
         if limit is not None:
             self.max_output_tokens = 1024 if limit == "inf" else max(1, min(int(limit), 4096))
 
-    def describe(self, sid: str) -> dict[str, Any]:
-        td = self.turn_detection.model_dump() if self.turn_detection else None
-        return {"id": sid, "object": "realtime.session", "type": "realtime", "instructions": self.instructions,
-                "output_modalities": self.output_modalities, "temperature": self.temperature,
-                "max_output_tokens": self.max_output_tokens,
-                "audio": {"input": {"format": {"type": "audio/pcm", "rate": self.input_rate}, "turn_detection": td},
-                          "output": {"format": {"type": "audio/pcm", "rate": 24_000}, "voice": self.voice}}}
+    def describe(self, sid: str) -> ob.SessionInfo:
+        audio = ob.SessionAudio(
+            input=ob.InputAudio(format=ob.AudioFormat(rate=self.input_rate), turn_detection=self.turn_detection),
+            output=ob.OutputAudio(format=ob.AudioFormat(rate=24_000), voice=self.voice))
+        return ob.SessionInfo(id=sid, instructions=self.instructions, output_modalities=self.output_modalities,
+                              temperature=self.temperature, max_output_tokens=self.max_output_tokens, audio=audio)

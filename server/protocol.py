@@ -1,7 +1,7 @@
 """The wire protocol: OpenAI Realtime events (GA names, beta aliases accepted) plus `duo.*` events.
 
-Client events are parsed into typed models; server events are built as typed models and serialized
-without nulls. `docs/protocol.md` is the one-page description of the same thing.
+Client events are parsed into typed models here; server events are typed in `server_events.py`.
+`docs/protocol.md` is the one-page description of the same thing.
 """
 
 from __future__ import annotations
@@ -194,29 +194,3 @@ def parse_client_event(raw: str | bytes) -> Any:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"][1:])
         raise ProtocolError("invalid_event", f"{kind}: {where}: {first['msg']}", event_id, where or None) from None
-
-
-# -- server events --------------------------------------------------------------------------------------
-# GA names; clients that connect with `OpenAI-Beta: realtime=v1` get the beta names.
-BETA_NAMES = {
-    "response.output_text.delta": "response.text.delta",
-    "response.output_text.done": "response.text.done",
-    "response.output_audio.delta": "response.audio.delta",
-    "response.output_audio.done": "response.audio.done",
-    "response.output_audio_transcript.delta": "response.audio_transcript.delta",
-    "response.output_audio_transcript.done": "response.audio_transcript.done",
-    "conversation.item.added": "conversation.item.created",
-}
-
-
-def server_event(kind: str, beta: bool = False, **body: Any) -> dict[str, Any]:
-    """One server event as a JSON-ready dict (nulls dropped)."""
-    name = BETA_NAMES.get(kind, kind) if beta else kind
-    return {"type": name, "event_id": new_id("event"), **{k: v for k, v in body.items() if v is not None}}
-
-
-def error_event(code: str, message: str, event_id: str | None = None, param: str | None = None,
-                beta: bool = False) -> dict[str, Any]:
-    detail = {"type": "invalid_request_error", "code": code, "message": message, "param": param,
-              "event_id": event_id}
-    return server_event("error", beta, error={k: v for k, v in detail.items() if v is not None})

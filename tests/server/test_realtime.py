@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import subprocess
 from collections.abc import Iterator
 
@@ -61,6 +62,49 @@ async def test_barge_in_cancels_and_answers(server: LiveServer) -> None:
     second = await c.until("response.created")
     assert second["response"]["id"] != first
     assert (await c.until("response.done"))["response"]["status"] in ("completed", "incomplete")
+    await c.ws.close()
+
+
+def _context(session) -> list[int]:
+    """The tokens the model sees now: the conversation chain of an engine session, root first."""
+    tokens: list[int] = []
+    for seq, visible in session.last.ancestry():
+        tokens += seq.tokens[:visible]
+    return tokens + list(session.last.tokens)
+
+
+async def test_truncate_after_a_barge_in_cuts_what_the_model_sees(server: LiveServer) -> None:
+    c = await connect(server.url)
+    await c.send("session.update", session={"output_modalities": ["audio"], "max_output_tokens": 24,
+                                            "audio": {"input": {"turn_detection": {"type": "duo", **ANSWER,
+                                                                                   "forecast_tokens": 1}}}})
+    await c.until("session.updated")
+    await c.say("tell me about the history of rome")
+    item = (await c.until("response.output_item.added"))["item"]["id"]
+    done = await c.until("response.done")  # all its audio is out; the client is still playing it
+    assert done["response"]["status"] in ("completed", "incomplete")
+    said = done["response"]["output"][0]["content"][0]["transcript"]
+    played_ms = sum(len(base64.b64decode(e["delta"])) for e in c.events
+                    if e["type"] == "response.output_audio.delta" and e["item_id"] == item) // 48
+    await c.say("what did you just say?")  # talked over the playback
+    await c.until("response.created")
+    await c.send("conversation.item.truncate", item_id=item, content_index=0, audio_end_ms=played_ms // 3)
+    await c.until("conversation.item.truncated", item_id=item)
+
+    conversation = next(s for s in server.state.sessions if s.id == c.events[0]["session"]["id"]).conversation
+    engine_session = conversation.handle.session
+    for _ in range(100):  # applied at the engine's next tick
+        if engine_session.turns[1]["content"] != said.strip():
+            break
+        await asyncio.sleep(0.05)
+    heard, said = engine_session.turns[1]["content"], said.strip()
+    assert heard and len(heard) <= len(said) // 3 + 1 and said.startswith(heard)
+    seen = engine_session.vocab.tokenizer.decode(_context(engine_session))
+    pieces = engine_session.framing.pieces
+    assert re.search(re.escape(heard) + r"\s*" + re.escape(pieces.assistant_close + pieces.user_open
+                                                           + "what did you just say?"), seen)
+    assert said[len(heard) :].strip() not in seen  # what was never played left the model's context
+    await c.until("response.done")
     await c.ws.close()
 
 
@@ -178,6 +222,8 @@ async def test_client_vanishing_mid_response_frees_its_kv(server: LiveServer) ->
     ('{"type": "session.update", "session": {"audio": {"input": {"turn_detection": {"type": "duo", '
      '"slice_ms": 99}}}}}', "invalid_event"),
     ("[1, 2]", "invalid_event"),
+    pytest.param('{"type": "session.update", "session": {"instructions": "' + "a " * 9000 + '"}}', "invalid_session",
+                 id="instructions-beyond-the-window"),
 ])
 async def test_bad_input_gets_an_error_and_the_session_goes_on(server: LiveServer, event: str, code: str) -> None:
     if event.endswith('"AAE="}'):
@@ -202,6 +248,19 @@ async def test_oversized_frame(server: LiveServer) -> None:
     await c.ws.close()
 
 
+
+
+async def test_audio_far_ahead_of_real_time_is_refused(server: LiveServer) -> None:
+    c = await connect(server.url)
+    burst = server.state.settings.audio_burst_s
+    chunk = np.zeros(int(24_000 * (burst + 0.5)), dtype="<i2").tobytes()
+    await c.send("input_audio_buffer.append", audio=base64.b64encode(chunk).decode())
+    assert (await c.until("error"))["error"]["code"] == "rate_limited"
+    await c.send("input_audio_buffer.append", audio=base64.b64encode(chunk[:4800]).decode())  # 100 ms: fine
+    await c.send("input_audio_buffer.clear")
+    await c.until("input_audio_buffer.cleared")
+    assert [e["type"] for e in c.events].count("error") == 1
+    await c.ws.close()
 
 
 async def test_shipped_adapter_answers_queries_and_ignores_background_talk() -> None:

@@ -1,0 +1,165 @@
+"""The reply side of a session: engine replies become `response.*` events, spoken when audio is on.
+
+A response is done when its generation ends, or, when spoken, once its audio is out. A reply stops early
+on a barge-in (`turn_detected`) or at the client's request (`client_cancelled`), whether it is generating
+or its audio is still being played; stopping withdraws its queued audio but never its events.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from duo.engine import events as ev
+
+from . import objects as ob
+from . import protocol as p
+from . import server_events as se
+from .metrics import Metrics
+from .speech import SpeechServices
+from .speech_out import Playback, SpeechOut
+from .transport import Transport
+
+_STATUS = {  # engine status -> (Realtime status, reason)
+    ev.ResponseStatus.COMPLETED: ("completed", None),
+    ev.ResponseStatus.INTERRUPTED: ("cancelled", "turn_detected"),
+    ev.ResponseStatus.CANCELLED: ("cancelled", "client_cancelled"),
+    ev.ResponseStatus.LENGTH: ("incomplete", "max_output_tokens"),
+}
+MAX_ITEMS = 32  # recent assistant items that can still be truncated
+
+
+@dataclass
+class Reply:
+    id: str
+    item_id: str
+    text: str = ""
+    first_token: bool = False
+    playback: Playback | None = None
+    cancel_reason: str = "client_cancelled"  # why the engine was asked to stop it
+    done_sent: bool = False
+
+
+class Responses:
+    def __init__(self, transport: Transport, speech: SpeechServices, metrics: Metrics) -> None:
+        self.transport, self.metrics = transport, metrics
+        self.send = transport.send
+        self.voice = SpeechOut(speech, self.send, self._spoken)
+        self.reply: Reply | None = None  # being generated
+        self.items: dict[str, Reply] = {}
+        self.end_of_input = 0.0  # when the user last finished speaking (reply latency)
+        self.barge_start = 0.0  # when speech over a reply began (barge-in latency)
+
+    @property
+    def busy(self) -> bool:
+        """A reply is being generated, or its audio produced or played."""
+        return self.reply is not None or self.voice.speaking is not None
+
+    def close(self) -> None:
+        self.voice.close()
+
+    async def started(self, event: ev.ResponseStarted, spoken: bool) -> None:
+        if self.voice.speaking is not None:
+            self.stop_speaking("turn_detected")  # barge-in during playback of an ended reply
+        reply = Reply(event.response_id, p.new_id("item"))
+        self.reply = self.items[reply.item_id] = reply
+        while len(self.items) > MAX_ITEMS:
+            del self.items[next(iter(self.items))]
+        self.send(se.ResponseCreated(response=ob.StartedResponse(id=reply.id, status="in_progress")))
+        self.send(se.OutputItemAdded(response_id=reply.id, item=ob.AssistantItem(
+            id=reply.item_id, status="in_progress", content=[])))
+        if spoken:
+            reply.playback = await self.voice.start(reply.id, reply.item_id)
+            if reply.done_sent and reply.playback is not None:  # it ended while the voice loaded
+                self.voice.stop()
+
+    def delta(self, event: ev.TextDelta) -> None:
+        reply = self.reply
+        if reply is None or event.response_id != reply.id:
+            return
+        if not reply.first_token:
+            reply.first_token = True
+            if self.end_of_input:
+                self.metrics.reply_latency.observe(time.monotonic() - self.end_of_input)
+        reply.text += event.delta
+        ids = {"response_id": reply.id, "item_id": reply.item_id}
+        if reply.playback is not None:
+            self.send(se.OutputAudioTranscriptDelta(**ids, delta=event.delta))
+            self.voice.feed(reply.playback, event.delta)
+        else:
+            self.send(se.OutputTextDelta(**ids, delta=event.delta))
+
+    def done(self, event: ev.ResponseDone) -> None:
+        if self.reply is None or event.response_id != self.reply.id:
+            return
+        reply = self.reply
+        status, reason = _STATUS[event.status]
+        self.ended(status, reason if event.status is not ev.ResponseStatus.CANCELLED else reply.cancel_reason)
+
+    def ended(self, status: str, reason: str | None) -> None:
+        """Generation of the current reply ended; a spoken one is done once its audio is out, or now if cut."""
+        reply, self.reply = self.reply, None
+        if reply is None:
+            return
+        if reason == "turn_detected":
+            self._barge_in_done()
+        if reply.playback is not None and status == "cancelled" and reply.playback is self.voice.speaking:
+            self.stop_speaking(reason or "turn_detected")
+        if reply.playback is not None and status != "cancelled":
+            self.voice.end(reply.playback)
+        else:
+            self._finish(reply, status, reason)
+
+    def stop_speaking(self, reason: str) -> None:
+        """Stop the reply being spoken or played; its queued audio is withdrawn, its events are not."""
+        playback = self.voice.stop()
+        if playback is None:
+            return
+        self.transport.outbox.drop_audio(playback.response_id)
+        if reason == "turn_detected":
+            self._barge_in_done()
+        if (reply := self.items.get(playback.item_id)) is not None:
+            self._finish(reply, "cancelled", reason)  # a no-op if it was already done
+
+    def truncate(self, event: p.ItemTruncate) -> tuple[Reply, int | None]:
+        """The client played `audio_end_ms` of an item: stop it; returns it and the characters heard."""
+        reply = self.items.get(event.item_id)
+        if reply is None:
+            raise p.ProtocolError("item_not_found", f"no assistant item {event.item_id!r}", event.event_id, "item_id")
+        playback = reply.playback
+        audio_ms = playback.audio_ms if playback is not None else 0.0
+        if event.audio_end_ms > audio_ms + 1:
+            raise p.ProtocolError("invalid_audio_end_ms", f"only {audio_ms:.0f} ms of audio were sent",
+                                  event.event_id, "audio_end_ms")
+        if playback is None:
+            return reply, None
+        if playback is self.voice.speaking:
+            self.stop_speaking("client_cancelled")
+        return reply, playback.heard_chars(event.audio_end_ms) if audio_ms else None
+
+    def _spoken(self, playback: Playback) -> None:
+        if (reply := self.items.get(playback.item_id)) is not None:
+            self._finish(reply, "completed", None)  # all of its audio is out
+
+    def _barge_in_done(self) -> None:
+        if self.barge_start:
+            self.metrics.barge_in_latency.observe(time.monotonic() - self.barge_start)
+            self.barge_start = 0.0
+
+    def _finish(self, reply: Reply, status: str, reason: str | None) -> None:
+        if reply.done_sent:
+            return
+        reply.done_sent = True
+        ids = {"response_id": reply.id, "item_id": reply.item_id}
+        content: ob.OutputText | ob.OutputAudioContent
+        if reply.playback is not None:
+            self.send(se.OutputAudioTranscriptDone(**ids, transcript=reply.text))
+            content = ob.OutputAudioContent(transcript=reply.text)
+        else:
+            self.send(se.OutputTextDone(**ids, text=reply.text))
+            content = ob.OutputText(text=reply.text)
+        item = ob.AssistantItem(id=reply.item_id, status="completed", content=[content])
+        self.send(se.OutputItemDone(response_id=reply.id, item=item))
+        details = ob.StatusDetails(type=status, reason=reason) if reason else None
+        self.send(se.ResponseDone(response=ob.FinishedResponse(id=reply.id, status=status, status_details=details,
+                                                               output=[item])))

@@ -1,0 +1,203 @@
+"""Server events: one typed model per event the server sends, and their wire form.
+
+The wire form is the model's fields in order, `type` and `event_id` first; a top-level field left None is
+omitted (the objects inside, from `objects.py`, keep theirs). Clients that connect with
+`OpenAI-Beta: realtime=v1` get the beta names of `BETA_NAMES`. `docs/protocol.md` describes the same events.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .objects import (
+    AssistantItem,
+    ErrorDetail,
+    FinishedResponse,
+    SessionInfo,
+    StartedResponse,
+    UserItem,
+)
+from .protocol import new_id
+
+BETA_NAMES = {
+    "response.output_text.delta": "response.text.delta",
+    "response.output_text.done": "response.text.done",
+    "response.output_audio.delta": "response.audio.delta",
+    "response.output_audio.done": "response.audio.done",
+    "response.output_audio_transcript.delta": "response.audio_transcript.delta",
+    "response.output_audio_transcript.done": "response.audio_transcript.done",
+    "conversation.item.added": "conversation.item.created",
+}
+
+
+class ServerEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    event_id: str = Field(default_factory=lambda: new_id("event"))
+
+    def wire(self, beta: bool = False) -> dict[str, Any]:
+        data = {k: v for k, v in self.model_dump(mode="json").items() if v is not None}
+        if beta:
+            data["type"] = BETA_NAMES.get(self.type, self.type)
+        return data
+
+    def to_json(self, beta: bool = False) -> str:
+        return json.dumps(self.wire(beta))
+
+
+# -- session and input ----------------------------------------------------------------------------------
+class SessionCreated(ServerEvent):
+    type: Literal["session.created"] = "session.created"
+    session: SessionInfo
+
+
+class SessionUpdated(ServerEvent):
+    type: Literal["session.updated"] = "session.updated"
+    session: SessionInfo
+
+
+class AudioCommitted(ServerEvent):
+    type: Literal["input_audio_buffer.committed"] = "input_audio_buffer.committed"
+    item_id: str | None = None
+
+
+class AudioCleared(ServerEvent):
+    type: Literal["input_audio_buffer.cleared"] = "input_audio_buffer.cleared"
+
+
+class SpeechStarted(ServerEvent):
+    type: Literal["input_audio_buffer.speech_started"] = "input_audio_buffer.speech_started"
+    audio_start_ms: int
+    item_id: str | None = None
+
+
+class SpeechStopped(ServerEvent):
+    type: Literal["input_audio_buffer.speech_stopped"] = "input_audio_buffer.speech_stopped"
+    audio_end_ms: int
+    item_id: str | None = None
+
+
+class ItemAdded(ServerEvent):
+    type: Literal["conversation.item.added"] = "conversation.item.added"
+    item: UserItem
+
+
+class TranscriptionDelta(ServerEvent):
+    type: Literal["conversation.item.input_audio_transcription.delta"] = (
+        "conversation.item.input_audio_transcription.delta")
+    item_id: str
+    content_index: int = 0
+    delta: str
+
+
+class TranscriptionCompleted(ServerEvent):
+    type: Literal["conversation.item.input_audio_transcription.completed"] = (
+        "conversation.item.input_audio_transcription.completed")
+    item_id: str
+    content_index: int = 0
+    transcript: str
+
+
+class ItemTruncated(ServerEvent):
+    type: Literal["conversation.item.truncated"] = "conversation.item.truncated"
+    item_id: str
+    content_index: int
+    audio_end_ms: int
+
+
+class InputState(ServerEvent):
+    """duo: the forecast's judgement of the input so far."""
+
+    type: Literal["duo.input.state"] = "duo.input.state"
+    item_id: str | None = None
+    state: Literal["process", "ignore", "incomplete"]
+    probs: dict[str, float]
+    slice_text: str
+    input_text: str
+    forecast: str
+    held: bool
+
+
+class ContextTrimmed(ServerEvent):
+    """duo: the oldest turns left the model's window."""
+
+    type: Literal["duo.context.trimmed"] = "duo.context.trimmed"
+    dropped_turns: int
+    tokens_before: int
+    tokens_after: int
+
+
+# -- responses ------------------------------------------------------------------------------------------
+class ResponseCreated(ServerEvent):
+    type: Literal["response.created"] = "response.created"
+    response: StartedResponse
+
+
+class OutputItemAdded(ServerEvent):
+    type: Literal["response.output_item.added"] = "response.output_item.added"
+    response_id: str
+    output_index: int = 0
+    item: AssistantItem
+
+
+class _Content(ServerEvent):
+    response_id: str
+    item_id: str
+    output_index: int = 0
+    content_index: int = 0
+
+
+class OutputTextDelta(_Content):
+    type: Literal["response.output_text.delta"] = "response.output_text.delta"
+    delta: str
+
+
+class OutputTextDone(_Content):
+    type: Literal["response.output_text.done"] = "response.output_text.done"
+    text: str
+
+
+class OutputAudioTranscriptDelta(_Content):
+    type: Literal["response.output_audio_transcript.delta"] = "response.output_audio_transcript.delta"
+    delta: str
+
+
+class OutputAudioTranscriptDone(_Content):
+    type: Literal["response.output_audio_transcript.done"] = "response.output_audio_transcript.done"
+    transcript: str
+
+
+class OutputAudioDelta(_Content):
+    """Media: the one event an interruption may drop from the outbound queue (see `transport.Outbox`)."""
+
+    type: Literal["response.output_audio.delta"] = "response.output_audio.delta"
+    delta: str
+
+
+class OutputAudioDone(_Content):
+    type: Literal["response.output_audio.done"] = "response.output_audio.done"
+
+
+class OutputItemDone(ServerEvent):
+    type: Literal["response.output_item.done"] = "response.output_item.done"
+    response_id: str
+    output_index: int = 0
+    item: AssistantItem
+
+
+class ResponseDone(ServerEvent):
+    type: Literal["response.done"] = "response.done"
+    response: FinishedResponse
+
+
+class Error(ServerEvent):
+    type: Literal["error"] = "error"
+    error: ErrorDetail
+
+    @classmethod
+    def of(cls, code: str, message: str, event_id: str | None = None, param: str | None = None) -> Error:
+        return cls(error=ErrorDetail(code=code, message=message, param=param, event_id=event_id))

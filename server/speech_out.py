@@ -1,0 +1,93 @@
+"""A session's voice: reply text in, `response.output_audio.delta` events out, then the playback clock.
+
+A reply is spoken as its text streams (sentence by sentence, in a worker thread). When its audio is all
+out, the response is done; the reply then stays *speaking* for as long as the client takes to play it,
+so speech during playback is a barge-in too. Stopping cancels synthesis at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import server_events as se
+from .speech import SpeechServices
+
+OUTPUT_RATE = 24_000
+
+
+@dataclass
+class Playback:
+    """One reply being spoken."""
+
+    response_id: str
+    item_id: str
+    text: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+    task: asyncio.Task[None] | None = None
+    audio_ms: float = 0.0  # audio sent so far
+    fed_chars: int = 0  # reply characters the voice has taken in
+    spoken_chars: int = 0  # characters taken in when the newest audio chunk was made (an upper bound)
+
+    def heard_chars(self, audio_end_ms: float) -> int:
+        """Characters of the reply the client played in `audio_end_ms`, at an even rate over what was spoken."""
+        if self.audio_ms <= 0:
+            return 0
+        return int(self.spoken_chars * min(1.0, audio_end_ms / self.audio_ms))
+
+
+class SpeechOut:
+    def __init__(self, services: SpeechServices, send: Callable[[se.ServerEvent], None],
+                 on_spoken: Callable[[Playback], None]) -> None:
+        self.services, self.send, self.on_spoken = services, send, on_spoken
+        self.speaking: Playback | None = None  # audio still being produced or played
+
+    async def start(self, response_id: str, item_id: str) -> Playback | None:
+        """Speak a new reply (None when speech output is off)."""
+        speaker = await self.services.speaker()
+        if speaker is None:
+            return None
+        playback = Playback(response_id, item_id)
+        self.speaking = playback
+        playback.task = asyncio.create_task(self._speak(playback, speaker))
+        return playback
+
+    def feed(self, playback: Playback, delta: str) -> None:
+        playback.text.put_nowait(delta)
+
+    def end(self, playback: Playback) -> None:
+        """No more text: the voice finishes what it has, then the response is done."""
+        playback.text.put_nowait(None)
+
+    def stop(self) -> Playback | None:
+        """Stop the reply being spoken or played, if any; returns it."""
+        playback, self.speaking = self.speaking, None
+        if playback is not None and playback.task is not None:
+            playback.task.cancel()
+        return playback
+
+    def close(self) -> None:
+        self.stop()
+
+    async def _speak(self, playback: Playback, speaker: Any) -> None:
+        async def deltas() -> AsyncIterator[str]:
+            while (delta := await playback.text.get()) is not None:
+                playback.fed_chars += len(delta)
+                yield delta
+
+        started = time.monotonic()
+        ids = {"response_id": playback.response_id, "item_id": playback.item_id}
+        async for chunk in speaker.aspeak(deltas()):
+            playback.audio_ms += len(chunk) / 2 / OUTPUT_RATE * 1000
+            playback.spoken_chars = playback.fed_chars
+            self.send(se.OutputAudioDelta(**ids, delta=base64.b64encode(chunk).decode()))
+        playback.spoken_chars = playback.fed_chars
+        self.send(se.OutputAudioDone(**ids))
+        self.on_spoken(playback)
+        # playback outlives generation: the reply stays live (interruptible) until the client has played it
+        await asyncio.sleep(max(0.0, playback.audio_ms / 1000 - (time.monotonic() - started)))
+        if self.speaking is playback:
+            self.speaking = None
