@@ -81,6 +81,7 @@ class Server:
 
 
 def create_app(settings: Settings, backbone: Backbone | None = None) -> FastAPI:
+    auth.redact_logs()
     server = Server(settings, backbone)
 
     @asynccontextmanager

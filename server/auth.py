@@ -3,12 +3,15 @@
 Apps send `Authorization: Bearer KEY`. Browsers cannot set headers on a WebSocket, so they pass the key
 as a subprotocol (`openai-insecure-api-key.KEY`, as OpenAI's browser clients do) or as `?api_key=KEY`.
 Keys are required whenever the server listens beyond loopback, or whenever any are configured. Keys are
-compared in constant time and never logged.
+compared in constant time and never logged: a key in a query string is masked in every log line
+(uvicorn logs each connection's path).
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
+import re
 from collections.abc import Mapping
 
 SUBPROTOCOL_PREFIX = "openai-insecure-api-key."
@@ -45,3 +48,26 @@ def check(keys: frozenset[str], required: bool, headers: Mapping[str, str], quer
         raise AuthError("missing_api_key")
     if not any(hmac.compare_digest(key.encode(), k.encode()) for k in keys):
         raise AuthError("invalid_api_key")
+
+
+class RedactKeys(logging.Filter):
+    """Masks `api_key=...` in a log record's message and arguments."""
+
+    _key = re.compile(r"(api_key=)[^&\s\"']+")
+
+    def _mask(self, value: object) -> object:
+        return self._key.sub(r"\1***", value) if isinstance(value, str) else value
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self._mask(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._mask(a) for a in record.args)
+        return True
+
+
+def redact_logs(names: tuple[str, ...] = ("uvicorn.error", "uvicorn.access")) -> None:
+    """Install `RedactKeys` on the loggers that print request paths (once)."""
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactKeys) for f in logger.filters):
+            logger.addFilter(RedactKeys())

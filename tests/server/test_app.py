@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import urllib.request
 
 import pytest
@@ -11,7 +12,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from duo.cli import main
-from duo.server.auth import SUBPROTOCOL_PREFIX
+from duo.server.auth import SUBPROTOCOL_PREFIX, redact_logs
 
 from .helpers import connect, live_server
 
@@ -64,6 +65,22 @@ def test_auth_required_when_keys_are_set(tiny) -> None:
 
         asyncio.run(attempts())
         assert 'duo_sessions_refused_total{reason="invalid_api_key"} 1.0' in _get(s.http + "/metrics")[1].decode()
+
+
+def test_a_key_in_the_query_string_never_reaches_the_logs() -> None:
+    redact_logs()
+    logger, lines = logging.getLogger("uvicorn.error"), []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:  # uvicorn's own line for each accepted WebSocket
+        logger.info('%s - "WebSocket %s" [accepted]', "127.0.0.1:5000", "/v1/realtime?model=duo&api_key=s3cret&x=1")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert lines == ['127.0.0.1:5000 - "WebSocket /v1/realtime?model=duo&api_key=***&x=1" [accepted]']
 
 
 def test_keys_are_mandatory_beyond_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
