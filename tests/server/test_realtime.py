@@ -86,8 +86,10 @@ async def test_truncate_after_a_barge_in_cuts_what_the_model_sees(server: LiveSe
     said = done["response"]["output"][0]["content"][0]["transcript"]
     played_ms = sum(len(base64.b64decode(e["delta"])) for e in c.events
                     if e["type"] == "response.output_audio.delta" and e["item_id"] == item) // 48
+    barge_ins = server.state.metrics.registry.get_sample_value("duo_barge_in_latency_seconds_count")
     await c.say("what did you just say?")  # talked over the playback
     await c.until("response.created")
+    assert server.state.metrics.registry.get_sample_value("duo_barge_in_latency_seconds_count") == barge_ins + 1
     await c.send("conversation.item.truncate", item_id=item, content_index=0, audio_end_ms=played_ms // 3)
     await c.until("conversation.item.truncated", item_id=item)
 
