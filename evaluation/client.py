@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -80,6 +81,7 @@ class ScenarioRun:
         self.pos = 0.0  # audio sent so far, seconds on the scenario clock
         self.max_lag = 0.0
         self._t0 = 0.0
+        self._stopped = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def clock(self) -> float:
@@ -91,7 +93,8 @@ class ScenarioRun:
 
         opts = self.options
         ws = await asyncio.wait_for(connect(url, max_size=1 << 24, additional_headers=list(opts.headers),
-                                            open_timeout=opts.connect_timeout_s), opts.connect_timeout_s + 5)
+                                            open_timeout=opts.connect_timeout_s, close_timeout=2),
+                                    opts.connect_timeout_s + 5)
         try:
             await self._configure(ws)
             self._loop = asyncio.get_running_loop()
@@ -100,10 +103,13 @@ class ScenarioRun:
             try:
                 await self._stream(ws, parts)
             finally:
-                reader.cancel()
+                self.record["end"] = round(self.clock(), 3)
+                self._stopped = True
+                await ws.close()  # the reader keeps draining meanwhile, so the server's close frame is read
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(reader, 5)
         finally:
             await ws.close()
-        self.record["end"] = round(self.clock(), 3)
         if self.max_lag > 0.25:
             self.record["notes"].append(f"client fell {self.max_lag:.2f} s behind the scenario clock")
         return self.record
@@ -129,6 +135,8 @@ class ScenarioRun:
 
         try:
             async for message in ws:
+                if self._stopped:
+                    continue
                 event = json.loads(message)
                 self.record["events"].append(compact(event, self.clock()))
                 if event.get("type") == "error":
