@@ -38,6 +38,7 @@ class Reply:
     playback: Playback | None = None
     cancel_reason: str = "client_cancelled"  # why the engine was asked to stop it
     done_sent: bool = False
+    ended_as: tuple[str, str | None] = ("completed", None)  # how generation ended, reported once spoken
 
 
 class Responses:
@@ -106,6 +107,7 @@ class Responses:
         if reply.playback is not None and status == "cancelled" and reply.playback is self.voice.speaking:
             self.stop_speaking(reason or "turn_detected")
         if reply.playback is not None and status != "cancelled":
+            reply.ended_as = (status, reason)
             self.voice.end(reply.playback)
         else:
             self._finish(reply, status, reason)
@@ -139,7 +141,7 @@ class Responses:
 
     def _spoken(self, playback: Playback) -> None:
         if (reply := self.items.get(playback.item_id)) is not None:
-            self._finish(reply, "completed", None)  # all of its audio is out
+            self._finish(reply, *reply.ended_as)  # all of its audio is out
 
     def _barge_in_done(self) -> None:
         if self.barge_start:
