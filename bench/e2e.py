@@ -31,13 +31,14 @@ import asyncio
 import contextlib
 import json
 import math
-import threading
 import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from duo.server.inprocess import InProcessServer
 
 # Phrasings the shipped adapter judges as intended under the default thresholds: the first slice of each
 # question `incomplete`, the final one `process` (with a long reply to interrupt); each barge-in `process`.
@@ -236,48 +237,15 @@ async def measure(url: str, sessions: int, args: argparse.Namespace) -> tuple[Ta
     return tally, time.perf_counter() - start
 
 
-class InProcessServer:
-    """`duo serve` in a thread of this process: the app from `create_app`, uvicorn on a free loopback port."""
+class BenchServer(InProcessServer):
+    """`duo serve` in a thread of this process, sized for the bench's clients."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        import uvicorn
-
-        from duo.server.app import create_app
         from duo.server.settings import Settings
 
-        settings = Settings(device=args.device, dtype=args.dtype, tts="none", host="127.0.0.1", port=0,
-                            max_sessions=2 * max(args.sessions) + 4, idle_timeout_s=3600,
-                            outbound_queue=1 << 16)
-        self.app = create_app(settings)
-        self.uvicorn = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning",
-                                                     ws_max_size=1 << 24))
-        self.thread = threading.Thread(target=self.uvicorn.run, name="duo-server", daemon=True)
-
-    def start(self, timeout: float = 900) -> None:
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.uvicorn.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise SystemExit("the server did not start")
-            time.sleep(0.05)
-        while True:  # the model loads in the background; /readyz answers 200 once the engine has run a tick
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=5) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise SystemExit("the server did not become ready")
-            time.sleep(0.2)
-
-    @property
-    def port(self) -> int:
-        return self.uvicorn.servers[0].sockets[0].getsockname()[1]
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v1/realtime"
+        super().__init__(Settings(device=args.device, dtype=args.dtype, tts="none", host="127.0.0.1", port=0,
+                                  max_sessions=2 * max(args.sessions) + 4, idle_timeout_s=3600,
+                                  outbound_queue=1 << 16))
 
     def counters(self) -> dict[str, float]:
         """Engine tick totals from the server's /metrics (to read the latencies in ticks)."""
@@ -295,9 +263,6 @@ class InProcessServer:
             return f"{torch.cuda.get_device_name(dev)}, {dtype}"
         return f"cpu, {torch.get_num_threads()} threads, {dtype}"
 
-    def stop(self) -> None:
-        self.uvicorn.should_exit = True
-        self.thread.join(60)
 
 
 def main() -> None:
@@ -318,7 +283,7 @@ def main() -> None:
     if min(args.sessions) < 1 or args.rounds < 1 or args.barge_after < 1:
         parser.error("--sessions, --rounds and --barge-after must be at least 1")
 
-    server = InProcessServer(args)
+    server = BenchServer(args)
     load = time.perf_counter()
     server.start()
     device = server.device_name()

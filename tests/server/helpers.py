@@ -4,56 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import uvicorn
 import websockets
 
-from duo.server.app import create_app
+from duo.server.inprocess import InProcessServer, serve_in_process
 from duo.server.settings import Settings
 
 
-class LiveServer:
-    def __init__(self, settings: Settings, backbone: Any) -> None:
-        self.app = create_app(settings, backbone=backbone)
-        self.uvicorn = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning",
-                                                     ws_max_size=1 << 24))
-        self.thread = threading.Thread(target=self.uvicorn.run, daemon=True)
-
-    @property
-    def state(self) -> Any:
-        return self.app.state.server
-
-    @property
-    def port(self) -> int:
-        return self.uvicorn.servers[0].sockets[0].getsockname()[1]
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v1/realtime"
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
 @contextmanager
-def live_server(backbone: Any, **settings: Any) -> Iterator[LiveServer]:
-    server = LiveServer(Settings(**settings), backbone)
-    server.thread.start()
-    deadline = time.monotonic() + 120
-    while not (server.uvicorn.started and server.state.ready.is_set()):
-        assert time.monotonic() < deadline, "server did not become ready"
-        time.sleep(0.05)
-    try:
+def live_server(backbone: Any, **settings: Any) -> Iterator[InProcessServer]:
+    with serve_in_process(Settings(**settings), backbone, timeout_s=120) as server:
         yield server
-    finally:
-        server.uvicorn.should_exit = True
-        server.thread.join(30)
 
 
 class Client:
