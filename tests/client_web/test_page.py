@@ -21,7 +21,9 @@ from typing import Any
 
 import pytest
 
-from ..server.helpers import LiveServer, live_server
+from duo.server.inprocess import InProcessServer
+
+from ..server.helpers import live_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None,
@@ -30,7 +32,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "client_web"
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LiveServer]:
+def server() -> Iterator[InProcessServer]:
     from duo.engine.loader import load_backbone
 
     tuned = load_backbone(None, device="cpu")  # the embedded model with its shipped adapter
@@ -104,12 +106,12 @@ def screenshot(page: Any, name: str) -> Path:
     return path
 
 
-def open_page(page: Any, server: LiveServer) -> None:
+def open_page(page: Any, server: InProcessServer) -> None:
     page.goto(server.http + "/")
     page.wait_for_selector('#status[data-state="open"]', timeout=30_000)
 
 
-def test_spoken_question_is_judged_and_answered(server: LiveServer, tmp_path: Path) -> None:
+def test_spoken_question_is_judged_and_answered(server: InProcessServer, tmp_path: Path) -> None:
     wav = speech_wav(tmp_path / "question.wav", 0.3, "what is the capital of france", 2.0)
     with browser(wav, color_scheme="dark") as (page, rec):
         open_page(page, server)
@@ -150,7 +152,7 @@ def test_spoken_question_is_judged_and_answered(server: LiveServer, tmp_path: Pa
     assert not rec.errors, rec.errors
 
 
-def test_barge_in_cuts_the_first_reply(server: LiveServer, tmp_path: Path) -> None:
+def test_barge_in_cuts_the_first_reply(server: InProcessServer, tmp_path: Path) -> None:
     wav = speech_wav(tmp_path / "barge.wav", 0.3, "tell me a story about a dragon", 2.5,
                      "what is the capital of france", 3.0)
     with browser(wav) as (page, rec):
@@ -182,7 +184,7 @@ def test_barge_in_cuts_the_first_reply(server: LiveServer, tmp_path: Path) -> No
     assert not rec.errors, rec.errors
 
 
-def test_capture_resampler_and_stream_clock(server: LiveServer) -> None:
+def test_capture_resampler_and_stream_clock(server: InProcessServer) -> None:
     """The capture path's arithmetic, run in the browser.
 
     The resampler keeps a tone's pitch and level and removes what would alias; the stream clock maps the

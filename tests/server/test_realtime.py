@@ -11,19 +11,21 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from .helpers import LiveServer, connect, live_server
+from duo.server.inprocess import InProcessServer
+
+from .helpers import connect, live_server
 
 ANSWER = {"process_threshold": 0.0}  # the untuned model cannot forecast: force the state through the real path
 IGNORE = {"process_threshold": 1.0, "ignore_threshold": 0.0}
 
 
 @pytest.fixture(scope="module")
-def server(embedded) -> Iterator[LiveServer]:
+def server(embedded) -> Iterator[InProcessServer]:
     with live_server(embedded, tts="espeak-ng") as live:
         yield live
 
 
-async def test_text_conversation(server: LiveServer) -> None:
+async def test_text_conversation(server: InProcessServer) -> None:
     c = await connect(server.url)
     await c.configure(**ANSWER)
     await c.say("what is the capital of france?")
@@ -38,7 +40,7 @@ async def test_text_conversation(server: LiveServer) -> None:
     await c.ws.close()
 
 
-async def test_background_speech_gets_no_response(server: LiveServer) -> None:
+async def test_background_speech_gets_no_response(server: InProcessServer) -> None:
     c = await connect(server.url)
     await c.configure(**IGNORE)
     await c.say("and then she said the meeting moved to thursday")
@@ -49,7 +51,7 @@ async def test_background_speech_gets_no_response(server: LiveServer) -> None:
     await c.ws.close()
 
 
-async def test_barge_in_cancels_and_answers(server: LiveServer) -> None:
+async def test_barge_in_cancels_and_answers(server: InProcessServer) -> None:
     c = await connect(server.url)
     await c.configure(max_tokens=200, **ANSWER)
     await c.say("tell me a long story about a dragon")
@@ -73,7 +75,7 @@ def _context(session) -> list[int]:
     return tokens + list(session.last.tokens)
 
 
-async def test_truncate_after_a_barge_in_cuts_what_the_model_sees(server: LiveServer) -> None:
+async def test_truncate_after_a_barge_in_cuts_what_the_model_sees(server: InProcessServer) -> None:
     c = await connect(server.url)
     await c.send("session.update", session={"output_modalities": ["audio"], "max_output_tokens": 24,
                                             "audio": {"input": {"turn_detection": {"type": "duo", **ANSWER,
@@ -126,7 +128,7 @@ async def _stream(c, pcm: np.ndarray) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_audio_conversation_from_synthesized_speech(server: LiveServer, tmp_path) -> None:
+async def test_audio_conversation_from_synthesized_speech(server: InProcessServer, tmp_path) -> None:
     c = await connect(server.url)
     await c.configure(**ANSWER)
     await _stream(c, _speech_pcm24k(tmp_path, "what is the capital of france"))
@@ -139,7 +141,7 @@ async def test_audio_conversation_from_synthesized_speech(server: LiveServer, tm
     await c.ws.close()
 
 
-async def test_server_vad_baseline_answers_at_the_pause_without_duo(server: LiveServer, tmp_path) -> None:
+async def test_server_vad_baseline_answers_at_the_pause_without_duo(server: InProcessServer, tmp_path) -> None:
     c = await connect(server.url)
     await c.send("session.update", session={"audio": {"input": {"turn_detection": {"type": "server_vad"}}},
                                             "max_output_tokens": 8})
@@ -151,7 +153,7 @@ async def test_server_vad_baseline_answers_at_the_pause_without_duo(server: Live
     await c.ws.close()
 
 
-async def test_without_turn_detection_the_client_asks(server: LiveServer) -> None:
+async def test_without_turn_detection_the_client_asks(server: InProcessServer) -> None:
     c = await connect(server.url)
     await c.send("session.update", session={"audio": {"input": {"turn_detection": None}}, "max_output_tokens": 6})
     assert (await c.until("session.updated"))["session"]["audio"]["input"]["turn_detection"] is None
@@ -165,7 +167,7 @@ async def test_without_turn_detection_the_client_asks(server: LiveServer) -> Non
     await c.ws.close()
 
 
-async def test_audio_output_streams_speech(server: LiveServer) -> None:
+async def test_audio_output_streams_speech(server: InProcessServer) -> None:
     c = await connect(server.url)
     await c.send("session.update", session={"output_modalities": ["audio"], "max_output_tokens": 4,
                                             "audio": {"input": {"turn_detection": {"type": "duo", **ANSWER}}}})
@@ -180,7 +182,7 @@ async def test_audio_output_streams_speech(server: LiveServer) -> None:
     await c.ws.close()
 
 
-async def test_twenty_concurrent_sessions_stay_isolated(server: LiveServer) -> None:
+async def test_twenty_concurrent_sessions_stay_isolated(server: InProcessServer) -> None:
     async def one(i: int) -> tuple[str, set[str]]:
         c = await connect(server.url)
         await c.configure(max_tokens=6, **ANSWER)
@@ -195,7 +197,7 @@ async def test_twenty_concurrent_sessions_stay_isolated(server: LiveServer) -> N
     assert len({rid for rid, _ in results}) == 20
 
 
-async def test_client_vanishing_mid_response_frees_its_kv(server: LiveServer) -> None:
+async def test_client_vanishing_mid_response_frees_its_kv(server: InProcessServer) -> None:
     engine = server.state.loop.engine
     for _ in range(100):  # earlier tests' sessions are gone
         if not engine.sessions and not engine.has_work():
@@ -228,7 +230,7 @@ async def test_client_vanishing_mid_response_frees_its_kv(server: LiveServer) ->
     pytest.param('{"type": "session.update", "session": {"instructions": "' + "a " * 9000 + '"}}', "invalid_session",
                  id="instructions-beyond-the-window"),
 ])
-async def test_bad_input_gets_an_error_and_the_session_goes_on(server: LiveServer, event: str, code: str) -> None:
+async def test_bad_input_gets_an_error_and_the_session_goes_on(server: InProcessServer, event: str, code: str) -> None:
     if event.endswith('"AAE="}'):
         event = event.replace("AAE=", "AAEC")  # 3 bytes: not whole PCM16 samples
     c = await connect(server.url)
@@ -241,7 +243,7 @@ async def test_bad_input_gets_an_error_and_the_session_goes_on(server: LiveServe
     await c.ws.close()
 
 
-async def test_oversized_frame(server: LiveServer) -> None:
+async def test_oversized_frame(server: InProcessServer) -> None:
     c = await connect(server.url)
     big = base64.b64encode(b"\0" * (server.state.settings.max_frame_bytes + 10)).decode()
     await c.send("input_audio_buffer.append", audio=big)
@@ -253,7 +255,7 @@ async def test_oversized_frame(server: LiveServer) -> None:
 
 
 
-async def test_audio_far_ahead_of_real_time_is_refused(server: LiveServer) -> None:
+async def test_audio_far_ahead_of_real_time_is_refused(server: InProcessServer) -> None:
     c = await connect(server.url)
     burst = server.state.settings.audio_burst_s
     chunk = np.zeros(int(24_000 * (burst + 0.5)), dtype="<i2").tobytes()
