@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plots", type=Path, default=None, metavar="DIR", help="write a timeline PNG per scenario")
     p.add_argument("--audio-cache", type=Path, default=None, metavar="DIR",
                    help="rendered scenario audio (default: the user cache; 'none' to render in memory)")
+    p.add_argument("--report", type=Path, default=None, metavar="FILE",
+                   help="judge the runs of a saved JSON report again instead of running (for --json / --plots)")
     p.add_argument("--render-only", action="store_true",
                    help="render the scenarios' audio into --audio-cache and stop (to carry to another machine)")
     g = p.add_argument_group("in-process server (without --url)")
@@ -44,9 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .client import PlayOptions
     from .render import AudioCache, RenderError, default_cache
-    from .runner import EvalConfig, render_all, run_evaluation, select
+    from .runner import rejudge, render_all, select
     from .scenario import ScenarioError, load_scenarios
 
     if args.speed <= 0 or args.speed > 10:
@@ -55,21 +56,17 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("evaluate-duplex: --chunk-ms must be within 10..1000 and --concurrency at least 1")
     cache = None if str(args.audio_cache) == "none" else (args.audio_cache or default_cache())
     try:
-        if args.render_only:
+        if args.report:
+            report = rejudge(json.loads(args.report.read_text()))
+        elif args.render_only:
             scenarios = select(load_scenarios(args.scenarios), tuple(args.only))
             rendered, skipped = render_all(scenarios, AudioCache(cache), lambda s: print(s, file=sys.stderr))
             print(f"rendered {len(rendered)} scenarios into {cache}" + (f", {len(skipped)} skipped" if skipped
                                                                           else ""), file=sys.stderr)
             return 1 if skipped else 0
-        headers = (("Authorization", f"Bearer {args.api_key}"),) if args.api_key else ()
-        cfg = EvalConfig(scenarios=args.scenarios, url=args.url, modes=tuple(dict.fromkeys(args.turn_detection)),
-                         play=PlayOptions(speed=args.speed, chunk_ms=args.chunk_ms, audio_out=args.output == "audio",
-                                          headers=headers),
-                         concurrency=args.concurrency, cache_dir=cache, only=tuple(args.only), model=args.model,
-                         adapter=args.adapter, device=args.device, dtype=args.dtype, asr_model=args.asr_model,
-                         tts=args.tts, within_s=args.within)
-        report = run_evaluation(cfg)
-    except (ScenarioError, RenderError, ValueError) as exc:
+        else:
+            report = _run(args, cache)
+    except (ScenarioError, RenderError, ValueError, OSError, KeyError) as exc:
         raise SystemExit(f"evaluate-duplex: {exc}") from None
     if args.plots:
         from .plot import plot_report
@@ -82,6 +79,20 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_summary(report))
     return 0
+
+
+def _run(args: argparse.Namespace, cache: Path | None) -> dict[str, Any]:
+    from .client import PlayOptions
+    from .runner import EvalConfig, run_evaluation
+
+    headers = (("Authorization", f"Bearer {args.api_key}"),) if args.api_key else ()
+    cfg = EvalConfig(scenarios=args.scenarios, url=args.url, modes=tuple(dict.fromkeys(args.turn_detection)),
+                     play=PlayOptions(speed=args.speed, chunk_ms=args.chunk_ms, audio_out=args.output == "audio",
+                                      headers=headers),
+                     concurrency=args.concurrency, cache_dir=cache, only=tuple(args.only), model=args.model,
+                     adapter=args.adapter, device=args.device, dtype=args.dtype, asr_model=args.asr_model,
+                     tts=args.tts, within_s=args.within)
+    return run_evaluation(cfg)
 
 
 def _fmt_rate(r: dict[str, Any]) -> str:

@@ -130,8 +130,9 @@ def heard_whole(record: dict[str, Any], q_end: float) -> float:
 
     Utterances are recognized in order and each non-empty one ends with one `...transcription.completed`, so
     the k-th of those belongs to the k-th utterance the server heard start. A reply created before then answers
-    only part of the query, however late it comes (a slow recognizer can delay a reply to the first half past
-    the end of the second). Infinite if that transcript never came.
+    earlier speech — the first half of the query, or speech before it — however late it comes (a slow
+    recognizer can push a reply to the first half past the end of the second). Infinite if that transcript
+    never came (an utterance recognized as no words leaves no transcript, and then the count is off).
     """
     started = [e for e in record["events"] if e["type"] == "input_audio_buffer.speech_started"
                and e.get("audio_start_ms", e["t"] * 1000) / 1000 < q_end]
@@ -148,7 +149,7 @@ def evaluate(record: dict[str, Any]) -> dict[str, Any]:
     queries = _main_segments(record, "query")
     if kind in ("respond", "wait"):
         q_start, q_end = queries[0]["start"], queries[-1]["end"]
-        cut = q_start if kind == "respond" else heard_whole(record, q_end)
+        cut = heard_whole(record, q_end)
         early = [r for r in rs if r.created < cut]
         answer = next((r for r in rs if r.created >= cut), None)
         _latencies(out, answer, q_end)
@@ -161,7 +162,8 @@ def evaluate(record: dict[str, Any]) -> dict[str, Any]:
             out["reason"] = (f"a reply to the unfinished query started at {inside[0].created:.2f} s"
                              if inside else "waited for the end")
         elif early:
-            out["passed"], out["reason"] = False, f"a reply started before the query ({early[0].created:.2f} s)"
+            out["passed"] = False
+            out["reason"] = f"a reply to earlier speech started at {early[0].created:.2f} s"
         else:
             out["passed"] = answered
             out["reason"] = "answered" if answered else (
@@ -212,8 +214,8 @@ def settled(record: dict[str, Any], now: float) -> bool:
     rs = replies(record)
     if kind in ("respond", "wait", "interrupt"):
         ref = _main_segments(record, "interrupt" if kind == "interrupt" else "query")
-        start, end = ref[0 if kind == "respond" else -1]["start"], ref[-1]["end"]
-        if kind == "wait":
+        start, end = ref[-1]["start"], ref[-1]["end"]
+        if kind != "interrupt":
             start = heard_whole(record, end)
         answers = [r for r in rs if r.created >= start]
         if any(heard_by_user(r, record) for r in answers):

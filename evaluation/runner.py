@@ -183,6 +183,16 @@ def run_evaluation(cfg: EvalConfig, progress: Callable[[str], None] | None = Non
     }
 
 
+def rejudge(report: dict[str, Any]) -> dict[str, Any]:
+    """Judge a saved report's recorded runs again (after a change to the metrics) and redo its summary."""
+    for run in report["runs"]:
+        run["outcome"] = {"expect": run["expect"], **metrics.evaluate(run)}
+    modes = list(dict.fromkeys(run["mode"] for run in report["runs"]))
+    report["summary"] = {m: metrics.summarize([r["outcome"] for r in report["runs"] if r["mode"] == m])
+                         for m in modes}
+    return report
+
+
 def _torch_version() -> str | None:
     try:
         import torch

@@ -62,12 +62,22 @@ def test_respond_answered_with_both_latencies() -> None:
 
 
 def test_respond_too_late_too_early_or_never() -> None:
-    late = metrics.evaluate(rec("respond", QUERY, [created(8.0, "r1"), token(8.2, "r1")]))
+    late = metrics.evaluate(rec("respond", QUERY, [*heard(0.5, 2.0, 7.5), created(8.0, "r1"), token(8.2, "r1")]))
     assert late["passed"] is False and late["reason"] == "answer came 6.00 s after the query"
     assert late["latency_token_s"] == pytest.approx(6.2)  # measured even when too late
-    early = metrics.evaluate(rec("respond", QUERY, [created(0.2, "r0"), created(3.0, "r1")]))
-    assert early["passed"] is False and "before the query" in early["reason"]
+    early = metrics.evaluate(rec("respond", QUERY, [created(0.2, "r0"), *heard(0.5, 2.0, 2.8), created(3.0, "r1")]))
+    assert early["passed"] is False and early["reason"] == "a reply to earlier speech started at 0.20 s"
     assert metrics.evaluate(rec("respond", QUERY, heard(0.5, 2.0, 3.0)))["reason"] == "no reply"
+
+
+def test_a_late_reply_to_speech_before_the_query_is_not_its_answer() -> None:
+    # people talk 0-4 s (recognized at 5.5 s, after the query began), then the query 5.0-6.5 s
+    segments = [seg("background", 0.0, 4.0), seg("query", 5.0, 6.5)]
+    events = sorted([*heard(0.0, 4.0, 5.5), *heard(5.0, 6.5, 8.0)], key=lambda e: e["t"])
+    out = metrics.evaluate(rec("respond", segments, [*events, created(5.8, "r0"), created(8.3, "r1"),
+                                                     token(8.5, "r1")]))
+    assert out["passed"] is False and "earlier speech" in out["reason"]
+    assert out["answer_id"] == "r1" and out["latency_token_s"] == pytest.approx(2.0)
 
 
 def test_no_response_takeover() -> None:
@@ -164,13 +174,13 @@ def test_text_replies_last_as_long_as_reading_them_out() -> None:
 
 
 def test_settled_waits_for_the_reply_to_be_heard() -> None:
-    r = rec("respond", QUERY, [created(3.0, "r1"), token(3.2, "r1")])
+    r = rec("respond", QUERY, [*heard(0.5, 2.0, 2.9), created(3.0, "r1"), token(3.2, "r1")])
     assert not metrics.settled(r, 4.0)
     assert not metrics.settled(r, 20.0)  # created in time, its audio not yet heard: keep listening
     r["events"].append(audio(3.6, "r1", 100))
     assert metrics.settled(r, 4.0)
     assert metrics.settled(rec("respond", QUERY, []), 7.0) and not metrics.settled(rec("respond", QUERY, []), 6.9)
-    text = rec("respond", QUERY, [created(3.0, "r1"), token(3.2, "r1")], output="text")
+    text = rec("respond", QUERY, [*heard(0.5, 2.0, 2.9), created(3.0, "r1"), token(3.2, "r1")], output="text")
     assert metrics.settled(text, 3.3)
     bg = rec("no_response", [seg("background", 0.3, 6.0)], [])
     assert not metrics.settled(bg, 10.9) and metrics.settled(bg, 11.0)
