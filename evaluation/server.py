@@ -10,8 +10,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,28 +48,9 @@ class Running:
 @contextmanager
 def in_process_server(ready_timeout_s: float = 900.0, **settings: Any) -> Iterator[Running]:
     """Serve `Settings(**settings)` on 127.0.0.1:<free port> until the block ends."""
-    import uvicorn
-
-    from duo.server.app import create_app
+    from duo.server.inprocess import serve_in_process
     from duo.server.settings import Settings
 
-    app = create_app(Settings(host="127.0.0.1", port=0, **settings))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", ws_max_size=1 << 24))
-    thread = threading.Thread(target=server.run, name="duo-eval-server", daemon=True)
-    thread.start()
-    state = app.state.server
-    deadline = time.monotonic() + ready_timeout_s
-    while not (server.started and state.ready.is_set()):
-        if not thread.is_alive():
-            raise RuntimeError("the evaluation server stopped while starting (see the log above)")
-        if time.monotonic() > deadline:
-            server.should_exit = True
-            raise RuntimeError(f"the evaluation server was not ready within {ready_timeout_s:.0f} s")
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    log.info("event=eval_server_ready port=%d", port)
-    try:
-        yield Running(f"ws://127.0.0.1:{port}/v1/realtime", state)
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    with serve_in_process(Settings(host="127.0.0.1", port=0, **settings), timeout_s=ready_timeout_s) as server:
+        log.info("event=eval_server_ready port=%d", server.port)
+        yield Running(server.url, server.state)
