@@ -125,20 +125,47 @@ def _latencies(out: dict[str, Any], answer: Reply | None, end_of_query: float) -
         out["latency_audio_s"] = round(answer.first_audio - end_of_query, 3)
 
 
-def heard_whole(record: dict[str, Any], q_end: float) -> float:
-    """When the server had recognized the whole query: the transcript of the utterance holding its end.
+TRANSCRIPT = "conversation.item.input_audio_transcription.completed"
+TRANSCRIPT_DELTA = "conversation.item.input_audio_transcription.delta"
 
-    Utterances are recognized in order and each non-empty one ends with one `...transcription.completed`, so
-    the k-th of those belongs to the k-th utterance the server heard start. A reply created before then answers
-    earlier speech — the first half of the query, or speech before it — however late it comes (a slow
-    recognizer can push a reply to the first half past the end of the second). Infinite if that transcript
-    never came (an utterance recognized as no words leaves no transcript, and then the count is off).
+
+def final_utterance(record: dict[str, Any], q_end: float) -> int:
+    """Index of the utterance holding the end of the query, in the order the server heard utterances start."""
+    return sum(1 for e in record["events"] if e["type"] == "input_audio_buffer.speech_started"
+               and e.get("audio_start_ms", e["t"] * 1000) / 1000 < q_end) - 1
+
+
+def trigger_utterance(record: dict[str, Any], reply: Reply) -> int | None:
+    """Index of the utterance whose recognition started `reply` (None if no speech preceded it).
+
+    Utterances are recognized in order and each non-empty one ends with one transcript, so the k-th transcript
+    belongs to the k-th utterance the server heard start (an utterance recognized as no words leaves none, and
+    then the count is off). Under DUO a reply follows a `process` decision, whose slice is found among the
+    transcript deltas; under server_vad it follows the transcript of the utterance that ended.
     """
-    started = [e for e in record["events"] if e["type"] == "input_audio_buffer.speech_started"
-               and e.get("audio_start_ms", e["t"] * 1000) / 1000 < q_end]
-    done = sorted(e["t"] for e in record["events"]
-                  if e["type"] == "conversation.item.input_audio_transcription.completed")
-    return done[len(started) - 1] if started and len(done) >= len(started) else INF
+    events = sorted(record["events"], key=lambda e: e["t"])  # stable: same-time events keep arrival order
+    at = next((i for i, e in enumerate(events) if e["type"] == "response.created"
+               and e.get("response_id") == reply.id), len(events))
+    if record.get("mode") == "duo":
+        state = next((i for i in range(at - 1, -1, -1) if events[i]["type"] == "duo.input.state"
+                      and events[i].get("state") == "process"), None)
+        if state is not None:
+            text = str(events[state].get("slice_text", "")).strip()
+            delta = next((i for i in range(state, -1, -1) if events[i]["type"] == TRANSCRIPT_DELTA
+                          and str(events[i].get("delta", "")).strip() == text), None)
+            if delta is not None:
+                return sum(1 for e in events[:delta] if e["type"] == TRANSCRIPT)
+    done = sum(1 for e in events[:at] if e["type"] == TRANSCRIPT)
+    return done - 1 if done else None
+
+
+def answers_whole(record: dict[str, Any], reply: Reply, q_end: float) -> bool:
+    """The reply was started by the end of the query, not by earlier speech (its first half, or talk before it).
+
+    Timing alone cannot tell: a slow recognizer can push a reply to the first half past the end of the second.
+    """
+    u = trigger_utterance(record, reply)
+    return u is not None and u >= final_utterance(record, q_end)
 
 
 def evaluate(record: dict[str, Any]) -> dict[str, Any]:
@@ -149,9 +176,8 @@ def evaluate(record: dict[str, Any]) -> dict[str, Any]:
     queries = _main_segments(record, "query")
     if kind in ("respond", "wait"):
         q_start, q_end = queries[0]["start"], queries[-1]["end"]
-        cut = heard_whole(record, q_end)
-        early = [r for r in rs if r.created < cut]
-        answer = next((r for r in rs if r.created >= cut), None)
+        answer = next((r for r in rs if answers_whole(record, r, q_end)), None)
+        early = [r for r in rs if r is not answer and (answer is None or r.created < answer.created)]
         _latencies(out, answer, q_end)
         answered = answer is not None and answer.created <= q_end + within
         if kind == "wait":
@@ -215,9 +241,7 @@ def settled(record: dict[str, Any], now: float) -> bool:
     if kind in ("respond", "wait", "interrupt"):
         ref = _main_segments(record, "interrupt" if kind == "interrupt" else "query")
         start, end = ref[-1]["start"], ref[-1]["end"]
-        if kind != "interrupt":
-            start = heard_whole(record, end)
-        answers = [r for r in rs if r.created >= start]
+        answers = [r for r in rs if (r.created > start if kind == "interrupt" else answers_whole(record, r, end))]
         if any(heard_by_user(r, record) for r in answers):
             return True
         return now >= end + within and not answers  # a reply on its way is waited for (audio latency)

@@ -80,8 +80,9 @@ def plot_scenario(records: list[dict[str, Any]], path: Path) -> Path:
     fig.suptitle(f"{first['id']} — expect {first['expect']}", fontsize=11, x=0.01, ha="left")
     handles = [Patch(color=c, label=k) for k, c in ROLE_COLORS.items()]
     handles += [Patch(color="#17becf", label="VAD speech"), Patch(color="#bcbd22", label="reply audio"),
-                Patch(color="#2ca02c", label="reply completed"), Patch(color="#d62728", label="reply cancelled")]
-    fig.legend(handles=handles, loc="upper right", ncol=4, fontsize=7, frameon=False)
+                Patch(color="#2ca02c", label="reply completed"), Patch(color="#ff7f0e", label="reply at token limit"),
+                Patch(color="#d62728", label="reply cancelled")]
+    fig.legend(handles=handles, loc="upper right", ncol=5, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -96,16 +96,38 @@ def test_wait_reply_to_the_first_half_is_a_takeover_even_when_it_comes_late() ->
     # to it (4.6 s) still answers an unfinished query; the second half is transcribed at 5.5 s
     events = [*heard(0.5, 1.5, 4.5), *heard(3.0, 4.0, 5.5)]
     events.sort(key=lambda e: e["t"])
-    assert metrics.heard_whole(rec("wait", WAIT, events), 4.0) == 5.5
-    stale = metrics.evaluate(rec("wait", WAIT, [*events, created(4.6, "r1"), created(5.6, "r2"), token(5.9, "r2")]))
+    run = rec("wait", WAIT, [*events, created(4.6, "r1"), created(5.6, "r2"), token(5.9, "r2")], mode="server_vad")
+    assert metrics.final_utterance(run, 4.0) == 1
+    assert [metrics.trigger_utterance(run, r) for r in metrics.replies(run)] == [0, 1]
+    stale = metrics.evaluate(run)
     assert stale["passed"] is False and stale["takeover"] is True and stale["answer_id"] == "r2"
     assert stale["latency_token_s"] == pytest.approx(1.9)
     patient = metrics.evaluate(rec("wait", WAIT, [*events, created(5.7, "r1"), token(6.0, "r1")]))
     assert patient["passed"] is True and patient["takeover"] is False and patient["answered"] is True
     untranscribed = rec("wait", WAIT, [*heard(0.5, 1.5, 2.5), ev(3.1, "input_audio_buffer.speech_started",
                                                                  audio_start_ms=3000), created(6.0, "r1")])
-    assert metrics.heard_whole(untranscribed, 4.0) == metrics.INF
     assert metrics.evaluate(untranscribed)["takeover"] is True  # the second half was never recognized
+
+
+def test_wait_duo_reply_is_attributed_by_the_slice_it_judged() -> None:
+    # DUO judges the first half's last slice "to?" only after the second half was transcribed: the reply still
+    # answers the first half (the decision names its slice), and the second half is ignored on its own
+    def slice_(t: float, text: str, final: bool) -> list[dict[str, Any]]:
+        out = [ev(t, "conversation.item.input_audio_transcription.delta", delta=text)]
+        return out + ([ev(t, "conversation.item.input_audio_transcription.completed", transcript="...")] if final
+                      else [])
+
+    events = [ev(0.6, "input_audio_buffer.speech_started", audio_start_ms=500),
+              *slice_(2.6, "can you tell me how to get", False), ev(2.7, "duo.input.state", state="incomplete",
+                                                                   slice_text="can you tell me how to get"),
+              ev(3.1, "input_audio_buffer.speech_started", audio_start_ms=3000),
+              *slice_(3.4, "to?", True), *slice_(5.3, "the train station", True),
+              ev(5.4, "duo.input.state", state="process", slice_text="to?"), created(5.4, "r1"),
+              ev(6.0, "duo.input.state", state="ignore", slice_text="the train station")]
+    run = rec("wait", WAIT, events)
+    assert metrics.trigger_utterance(run, metrics.replies(run)[0]) == 0
+    out = metrics.evaluate(run)
+    assert out["takeover"] is True and out["answered"] is False and "latency_token_s" not in out
 
 
 INTERRUPT = [seg("query", 0.5, 2.0), seg("interrupt", 5.0, 6.5)]
