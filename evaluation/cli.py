@@ -68,16 +68,20 @@ def run(args: argparse.Namespace) -> int:
             report = _run(args, cache)
     except (ScenarioError, RenderError, ValueError, OSError, KeyError) as exc:
         raise SystemExit(f"evaluate-duplex: {exc}") from None
-    if args.plots:
-        from .plot import plot_report
-
-        paths = plot_report(report, args.plots)
-        print(f"{len(paths)} timeline plots in {args.plots}", file=sys.stderr)
     if args.json:
         json.dump(report, sys.stdout)
         sys.stdout.write("\n")
+        sys.stdout.flush()
     else:
-        print(format_summary(report))
+        print(format_summary(report), flush=True)
+    if args.plots:  # after the report, which a missing plotting library must not cost
+        try:
+            from .plot import plot_report
+
+            paths = plot_report(report, args.plots)
+        except ImportError as exc:
+            raise SystemExit(f"evaluate-duplex: no plots ({exc}); plot the saved report with --report") from None
+        print(f"{len(paths)} timeline plots in {args.plots}", file=sys.stderr)
     return 0
 
 

@@ -101,6 +101,8 @@ async def _until(ws: Any, kind: str, timeout: float = 600) -> None:
 
 async def play_all(url: str, scenarios: list[Scenario], rendered: dict[str, list[Part]], modes: tuple[str, ...],
                    options: PlayOptions, concurrency: int, progress: Callable[[str], None]) -> list[dict[str, Any]]:
+    from websockets.exceptions import WebSocketException
+
     jobs = [(s, m) for s in scenarios if s.id in rendered for m in modes]
     gate = asyncio.Semaphore(max(1, concurrency))
     done = 0
@@ -112,7 +114,7 @@ async def play_all(url: str, scenarios: list[Scenario], rendered: dict[str, list
             try:
                 record = await run.play(url, rendered[scenario.id])
                 outcome = metrics.evaluate(record)
-            except (OSError, ConnectionError, TimeoutError, RuntimeError) as exc:
+            except (OSError, TimeoutError, RuntimeError, WebSocketException) as exc:  # that run only
                 record, outcome = run.record, {"passed": None, "reason": f"error: {type(exc).__name__}: {exc}"}
             record["outcome"] = {"expect": scenario.expect, **outcome}
             done += 1
