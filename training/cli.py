@@ -44,6 +44,8 @@ def add_parser(subparsers: Any) -> None:
     train.add_argument("--batch-size", type=int, default=8)
     train.add_argument("--state-weight", type=float, default=1.0)
     train.add_argument("--output-weight", type=float, default=0.2)
+    train.add_argument("--kl-weight", type=float, default=0.0,
+                       help="weight of KL(base || tuned) on reply tokens, for capability retention (LoRA)")
     train.add_argument("--max-len", type=int, default=1024)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--save-every", type=int, default=200)
@@ -65,6 +67,8 @@ def add_parser(subparsers: Any) -> None:
                     help="also compare tuned and base answers on N process inputs")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--plot", default=None, help="write the confusion matrix as an image")
+    ev.add_argument("--predictions", default=None, metavar="FILE",
+                    help="write each row with its decided state and the three probabilities (JSONL)")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--dtype", default="auto")
     ev.set_defaults(func=cmd_eval)
@@ -108,8 +112,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(data=args.data, out=args.out, model=args.model, method=args.method, lora_r=args.lora_r,
                          lora_alpha=args.lora_alpha, lora_targets=targets, lr=args.lr, steps=args.steps,
                          batch_size=args.batch_size, state_weight=args.state_weight,
-                         output_weight=args.output_weight, max_len=args.max_len, seed=args.seed,
-                         save_every=args.save_every, device=args.device)
+                         output_weight=args.output_weight, kl_weight=args.kl_weight, max_len=args.max_len,
+                         seed=args.seed, save_every=args.save_every, device=args.device)
     summary = train(config, resume=not args.no_resume)
     print(json.dumps(summary, indent=2))
     return 0
@@ -156,6 +160,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         queries = [r["input"] for r in rows if r["label"] == "process"][: args.retention]
         base = load_backbone(args.model, adapter=None, device=args.device, dtype=args.dtype)
         result["retention"] = retention(base, backbone, ChatFraming(base.tokenizer, DEFAULT_INSTRUCTIONS), queries)
+    if args.predictions:
+        with Path(args.predictions).open("w", encoding="utf-8") as f:
+            for row, (state, probs) in zip(rows, decided, strict=True):
+                f.write(json.dumps({**row, "state": state, "probs": probs}) + "\n")
     if args.plot:
         plot_confusion(result, Path(args.plot), f"{result['model']} ({result['mode']})")
     if args.json:

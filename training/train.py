@@ -22,7 +22,7 @@ import torch
 
 from .data import load_conversations
 from .examples import TokenIds, Tree, collate, encode
-from .objective import compute, to_device
+from .objective import compute, target_logits, to_device
 
 log = logging.getLogger(__name__)
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -44,6 +44,7 @@ class TrainConfig:
     warmup: float = 0.1
     state_weight: float = 1.0
     output_weight: float = 0.2
+    kl_weight: float = 0.0  # KL(base || tuned) on reply tokens (LoRA: the base is the adapter switched off)
     max_len: int = 1024
     seed: int = 0
     save_every: int = 200
@@ -148,6 +149,8 @@ def train(config: TrainConfig, backbone: Any = None, resume: bool = True) -> dic
 
     from .replies import model_id
 
+    if config.kl_weight and config.method != "lora":
+        raise ValueError("--kl-weight needs LoRA: the untuned model is the adapter switched off")
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     out = Path(config.out)
@@ -182,7 +185,12 @@ def train(config: TrainConfig, backbone: Any = None, resume: bool = True) -> dic
             idx = batches_for_step(step, len(trees), lengths, config.batch_size, config.seed)
             batch = to_device(collate([trees[i] for i in idx], pad), device)
             with autocast:
-                parts = compute(model, batch, state_ids, config.state_weight, config.output_weight)
+                base_logits = None
+                if config.kl_weight:
+                    with torch.no_grad(), model.disable_adapter():
+                        base_logits = target_logits(model, batch)[0]
+                parts = compute(model, batch, state_ids, config.state_weight, config.output_weight, base_logits,
+                                config.kl_weight)
             optimizer.zero_grad(set_to_none=True)
             parts.loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -190,7 +198,8 @@ def train(config: TrainConfig, backbone: Any = None, resume: bool = True) -> dic
             scheduler.step()
             step += 1
             record = {"step": step, "loss": round(float(parts.loss.detach()), 5), "state_loss": round(parts.state, 5),
-                      "output_loss": round(parts.output, 5), "state_acc": parts.state_correct / max(1, parts.n_state),
+                      "output_loss": round(parts.output, 5),
+                      "kl": round(parts.kl, 5), "state_acc": parts.state_correct / max(1, parts.n_state),
                       "lr": scheduler.get_last_lr()[0]}
             logf.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{record['loss']:.4f}", state=f"{parts.state:.4f}", out=f"{parts.output:.3f}")

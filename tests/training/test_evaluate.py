@@ -30,3 +30,27 @@ def test_malformed_rows_give_clear_errors(tmp_path: Path, line: str, message: st
     path.write_text(json.dumps({"input": "ok", "label": "process"}) + "\n" + line + "\n")
     with pytest.raises(EvalDataError, match=r"bad.jsonl:2: .*" + message.replace("[", r"\[").replace("]", r"\]")):
         load_rows(path)
+
+
+def test_eval_cli_reports_and_writes_each_decision(tmp_path: Path, tiny_model_dir: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`duo eval --json --predictions`: the metrics agree with the per-row decisions written beside them."""
+    from duo.cli import main
+
+    rows = [{"history": [], "input": "set a timer for ten minutes", "label": "process"},
+            {"history": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello!"}],
+             "input": "the market closed higher today", "label": "ignore"},
+            {"history": [], "input": "what is the", "label": "incomplete"}]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "pred.jsonl"
+    code = main(["eval", "--data", str(data), "--model", str(tiny_model_dir), "--adapter", "none",
+                 "--device", "cpu", "--dtype", "float32", "--json", "--predictions", str(out)])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [w["input"] for w in written] == [r["input"] for r in rows]
+    assert all(set(w["probs"]) == {"process", "ignore", "incomplete"} for w in written)
+    assert all(abs(sum(w["probs"].values()) - 1) < 1e-4 for w in written)
+    assert report["n"] == 3
+    assert report["confusion"] == metrics([r["label"] for r in rows], [w["state"] for w in written])["confusion"]
