@@ -19,6 +19,13 @@ from .sources import IGNORE, INCOMPLETE, PROCESS, Item, natural_ends
 # Words per slice: the paper's 2 s slices hold 4-6 words; a pause closes some early.
 SLICE_WORDS = (2, 3, 4, 4, 5, 5, 5, 6, 6, 7)
 MIN_MISSING = 2  # an `incomplete` truncation leaves at least this many words out
+# A first slice holding the whole query (a short one closed by a pause, or a text client's message) or
+# everything up to a cut (a long slice, up to 4 s): judged in one piece, as `duo eval` rows are.
+P_WHOLE, P_LONG_PREFIX = 0.2, 0.15
+# Recognizers punctuate what they hear as a sentence: a clean-form slice cut mid-sentence often comes out
+# as "What is the square root of?". Its state must come from the words, not from the mark.
+P_CLOSING_MARK = 0.5
+CLOSING_MARKS = (".", ".", "?", "?", "...", ",")
 
 
 @dataclass(frozen=True)
@@ -28,6 +35,7 @@ class Spoken:
     item: Item
     words: list[str]  # one entry per written word; ASR may spell it as several words or drop it ("-")
     ends: frozenset[int]  # word counts after which the utterance could end naturally
+    clean: bool = False  # written as is (cased, punctuated), not in the recognizer's plain form
 
     @property
     def text(self) -> str:
@@ -44,9 +52,10 @@ def speak(item: Item, seed: int, asr_ratio: float) -> Spoken:
     """The item's fixed spoken form: ASR-style for a share `asr_ratio` of items, clean otherwise."""
     text, ends = natural_ends(item.text)
     words = text.split()
-    if stable_unit(seed, "asr", item.group, item.text) < asr_ratio:
+    clean = stable_unit(seed, "asr", item.group, item.text) >= asr_ratio
+    if not clean:
         words = [asr(w) for w in words]
-    return Spoken(item, words, frozenset(ends))
+    return Spoken(item, words, frozenset(ends), clean)
 
 
 def cut_points(spoken: Spoken) -> list[int]:
@@ -56,12 +65,15 @@ def cut_points(spoken: Spoken) -> list[int]:
             if k not in spoken.ends and spoken.words[k - 1] and any(spoken.words[k:])]
 
 
-def slice_up(words: list[str], rng: random.Random) -> list[tuple[int, str]]:
-    """Consecutive slices as (words consumed so far, slice text); empty slices are merged forward."""
+def slice_up(words: list[str], rng: random.Random, first: int | None = None) -> list[tuple[int, str]]:
+    """Consecutive slices as (words consumed so far, slice text); empty slices are merged forward.
+
+    `first`: the first slice's length in words (default: drawn like the others).
+    """
     out: list[tuple[int, str]] = []
     i, pending = 0, ""
     while i < len(words):
-        j = min(len(words), i + rng.choice(SLICE_WORDS))
+        j = min(len(words), i + (first if first and i == 0 else rng.choice(SLICE_WORDS)))
         pending = " ".join(w for w in [pending, *words[i:j]] if w)
         if pending:
             out.append((j, pending))
@@ -73,9 +85,18 @@ def slice_up(words: list[str], rng: random.Random) -> list[tuple[int, str]]:
 def query_event(spoken: Spoken, reply: str, rng: random.Random, at: float | None) -> Event:
     """A query spoken in slices: `incomplete` where a cut is allowed, `process` at its end."""
     allowed = set(cut_points(spoken))
-    slices = slice_up(spoken.words, rng)
+    draw, first = rng.random(), None
+    if draw < P_WHOLE:
+        first = len(spoken.words)
+    elif draw < P_WHOLE + P_LONG_PREFIX and allowed:
+        first = rng.choice(sorted(allowed))
+    slices = slice_up(spoken.words, rng, first)
     labels: list[str | None] = [INCOMPLETE if k in allowed else None for k, _ in slices[:-1]]
-    return Event("turn", [s for _, s in slices], [*labels, PROCESS], reply=reply, at=at)
+    texts = [s for _, s in slices]
+    if spoken.clean:
+        texts = [t + rng.choice(CLOSING_MARKS) if label == INCOMPLETE and t[-1].isalnum()
+                 and rng.random() < P_CLOSING_MARK else t for t, label in zip(texts, [*labels, None], strict=True)]
+    return Event("turn", texts, [*labels, PROCESS], reply=reply, at=at)
 
 
 def fragment(spoken: Spoken, rng: random.Random) -> list[str]:
