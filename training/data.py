@@ -34,7 +34,7 @@ class BuildConfig:
     test_fraction: float = 0.1
     train_decisions: int = 10_000  # state decisions in the training conversations (paper: ~10K samples)
     eval_decisions: int = 1_000  # in dev / test conversations (for held-out loss)
-    per_template: int = 30
+    per_template: int = 12
     max_events: int = 6
     max_new_tokens: int = MAX_NEW_TOKENS
 

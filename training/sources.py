@@ -171,7 +171,7 @@ def natural_ends(text: str) -> tuple[str, set[int]]:
     return " ".join(words), ends
 
 
-def load_all(seed: int, per_template: int = 30) -> list[Item]:
+def load_all(seed: int, per_template: int = 12) -> list[Item]:
     """Every source item, in a fixed order."""
     return [
         *chatterbot_queries(),
