@@ -45,12 +45,16 @@ class Conversation:
         self.responses = Responses(transport, speech, metrics)
         self.input_item: str | None = None
         self.pump: asyncio.Task[None] | None = None
+        self.last_state = ""  # the newest DUO decision on the input being heard
+        self.ended = False  # the user's utterance ended at a pause
+        self.unfinished: asyncio.TimerHandle | None = None  # answers an `incomplete` utterance after a silence
 
     def start(self) -> None:
         self.send(se.SessionCreated(session=self.options.describe(self.id)))
         self.pump = asyncio.create_task(self._pump(self.handle))
 
     def close(self) -> None:
+        self._stop_waiting()
         self.handle.close()  # frees the session's KV at the next tick
         self.listener.close()
         self.responses.close()
@@ -88,7 +92,7 @@ class Conversation:
             case p.DuoInputSlice():
                 self.heard(event.text, event.final)
             case p.ResponseCreate():
-                self.handle.respond()
+                self.answer_now()
             case p.ResponseCancel():
                 if self.responses.reply is None:
                     self.responses.stop_speaking("client_cancelled")
@@ -135,9 +139,26 @@ class Conversation:
                 self.responses.barge_start = time.monotonic()
         if final:
             self.responses.end_of_input = time.monotonic()
+        self._stop_waiting()
+        self.ended = final
         self.handle.push_slice(text, final, judge=self.judged)
 
+    def paused(self) -> None:
+        """The speaker paused after a slice cut by the length limit: the utterance has ended."""
+        self.ended = True
+        self.handle.pause()
+        if self.last_state == "incomplete":
+            self._wait_for_more()
+
+    def answer_now(self) -> None:
+        """Answer the input heard so far without a `process` decision; the reply consumes that input."""
+        self._stop_waiting()
+        self.handle.respond()
+        self.input_item = None
+
     def user_started_speaking(self) -> None:
+        self._stop_waiting()
+        self.ended = False
         self.input_item = self.input_item or p.new_id("item")
         if self.responses.busy:
             self.responses.barge_start = time.monotonic()
@@ -148,6 +169,25 @@ class Conversation:
 
     def user_stopped_speaking(self) -> None:
         self.responses.end_of_input = time.monotonic()
+
+    def _wait_for_more(self) -> None:
+        """A finished utterance judged unfinished: the user may go on; if they stay silent, answer it."""
+        td = self.options.turn_detection
+        if isinstance(td, p.DuoTurnDetection) and td.incomplete_timeout_ms is not None and self.unfinished is None:
+            self.unfinished = asyncio.get_running_loop().call_later(td.incomplete_timeout_ms / 1000,
+                                                                    self._answer_unfinished)
+
+    def _answer_unfinished(self) -> None:
+        self.unfinished = None
+        if self.ended and self.last_state == "incomplete" and self.input_item is not None:
+            log.info("session=%s event=incomplete_timeout item=%s", self.id, self.input_item)
+            self.metrics.incomplete_timeouts.inc()
+            self.answer_now()
+
+    def _stop_waiting(self) -> None:
+        if self.unfinished is not None:
+            self.unfinished.cancel()
+            self.unfinished = None
 
     def _cancel(self, reason: str) -> None:
         if self.responses.reply is not None:
@@ -184,6 +224,9 @@ class Conversation:
                     self.responses.barge_start = 0.0  # speech meant for someone else is no barge-in
                 if event.state != "incomplete" and not event.held:
                     self.input_item = None
+                self.last_state = str(event.state)
+                if event.state == "incomplete" and self.ended:
+                    self._wait_for_more()
             case ev.ResponseStarted():
                 await self.responses.started(event, spoken="audio" in self.options.output_modalities)
             case ev.TextDelta():

@@ -23,6 +23,8 @@ class Metrics:
         self.batch_tokens = Histogram("duo_batch_tokens", "tokens in one forward", registry=r,
                                       buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))
         self.states = Counter("duo_state_decisions", "input state decisions", ["state"], registry=r)
+        self.incomplete_timeouts = Counter("duo_incomplete_timeouts", "unfinished-sounding utterances answered "
+                                           "after the silence timeout", registry=r)
         self.reply_latency = Histogram("duo_reply_latency_seconds", "end of user speech to first reply token",
                                        registry=r, buckets=_LATENCY)
         self.barge_in_latency = Histogram("duo_barge_in_latency_seconds",

@@ -31,6 +31,9 @@ class DuoTurnDetection(BaseModel):
     process_threshold: float = Field(0.5, ge=0, le=1)
     ignore_threshold: float = Field(0.5, ge=0, le=1)
     act_before_pause: bool = False
+    # An utterance whose last slice is judged `incomplete` is answered after this much more silence (null:
+    # wait for more speech however long it takes).
+    incomplete_timeout_ms: int | None = Field(3000, ge=200, le=60000)
 
 
 class ServerVadTurnDetection(BaseModel):

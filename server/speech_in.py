@@ -91,7 +91,7 @@ class SpeechIn:
             if text.text:
                 conv.heard(text.text, text.final)
             elif text.final:
-                conv.handle.pause()
+                conv.paused()
             td = conv.options.turn_detection
             if text.final and isinstance(td, p.ServerVadTurnDetection) and td.create_response and text.utterance_text:
-                conv.handle.respond()
+                conv.answer_now()

@@ -17,6 +17,7 @@ from .helpers import connect, live_server
 
 ANSWER = {"process_threshold": 0.0}  # the untuned model cannot forecast: force the state through the real path
 IGNORE = {"process_threshold": 1.0, "ignore_threshold": 0.0}
+UNFINISHED = {"process_threshold": 1.0, "ignore_threshold": 1.0}  # every slice below both: `incomplete`
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +50,38 @@ async def test_background_speech_gets_no_response(server: InProcessServer) -> No
     with pytest.raises(TimeoutError):
         await c.until("response.created", timeout=2)
     await c.ws.close()
+
+
+async def test_unfinished_request_is_answered_after_a_silence(server: InProcessServer) -> None:
+    """An utterance judged `incomplete` waits for more; if the user stays silent it is answered once, after
+    `incomplete_timeout_ms`; more words before then restart the wait; `null` waits however long."""
+    c = await connect(server.url)
+    await c.configure(incomplete_timeout_ms=1500, **UNFINISHED)
+    await c.say("remind me to call my mother at")
+    assert (await c.until("duo.input.state"))["state"] == "incomplete"
+    await asyncio.sleep(0.5)
+    await c.send("duo.input.slice", text="six tomorrow", final=True)  # the user goes on: the wait restarts
+    assert (await c.until("duo.input.state"))["state"] == "incomplete"
+    decided = loop_time()
+    created = await c.until("response.created", timeout=30)
+    assert loop_time() - decided >= 1.4
+    await c.until("response.done")
+    with pytest.raises(TimeoutError):
+        await c.until("response.created", timeout=2)
+    assert sum(e["type"] == "response.created" for e in c.events) == 1, created
+    await c.ws.close()
+
+    c = await connect(server.url)
+    await c.configure(incomplete_timeout_ms=None, **UNFINISHED)
+    await c.say("remind me to call my mother at")
+    assert (await c.until("duo.input.state"))["state"] == "incomplete"
+    with pytest.raises(TimeoutError):
+        await c.until("response.created", timeout=3)
+    await c.ws.close()
+
+
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()
 
 
 async def test_barge_in_cancels_and_answers(server: InProcessServer) -> None:
