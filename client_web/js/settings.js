@@ -11,6 +11,7 @@ export const DEFAULTS = Object.freeze({
   processThreshold: 0.5,
   ignoreThreshold: 0.5,
   actBeforePause: false,
+  incompleteTimeoutMs: 3000, // 0: an utterance judged incomplete waits for more speech however long
   voice: true,
   maxTokens: 256,
   apiKey: "",
@@ -22,6 +23,7 @@ const LIMITS = {
   pauseMs: [100, 3000],
   processThreshold: [0, 1],
   ignoreThreshold: [0, 1],
+  incompleteTimeoutMs: [0, 60000],
   maxTokens: [1, 4096],
 };
 
@@ -72,6 +74,9 @@ export function sessionPatch(settings) {
           process_threshold: settings.processThreshold,
           ignore_threshold: settings.ignoreThreshold,
           act_before_pause: settings.actBeforePause,
+          // 0 in the form: wait however long (the server's null); the server's floor is 200 ms
+          incomplete_timeout_ms:
+            settings.incompleteTimeoutMs > 0 ? Math.max(200, settings.incompleteTimeoutMs) : null,
         };
   const session = {
     output_modalities: settings.voice ? ["audio"] : ["text"],
@@ -92,6 +97,7 @@ export function fillForm(form, settings) {
   f.processThreshold.value = settings.processThreshold;
   f.ignoreThreshold.value = settings.ignoreThreshold;
   f.actBeforePause.checked = settings.actBeforePause;
+  f.incompleteTimeoutMs.value = settings.incompleteTimeoutMs;
   f.voice.checked = settings.voice;
   f.maxTokens.value = settings.maxTokens;
   f.apiKey.value = settings.apiKey;
@@ -111,6 +117,7 @@ export function readForm(form, previous, serverInstructions) {
     processThreshold: Number(f.processThreshold.value),
     ignoreThreshold: Number(f.ignoreThreshold.value),
     actBeforePause: f.actBeforePause.checked,
+    incompleteTimeoutMs: Math.round(Number(f.incompleteTimeoutMs.value)),
     voice: f.voice.checked,
     maxTokens: Math.round(Number(f.maxTokens.value)),
     apiKey: f.apiKey.value.trim(),
@@ -125,5 +132,6 @@ export function syncForm(form) {
     if (out) out.value = Number(f[name].value).toFixed(2);
   }
   const duo = f.turnDetection.value === "duo";
-  for (const name of ["sliceMs", "processThreshold", "ignoreThreshold", "actBeforePause"]) f[name].disabled = !duo;
+  const duoOnly = ["sliceMs", "processThreshold", "ignoreThreshold", "actBeforePause", "incompleteTimeoutMs"];
+  for (const name of duoOnly) f[name].disabled = !duo;
 }

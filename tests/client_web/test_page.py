@@ -119,6 +119,7 @@ def test_spoken_question_is_judged_and_answered(server: InProcessServer, tmp_pat
         page.click("#open-settings")
         page.fill('input[name="maxTokens"]', "24")
         page.fill('input[name="pauseMs"]', "600")
+        page.fill('input[name="incompleteTimeoutMs"]', "0")
         page.click("#save-settings")
         page.wait_for_function("document.querySelector('#settings').open === false")
         deadline = time.monotonic() + 10
@@ -127,6 +128,7 @@ def test_spoken_question_is_judged_and_answered(server: InProcessServer, tmp_pat
             page.wait_for_timeout(50)
         update = rec.of("session.update", outgoing=True)[-1]["session"]
         assert update["audio"]["input"]["turn_detection"]["pause_ms"] == 600
+        assert update["audio"]["input"]["turn_detection"]["incomplete_timeout_ms"] is None  # 0 in the form: never
         assert update["output_modalities"] == ["audio"]
 
         page.click("#mic")
