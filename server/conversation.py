@@ -154,7 +154,7 @@ class Conversation:
         """Answer the input heard so far without a `process` decision; the reply consumes that input."""
         self._stop_waiting()
         self.handle.respond()
-        self.input_item = None
+        self.input_item, self.last_state = None, ""
 
     def user_started_speaking(self) -> None:
         self._stop_waiting()
