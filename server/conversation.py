@@ -47,6 +47,7 @@ class Conversation:
         self.pump: asyncio.Task[None] | None = None
         self.last_state = ""  # the newest DUO decision on the input being heard
         self.ended = False  # the user's utterance ended at a pause
+        self.over_reply = False  # the utterance began while a reply was running
         self.unfinished: asyncio.TimerHandle | None = None  # answers an `incomplete` utterance after a silence
 
     def start(self) -> None:
@@ -135,6 +136,7 @@ class Conversation:
         """A slice of the user's words (typed, or recognized from speech) goes to the engine."""
         if self.input_item is None:
             self.input_item = item_id or p.new_id("item")
+            self.over_reply = self.responses.busy
             if self.responses.busy:
                 self.responses.barge_start = time.monotonic()
         if final:
@@ -159,7 +161,9 @@ class Conversation:
     def user_started_speaking(self) -> None:
         self._stop_waiting()
         self.ended = False
-        self.input_item = self.input_item or p.new_id("item")
+        if self.input_item is None:
+            self.input_item = p.new_id("item")
+            self.over_reply = self.responses.busy
         if self.responses.busy:
             self.responses.barge_start = time.monotonic()
             td = self.options.turn_detection
@@ -171,9 +175,14 @@ class Conversation:
         self.responses.end_of_input = time.monotonic()
 
     def _wait_for_more(self) -> None:
-        """A finished utterance judged unfinished: the user may go on; if they stay silent, answer it."""
+        """A finished utterance judged unfinished: the user may go on; if they stay silent, answer it.
+
+        Not for speech that began over a reply: never judged `process`, it is more often someone else talking
+        than a request, and it leaves the reply running as it did while being heard.
+        """
         td = self.options.turn_detection
-        if isinstance(td, p.DuoTurnDetection) and td.incomplete_timeout_ms is not None and self.unfinished is None:
+        if (isinstance(td, p.DuoTurnDetection) and td.incomplete_timeout_ms is not None and self.unfinished is None
+                and not self.over_reply):
             self.unfinished = asyncio.get_running_loop().call_later(td.incomplete_timeout_ms / 1000,
                                                                     self._answer_unfinished)
 

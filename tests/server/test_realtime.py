@@ -80,6 +80,24 @@ async def test_unfinished_request_is_answered_after_a_silence(server: InProcessS
     await c.ws.close()
 
 
+async def test_unfinished_speech_over_a_reply_is_not_answered_by_the_timeout(server: InProcessServer) -> None:
+    """Speech that began while duo was replying and never became `process` is left alone: most often it is
+    someone else talking, and the reply runs on as it did while it was heard."""
+    c = await connect(server.url)
+    await c.configure(max_tokens=400, incomplete_timeout_ms=300, **UNFINISHED)
+    await c.say("tell me a long story about a dragon")
+    await c.until("duo.input.state")
+    await c.send("response.create")
+    first = (await c.until("response.created"))["response"]["id"]
+    await c.until("response.output_text.delta")
+    await c.say("and then she told me that the")
+    assert (await c.until("duo.input.state"))["state"] == "incomplete"
+    with pytest.raises(TimeoutError):
+        await c.until("response.created", timeout=2)
+    assert not any(e["type"] == "response.done" and e["response"]["id"] == first for e in c.events)
+    await c.ws.close()
+
+
 def loop_time() -> float:
     return asyncio.get_running_loop().time()
 
