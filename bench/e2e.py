@@ -264,7 +264,6 @@ class BenchServer(InProcessServer):
         return f"cpu, {torch.get_num_threads()} threads, {dtype}"
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 8, 32])

@@ -60,10 +60,6 @@ class SessionHandle:
     def close(self) -> None:
         self.loop.close_session(self.id)
 
-    async def history(self) -> list[dict[str, str]]:
-        """The conversation as the model's context holds it, read between ticks."""
-        return await self.loop.between_ticks(self.session.history)
-
 
 class EngineLoop:
     def __init__(self, engine: Engine, on_tick: Callable[[float, TickStats], None] | None = None) -> None:

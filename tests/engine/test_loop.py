@@ -69,7 +69,7 @@ async def test_between_ticks_runs_while_no_tick_is_in_flight(tiny) -> None:
             pass
         seen = [await loop.between_ticks(lambda: bool(in_tick)) for _ in range(20)]
         assert not any(seen) and engine.ticks > 0
-        turns = await handle.history()  # the running reply, ended where it is
+        turns = await loop.between_ticks(handle.session.history)  # the running reply, ended where it is
         assert [t["role"] for t in turns] == ["user", "assistant"] and turns[0]["content"] == "tell me a long story"
         assert turns[1]["content"] and handle.session.reply is not None
     finally:
