@@ -134,11 +134,8 @@ class Conversation:
 
     def heard(self, text: str, final: bool, item_id: str | None = None) -> None:
         """A slice of the user's words (typed, or recognized from speech) goes to the engine."""
-        if self.input_item is None:
-            self.input_item = item_id or p.new_id("item")
-            self.over_reply = self.responses.busy
-            if self.responses.busy:
-                self.responses.barge_start = time.monotonic()
+        if self._begin_input(item_id) and self.responses.busy:
+            self.responses.barge_start = time.monotonic()
         if final:
             self.responses.end_of_input = time.monotonic()
         self._stop_waiting()
@@ -149,8 +146,7 @@ class Conversation:
         """The speaker paused after a slice cut by the length limit: the utterance has ended."""
         self.ended = True
         self.handle.pause()
-        if self.last_state == "incomplete":
-            self._wait_for_more()
+        self._wait_for_more()
 
     def answer_now(self) -> None:
         """Answer the input heard so far without a `process` decision; the reply consumes that input."""
@@ -161,9 +157,7 @@ class Conversation:
     def user_started_speaking(self) -> None:
         self._stop_waiting()
         self.ended = False
-        if self.input_item is None:
-            self.input_item = p.new_id("item")
-            self.over_reply = self.responses.busy
+        self._begin_input()
         if self.responses.busy:
             self.responses.barge_start = time.monotonic()
             td = self.options.turn_detection
@@ -174,15 +168,24 @@ class Conversation:
     def user_stopped_speaking(self) -> None:
         self.responses.end_of_input = time.monotonic()
 
+    def _begin_input(self, item_id: str | None = None) -> bool:
+        """A new user input item starts unless one is open; remembers whether it began over a reply."""
+        if self.input_item is not None:
+            return False
+        self.input_item = item_id or p.new_id("item")
+        self.over_reply = self.responses.busy
+        return True
+
     def _wait_for_more(self) -> None:
-        """A finished utterance judged unfinished: the user may go on; if they stay silent, answer it.
+        """An ended utterance judged unfinished: the user may go on; if they stay silent, answer it.
 
         Not for speech that began over a reply: never judged `process`, it is more often someone else talking
         than a request, and it leaves the reply running as it did while being heard.
         """
         td = self.options.turn_detection
-        if (isinstance(td, p.DuoTurnDetection) and td.incomplete_timeout_ms is not None and self.unfinished is None
-                and not self.over_reply):
+        if not (self.ended and self.last_state == "incomplete") or self.over_reply or self.unfinished is not None:
+            return
+        if isinstance(td, p.DuoTurnDetection) and td.incomplete_timeout_ms is not None:
             self.unfinished = asyncio.get_running_loop().call_later(td.incomplete_timeout_ms / 1000,
                                                                     self._answer_unfinished)
 
@@ -234,8 +237,7 @@ class Conversation:
                 if event.state != "incomplete" and not event.held:
                     self.input_item = None
                 self.last_state = str(event.state)
-                if event.state == "incomplete" and self.ended:
-                    self._wait_for_more()
+                self._wait_for_more()
             case ev.ResponseStarted():
                 await self.responses.started(event, spoken="audio" in self.options.output_modalities)
             case ev.TextDelta():
