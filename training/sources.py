@@ -66,22 +66,6 @@ def _clean(text: str) -> str:
     return " ".join(text.replace("\u2019", "'").replace("\u201c", '"').replace("\u201d", '"').split())
 
 
-# A chatterbot first turn is kept as a query only when it reads as said to an assistant: a question, a request,
-# a greeting or thanks, or the speaker talking to it ("you") or about themselves ("my printer is not printing").
-# The rest are bare topics ("william gibson", "stock market") and statements about the world ("Robots laugh"):
-# heard in a room they are not requests, and labelled `process` they contradict the news and quotes labelled
-# `ignore`.
-_ASKED = re.compile(
-    r"^(what|what's|whats|who|who's|whose|when|where|why|how|how's|which|is|are|am|was|were|do|does|did|can|"
-    r"could|will|would|should|shall|may|have|has|tell|explain|describe|give|show|name|define|complete|write|"
-    r"make|build|find|let's|please|hi|hello|hey|good|thank|thanks|bye|goodbye|greetings|howdy)\b", re.I)
-_PERSONAL = re.compile(r"\b(you|your|yours|yourself|you're|i|i'm|me|my|we)\b", re.I)
-
-
-def said_to_assistant(text: str) -> bool:
-    return text.rstrip().endswith("?") or bool(_ASKED.match(text) or _PERSONAL.search(text))
-
-
 def chatterbot_queries() -> list[Item]:
     """First turns of chatterbot-corpus's English conversations: short chat queries and small talk."""
     import yaml
@@ -94,7 +78,7 @@ def chatterbot_queries() -> list[Item]:
     for path in files:
         for conversation in yaml.safe_load(path.read_text(encoding="utf-8")).get("conversations", []):
             text = _clean(str(conversation[0])) if conversation else ""
-            if _words(text) >= 2 and said_to_assistant(text) and text.lower() not in seen:
+            if _words(text) >= 2 and text.lower() not in seen:
                 seen[text.lower()] = Item(text, PROCESS, "chatterbot", f"chatterbot:{text.lower()}")
     return list(seen.values())
 
