@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import time
 import wave
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +111,14 @@ def open_page(page: Any, server: InProcessServer) -> None:
     page.wait_for_selector('#status[data-state="open"]', timeout=30_000)
 
 
+def wait_applied(page: Any, rec: Recorder, applied: Callable[[dict[str, Any]], bool]) -> None:
+    """Settings saved on the page reach the server as session.update; wait for the session it confirms."""
+    deadline = time.monotonic() + 10
+    while not any(applied(e["session"]) for e in rec.of("session.updated")):
+        assert time.monotonic() < deadline, "the settings were not applied"
+        page.wait_for_timeout(50)
+
+
 def test_spoken_question_is_judged_and_answered(server: InProcessServer, tmp_path: Path) -> None:
     wav = speech_wav(tmp_path / "question.wav", 0.3, "what is the capital of france", 2.0)
     with browser(wav, color_scheme="dark") as (page, rec):
@@ -122,10 +130,7 @@ def test_spoken_question_is_judged_and_answered(server: InProcessServer, tmp_pat
         page.fill('input[name="incompleteTimeoutMs"]', "0")
         page.click("#save-settings")
         page.wait_for_function("document.querySelector('#settings').open === false")
-        deadline = time.monotonic() + 10
-        while not any(e["session"]["max_output_tokens"] == 24 for e in rec.of("session.updated")):
-            assert time.monotonic() < deadline, "the settings were not applied"
-            page.wait_for_timeout(50)
+        wait_applied(page, rec, lambda s: s["max_output_tokens"] == 24)
         update = rec.of("session.update", outgoing=True)[-1]["session"]
         assert update["audio"]["input"]["turn_detection"]["pause_ms"] == 600
         assert update["audio"]["input"]["turn_detection"]["incomplete_timeout_ms"] is None  # 0 in the form: never
@@ -157,7 +162,7 @@ def test_spoken_question_is_judged_and_answered(server: InProcessServer, tmp_pat
 def test_barge_in_cuts_the_first_reply(server: InProcessServer, tmp_path: Path) -> None:
     # The 2 s slicer hears "Tell me a story about a" + "dragon.", a one-word last slice the adapter may judge
     # unfinished (p(process) 0.46). A 1 s incomplete timeout then answers it well inside the 5 s of silence
-    # (the timeout counts from the decision, which a busy CPU makes late), so a reply is playing when the
+    # (the timeout counts from that judgement, which a busy CPU makes late), so a reply is playing when the
     # second question cuts it either way.
     wav = speech_wav(tmp_path / "barge.wav", 0.3, "tell me a story about a dragon", 5.0,
                      "what is the capital of france", 3.0)
@@ -166,11 +171,7 @@ def test_barge_in_cuts_the_first_reply(server: InProcessServer, tmp_path: Path) 
         page.click("#open-settings")
         page.fill('input[name="incompleteTimeoutMs"]', "1000")
         page.click("#save-settings")
-        deadline = time.monotonic() + 10
-        while not any(e["session"]["audio"]["input"]["turn_detection"].get("incomplete_timeout_ms") == 1000
-                      for e in rec.of("session.updated")):
-            assert time.monotonic() < deadline, "the settings were not applied"
-            page.wait_for_timeout(50)
+        wait_applied(page, rec, lambda s: s["audio"]["input"]["turn_detection"].get("incomplete_timeout_ms") == 1000)
         page.click("#mic")
         page.wait_for_selector('.turn.assistant[data-status="interrupted"] .cut', timeout=90_000)
         page.wait_for_function("document.querySelectorAll('.turn.assistant').length === 2"
