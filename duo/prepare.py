@@ -77,7 +77,8 @@ def is_embedded(model: str | None) -> bool:
 
 
 def model_step(model: str | None) -> tuple[str, str, str | None]:
-    from duo.engine.loader import cache_root, embedded_checkpoint
+    from duo.engine.loader import embedded_checkpoint
+    from duo.files import cache_root
 
     if is_embedded(model):
         before = _manifests(cache_root() / "models", "*/duo-cache.json")
@@ -153,7 +154,7 @@ def prepare(model: str | None = None, adapter: str = "auto", asr: list[str] | No
 
 
 def cache_dir() -> Path:
-    from duo.engine.loader import cache_root
+    from duo.files import cache_root
 
     return cache_root()
 

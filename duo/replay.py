@@ -12,10 +12,10 @@ import argparse
 import json
 import sys
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from duo.files import package_data
 from duo.options import add_model_args, add_session_args, load_from_args, session_config_from_args
 
 SLICE_SECONDS = 2.0
@@ -38,7 +38,7 @@ class Slice:
 
 
 def sample_script() -> Path:
-    return Path(str(resources.files("duo") / "assets" / "replay" / "sample.json"))
+    return package_data("duo", "assets", "replay", "sample.json")
 
 
 def parse_script(data: Any) -> list[Slice]:

@@ -80,13 +80,13 @@ def test_build_context_holds_every_package_and_file_the_image_uses() -> None:
             keep = line.startswith("!")
             rules.append((keep, line.lstrip("!").strip().rstrip("/")))
     dockerfile = (REPO / "Dockerfile").read_text()
-    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    needed = ["pyproject.toml", "README.md", *setuptools["package-dir"].values()]
-    needed += [src for src in re.findall(r"^COPY (\S+) ", dockerfile, re.M) if src != "."]
-    needed += re.findall(r"/opt/duo/src/(\S+?)\"", dockerfile)  # entry point and health check
+    find = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    needed = ["pyproject.toml", "README.md", *(p.rstrip("*") for p in find["include"])]
+    for line in re.findall(r"^COPY (.+)$", dockerfile, re.M):
+        needed += [src for src in line.split()[:-1] if not src.startswith("--")]
     assert "docker/entrypoint.sh" in needed and "docker/healthcheck.py" in needed
     for path in needed:
         assert (REPO / path).exists(), path
         assert _in_context(f"{path}/x.py" if (REPO / path).is_dir() else path, rules), f"{path} is left out"
-    for path in (".git/HEAD", ".venv/bin/python", "tests/conftest.py", "engine/__pycache__/x.pyc"):
+    for path in (".git/HEAD", ".venv/bin/python", "tests/conftest.py", "duo/engine/__pycache__/x.pyc"):
         assert not _in_context(path, rules), f"{path} would be sent"

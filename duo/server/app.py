@@ -12,7 +12,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, WebSocket
@@ -23,6 +22,7 @@ from duo.engine.config import EngineConfig
 from duo.engine.llm_engine import Engine
 from duo.engine.loader import Backbone, load_backbone
 from duo.engine.loop import EngineLoop
+from duo.files import package_data
 
 from . import auth, server_events
 from .metrics import Metrics
@@ -31,7 +31,7 @@ from .settings import Settings
 from .speech import SpeechServices
 
 log = logging.getLogger(__name__)
-CLIENT_DIR = Path(__file__).resolve().parent.parent / "client_web"
+STATIC_DIR = package_data("duo.server", "static")
 
 
 class Server:
@@ -117,8 +117,8 @@ def create_app(settings: Settings, backbone: Backbone | None = None) -> FastAPI:
     async def realtime(ws: WebSocket) -> None:
         await serve_session(server, ws)
 
-    if (CLIENT_DIR / "index.html").is_file():
-        app.mount("/", StaticFiles(directory=CLIENT_DIR, html=True), name="client")
+    if (STATIC_DIR / "index.html").is_file():
+        app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="client")
     return app
 
 

@@ -10,8 +10,6 @@ corrupt or partial cache and rebuild it.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -25,6 +23,8 @@ import numpy as np
 
 from duo.audio.ct2 import read_model_bin
 from duo.audio.errors import ModelLoadError
+from duo.files import cache_root as duo_cache_root
+from duo.files import installed_package, sha256_files
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +51,15 @@ EMBEDDED: dict[str, Embedded] = {
 
 
 def cache_root() -> Path:
-    """`$DUO_CACHE_DIR` or `${XDG_CACHE_HOME:-~/.cache}/duo`, plus `whisper/`."""
-    base = os.environ.get("DUO_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "duo"
-    )
-    return Path(base) / "whisper"
+    """Converted Whisper models: `whisper/` under duo's cache."""
+    return duo_cache_root() / "whisper"
 
 
 def _package_dir(package: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
+    folder = installed_package(package)
+    if folder is None:
         raise ModelLoadError(f"package {package!r} is not installed (see requirements/assets.txt)")
-    return Path(next(iter(spec.submodule_search_locations)))
+    return folder
 
 
 def embedded_files(name: str) -> tuple[Path, list[Path]]:
@@ -74,16 +71,6 @@ def embedded_files(name: str) -> tuple[Path, list[Path]]:
         if not p.is_file():
             raise ModelLoadError(f"embedded Whisper {name!r} is missing {p.name}")
     return parts[0].parent, parts
-
-
-def sha256_files(paths: list[Path]) -> str:
-    """One digest over the concatenation of files (so split parts hash like the joined model.bin)."""
-    h = hashlib.sha256()
-    for p in paths:
-        with p.open("rb") as f:
-            while block := f.read(1 << 22):
-                h.update(block)
-    return h.hexdigest()
 
 
 def _weight_map(v: dict[str, np.ndarray]) -> list[tuple[str, str, slice | None]]:

@@ -2,7 +2,7 @@
 
 Debian's `chromium` driven by Playwright (never a downloaded browser); the server is a live uvicorn with
 the embedded model and its shipped adapter, so DUO's decisions are the model's own, speech output on.
-Each test saves a screenshot under `artifacts/client_web/` (git-ignored) and prints its path. Any console
+Each test saves a screenshot under `artifacts/page/` (git-ignored) and prints its path. Any console
 error or uncaught page error fails the test.
 """
 
@@ -23,12 +23,12 @@ import pytest
 
 from duo.server.inprocess import InProcessServer
 
-from ..server.helpers import live_server
+from .helpers import live_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None,
                                 reason="Debian's chromium is not installed (apt-get install chromium)")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "client_web"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "page"
 
 
 @pytest.fixture(scope="module")
