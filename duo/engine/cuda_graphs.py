@@ -10,16 +10,18 @@ memory pool (they never run concurrently). Reallocating the KV pool (`KVCache._g
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .attention import TickBatch
+from .kv_cache import KVCache
+from .plan import TickPlan, TickShape, plan_tick
 
-if TYPE_CHECKING:
-    from .model_runner import ModelRunner, TickPlan, TickShape
+# The model over a flat tick: (ids, positions, batch, flat indices to keep) -> logits
+Forward = Callable[[torch.Tensor, torch.Tensor, TickBatch, torch.Tensor], torch.Tensor]
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +32,6 @@ KEYS = (256, 512, 768, 1024, 1536, 2048, 3072, 4096)
 
 def bucket(shape: TickShape) -> TickShape | None:
     """The smallest captured shape that holds `shape`, or None (run eagerly)."""
-    from .model_runner import TickShape
-
     decode = next((d for d in DECODE if d >= shape.decode), None)
     prefill = next(((p, w) for p, w in PREFILL if p >= shape.prefill and w >= shape.width), None)
     keys = next((k for k in KEYS if k >= shape.keys), None)
@@ -48,12 +48,12 @@ class _Graph:
 
 
 class CudaGraphs:
-    def __init__(self, runner: ModelRunner, max_graphs: int = 96) -> None:
-        self.runner = runner
+    def __init__(self, kv: KVCache, forward: Forward, device: torch.device, max_graphs: int = 96) -> None:
+        self.kv, self.forward, self.device = kv, forward, device
         self.max_graphs = max_graphs
         self.graphs: dict[TickShape, _Graph] = {}
         self.pool = torch.cuda.graph_pool_handle()
-        self.version = runner.kv.version
+        self.version = kv.version
 
     def shape_for(self, shape: TickShape) -> TickShape | None:
         padded = bucket(shape)
@@ -63,9 +63,9 @@ class CudaGraphs:
 
     def replay(self, plan: TickPlan) -> torch.Tensor:
         """Logits `[rows, vocab]` at each row's last token (static storage: read before the next tick)."""
-        if self.version != self.runner.kv.version:  # the pool moved (planning may grow it): stale addresses
+        if self.version != self.kv.version:  # the pool moved (planning may grow it): stale addresses
             self.graphs.clear()
-            self.version = self.runner.kv.version
+            self.version = self.kv.version
         g = self.graphs.get(plan.shape) or self.capture(plan.shape)
         for name, t in g.inputs.items():
             t.copy_(torch.from_numpy(getattr(plan, name)), non_blocking=True)
@@ -74,17 +74,14 @@ class CudaGraphs:
 
     @torch.inference_mode()
     def capture(self, shape: TickShape) -> _Graph:
-        from .model_runner import plan_tick
-
         empty = plan_tick([], shape)  # all padding: warm-up runs touch the scratch slot only
-        dev = self.runner.device
-        inputs = {name: torch.from_numpy(np.ascontiguousarray(getattr(empty, name))).to(dev)
-                  for name in ("ids", "positions", "write_slots", "table", "key_len", "ctx", "q_len", "row_last")}
+        inputs = {name: torch.from_numpy(np.ascontiguousarray(getattr(empty, name))).to(self.device)
+                  for name in TickPlan.INPUTS}
 
         def forward() -> torch.Tensor:
-            batch = TickBatch.build(self.runner.kv, inputs["write_slots"], inputs["table"], inputs["key_len"],
+            batch = TickBatch.build(self.kv, inputs["write_slots"], inputs["table"], inputs["key_len"],
                                     inputs["ctx"], inputs["q_len"], shape.width)
-            return self.runner.forward(inputs["ids"], inputs["positions"], batch, inputs["row_last"])
+            return self.forward(inputs["ids"], inputs["positions"], batch, inputs["row_last"])
 
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())

@@ -2,29 +2,38 @@
 
 A tick gathers every session's pending work — slice prefills, forecast tokens, each output channel's
 next token, the close of a finished turn — and runs it as ONE forward pass, whatever the number of
-sessions and channels. The time-division baseline (design §2.7) serves output channels and input channels
-in two sequential passes instead. The engine does no I/O: callers push input into sessions and get
-events back from `step`; `loop.py` drives it from asyncio.
+sessions and channels, within the admission limits of `scheduler.py`. The time-division baseline (design
+§2.7) serves output channels and input channels in two sequential passes instead. The engine does no I/O:
+callers push input into sessions and get events back from `step`; `loop.py` drives it from asyncio.
+
+A tick that fails closes the sessions it carried, each with an error, and the engine goes on; a failure of
+the device itself, or several failed ticks in a row, marks the engine unusable (`broken`).
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from collections import deque
 from dataclasses import dataclass
 
+import torch
+
+from duo.ids import new_id
+
 from . import events as ev
-from .config import EngineConfig, Mode, SessionConfig
+from .config import EngineConfig, Mode, SamplingParams, SessionConfig
 from .framing import DEFAULT_INSTRUCTIONS, ChatFraming
 from .kv_cache import KVCache
 from .loader import Backbone
 from .model_runner import ModelRunner
+from .plan import Chunk
 from .sampler import choose
+from .scheduler import admit
 from .sequence import Sequence
 from .session import Need, Session, Vocab
 
 log = logging.getLogger(__name__)
+MAX_FAILED_TICKS = 3  # failed ticks in a row after which the engine counts as broken
 
 
 @dataclass
@@ -62,6 +71,12 @@ class Engine:
         self._framings: dict[str, ChatFraming] = {}
         self.ticks = 0
         self.last_tick = TickStats()
+        self.failed_ticks = 0  # in a row
+        self.broken: str | None = None  # why the engine can serve no one, once it cannot
+
+    @property
+    def usable(self) -> bool:
+        return self.broken is None
 
     @property
     def forward_passes(self) -> int:
@@ -69,18 +84,62 @@ class Engine:
 
     def open_session(self, config: SessionConfig | None = None,
                      history: list[dict[str, str]] | None = None, session_id: str | None = None) -> Session:
-        """A new session; it joins at the next tick. Raises ValueError on bad config or history."""
-        config = config or SessionConfig()
+        """A new session under `session_id` (the caller's, so both log one id); it joins at the next tick.
+
+        Raises ValueError on bad config or history, RuntimeError when the engine cannot take it.
+        """
+        if self.broken is not None:
+            raise RuntimeError(f"the engine is unusable: {self.broken}")
         if len(self.sessions) + len(self._joining) >= self.config.max_sessions:
             raise RuntimeError(f"session limit reached ({self.config.max_sessions})")
+        sid = session_id or new_id("sess")
+        if self._find(sid) is not None:
+            raise ValueError(f"session {sid!r} is already open")
+        session = self._new_session(sid, config or SessionConfig(), history)
+        self._joining.append(session)
+        return session
+
+    def replace_session(self, session_id: str, config: SessionConfig) -> Session:
+        """The session under new settings: a new one continues the conversation as the model holds it.
+
+        Call between ticks. A running reply ends (no event: the caller knows); settings that fail leave
+        the old session as it was (ValueError).
+        """
+        old = self._find(session_id)
+        if old is None:
+            raise KeyError(session_id)
+        new = self._new_session(session_id, config, old.history())
+        old.close()
+        if self.sessions.get(session_id) is old:
+            self.sessions[session_id] = new
+        else:
+            self._joining[self._joining.index(old)] = new
+        return new
+
+    def _find(self, session_id: str) -> Session | None:
+        return self.sessions.get(session_id) or next((s for s in self._joining if s.id == session_id), None)
+
+    def _new_session(self, sid: str, config: SessionConfig, history: list[dict[str, str]] | None) -> Session:
         instructions = config.instructions if config.instructions is not None else DEFAULT_INSTRUCTIONS
         framing = self._framings.get(instructions)
         if framing is None:
             framing = self._framings[instructions] = ChatFraming(self.backbone.tokenizer, instructions)
-        sid = session_id or "sess_" + uuid.uuid4().hex[:20]
-        session = Session(sid, config, framing, self.vocab, self.kv, history)
-        self._joining.append(session)
-        return session
+        return Session(sid, config, framing, self.vocab, self.kv, history,
+                       max_slice_tokens=self.config.max_slice_tokens)
+
+    def warmup(self) -> None:
+        """Run one short turn through every stage of a tick (prefill, forecast, reply), so the first client
+        pays no first-run cost; on CUDA this captures the graphs of the shapes it meets."""
+        config = SessionConfig(sampling=SamplingParams(max_new_tokens=4))
+        session = self.open_session(config, session_id="warmup")
+        session.push_slice("hello")
+        session.respond()
+        for _ in range(64):
+            if not self.has_work():
+                break
+            self.step()
+        self.close_session(session.id)
+        self.step()
 
     def close_session(self, session_id: str) -> None:
         """The session leaves at the next tick and its KV returns to the pool."""
@@ -112,12 +171,16 @@ class Engine:
         if not work:
             return events
 
+        admitted = admit(work, budget=self.config.max_tick_tokens, kv=self.kv, first=self.ticks)
+        for session in admitted.refused:
+            log.warning("session=%s event=kv_full free_blocks=%d", session.id, self.kv.num_free)
+            events += self._close(session, "kv_full", "the server has no memory left for this conversation")
+        run = admitted.run
         if self.config.mode is Mode.DUO:
-            groups = [work]
+            groups = [run]
         else:
-            groups = [[w for w in work if w[2] is not Need.FORECAST], [w for w in work if w[2] is Need.FORECAST]]
-        stats = TickStats(self.forward_passes, sum(len(seq.pending) for _, seq, _ in work),
-                          len({s.id for s, _, _ in work}))
+            groups = [[w for w in run if w[2] is not Need.FORECAST], [w for w in run if w[2] is Need.FORECAST]]
+        stats = TickStats(self.forward_passes, sum(chunk.n for _, chunk, _ in run), len({s.id for s, _, _ in run}))
         for group in filter(None, groups):
             events += self._run(group)
         stats.forward_passes = self.forward_passes - stats.forward_passes
@@ -125,12 +188,31 @@ class Engine:
         self.last_tick = stats
         return events
 
-    def _run(self, group: list[tuple[Session, Sequence, Need]]) -> list[ev.Event]:
-        logits = self.runner.run([seq for _, seq, _ in group])
-        params = [s.config.sampling if need is Need.OUTPUT else None for s, _, need in group]
-        gens = [s.generator if need is Need.OUTPUT else None for s, _, need in group]
-        tokens, probs = choose(logits, params, gens, list(self.vocab.state_ids.values()))
+    def abort(self, exc: BaseException) -> list[ev.Event]:
+        """A tick failed outside any one session's code: every session ends with an error, the engine goes on
+        (empty, hence consistent) unless failures keep coming."""
+        self._failed(exc)
         events: list[ev.Event] = []
+        for session in [*self.sessions.values(), *self._joining]:
+            events += self._close(session, "internal_error", f"the engine failed: {type(exc).__name__}: {exc}")
+        self._joining.clear()
+        return events
+
+    def _run(self, group: list[tuple[Session, Chunk, Need]]) -> list[ev.Event]:
+        try:
+            logits = self.runner.run([chunk for _, chunk, _ in group])
+            params = [s.config.sampling if need is Need.OUTPUT else None for s, _, need in group]
+            gens = [s.generator if need is Need.OUTPUT else None for s, _, need in group]
+            tokens, probs = choose(logits, params, gens, list(self.vocab.state_ids.values()))
+        except Exception as exc:  # the forward failed: the sessions it carried end, the others go on
+            log.exception("event=tick_failed sessions=%d", len({s.id for s, _, _ in group}))
+            self._failed(exc)
+            events: list[ev.Event] = []
+            for session in {s.id: s for s, _, _ in group}.values():
+                events += self._close(session, "internal_error", f"the engine failed: {type(exc).__name__}: {exc}")
+            return events
+        self.failed_ticks = 0
+        events = []
         for (session, _, need), token, p in zip(group, tokens, probs, strict=True):
             if session.id not in self.sessions:
                 continue
@@ -140,9 +222,22 @@ class Engine:
                 events += self._fail(session, exc)
         return events
 
+    def _failed(self, exc: BaseException) -> None:
+        self.failed_ticks += 1
+        accelerator = getattr(torch, "AcceleratorError", None)
+        if accelerator is not None and isinstance(exc, accelerator):
+            self.broken = f"device error: {exc}"
+        elif self.failed_ticks >= MAX_FAILED_TICKS:
+            self.broken = f"{self.failed_ticks} ticks failed in a row, the last with {type(exc).__name__}: {exc}"
+        if self.broken is not None:
+            log.error("event=engine_broken reason=%r", self.broken)
+
     def _fail(self, session: Session, exc: Exception) -> list[ev.Event]:
         log.exception("session=%s event=session_failed", session.id)
+        return self._close(session, "internal_error", f"{type(exc).__name__}: {exc}")
+
+    def _close(self, session: Session, code: str, message: str) -> list[ev.Event]:
+        """End a session the engine cannot go on serving: its KV returns to the pool, its owner is told why."""
         self.sessions.pop(session.id, None)
         session.close()
-        return [ev.Error(session.id, "internal_error", f"{type(exc).__name__}: {exc}", fatal=True),
-                ev.SessionClosed(session.id, reason="error")]
+        return [ev.Error(session.id, code, message, fatal=True), ev.SessionClosed(session.id, reason=code)]

@@ -3,7 +3,8 @@
 The forward pass runs in a worker thread so sockets stay served during a tick. Sessions push input at
 any time (it is applied between ticks) and read their events from their own queue, so a slow reader
 never holds up the loop. Anything that reads or rewires engine state from outside goes through
-`between_ticks`, which runs it on the event loop while no tick is in flight.
+`between_ticks`, which runs it on the event loop while no tick is in flight. A tick that raises never ends
+the loop: the sessions it carried are closed with an error and the loop goes on.
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ class SessionHandle:
     def close(self) -> None:
         self.loop.close_session(self.id)
 
+    async def history(self) -> list[dict[str, str]]:
+        """The conversation as the model holds it (a running reply ended where it is)."""
+        return await self.loop.between_ticks(self.session.history)
+
 
 class EngineLoop:
     def __init__(self, engine: Engine, on_tick: Callable[[float, TickStats], None] | None = None) -> None:
@@ -70,12 +75,35 @@ class EngineLoop:
         self._task: asyncio.Task[None] | None = None
         self._calls: deque[tuple[Callable[[], Any], asyncio.Future[Any]]] = deque()
 
-    def open_session(self, config: SessionConfig | None = None,
-                     history: list[dict[str, str]] | None = None) -> SessionHandle:
-        handle = SessionHandle(self.engine.open_session(config, history), self)
+    @property
+    def usable(self) -> bool:
+        """Whether the engine can serve sessions (a broken device or engine cannot)."""
+        return self.engine.usable
+
+    def open_session(self, config: SessionConfig | None = None, history: list[dict[str, str]] | None = None,
+                     session_id: str | None = None) -> SessionHandle:
+        """A new session under the caller's `session_id`; raises as `Engine.open_session` does."""
+        handle = SessionHandle(self.engine.open_session(config, history, session_id), self)
         self._handles[handle.id] = handle
         self.wake()
         return handle
+
+    async def reopen(self, handle: SessionHandle, config: SessionConfig) -> SessionHandle:
+        """The session under new settings, continuing its conversation (see `Engine.replace_session`).
+
+        Returns a new handle for the same id; the old one gets a final `SessionClosed("replaced")`, so its
+        reader knows that nothing more comes. Raises ValueError, with the old session untouched, on bad settings.
+        """
+
+        def swap() -> SessionHandle:
+            new = SessionHandle(self.engine.replace_session(handle.id, config), self)
+            self._handles[handle.id] = new
+            handle.events.put_nowait(ev.SessionClosed(handle.id, reason="replaced"))
+            return new
+
+        new = await self.between_ticks(swap)
+        self.wake()
+        return new
 
     def close_session(self, session_id: str) -> None:
         self.engine.close_session(session_id)
@@ -122,7 +150,11 @@ class EngineLoop:
                     await self._wake.wait()
                 continue
             start = time.perf_counter()
-            events = await asyncio.to_thread(self.engine.step)
+            try:
+                events = await asyncio.to_thread(self.engine.step)
+            except Exception as exc:  # a defect outside any one session: end them all, keep the loop
+                log.exception("event=tick_failed")
+                events = self.engine.abort(exc)
             if self.on_tick is not None and self.engine.last_tick.forward_passes:
                 self.on_tick(time.perf_counter() - start, self.engine.last_tick)
             for event in events:

@@ -71,9 +71,11 @@ class Sequence:
             self._slot_array = (np.asarray(self.blocks, dtype=np.int64)[:, None] * bs + np.arange(bs)).ravel()
         return self._slot_array[start:stop]
 
-    def key_slots(self) -> list[np.ndarray]:
-        """The slots of every key this sequence sees, in position order: visible ancestry, then own tokens."""
-        return [anc.slots(0, n) for anc, n in self.ancestry()] + [self.slots(0, len(self.tokens))]
+    def key_slots(self, own: int | None = None) -> list[np.ndarray]:
+        """The slots of every key this sequence sees, in position order: visible ancestry, then its first
+        `own` tokens (all of them by default)."""
+        own = len(self.tokens) if own is None else own
+        return [anc.slots(0, n) for anc, n in self.ancestry()] + [self.slots(0, own)]
 
     def truncate(self, n: int) -> None:
         """Keep the first n own tokens; their KV is untouched, so the cache equals a prefill of them."""

@@ -8,13 +8,14 @@ per sequence that asked for logits.
 
 from __future__ import annotations
 
-import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 import torch
+
+from duo.ids import new_id
 
 from . import events as ev
 from .config import SessionConfig, State
@@ -48,13 +49,44 @@ class Vocab:
 
 @dataclass
 class InputChannel:
+    """The user's words so far in a forked channel; a judgement appends `<|prediction|>` and the forecast,
+    and is always rolled back to the words (`kept`), so the cache equals a prefill of the words alone."""
+
     seq: Sequence
+    prediction_id: int
     kept: int = 0  # own tokens that survive a rollback (framing + slices)
     texts: list[str] = field(default_factory=list)
     final: bool = False  # the newest slice ended at the speaker's pause
     forecast: list[int] = field(default_factory=list)
     probs: dict[State, float] | None = None
     held: bool = False  # judged `process`, waiting for the pause
+
+    @property
+    def judging(self) -> bool:
+        """A judgement is queued or in flight."""
+        return len(self.seq) > self.kept
+
+    def rollback(self) -> None:
+        """Back to the words: `<|prediction|>` and any forecast leave the channel."""
+        self.seq.truncate(self.kept)
+
+    def judge(self) -> None:
+        """Forecast the state of the words so far (again, if a judgement was in flight)."""
+        self.rollback()
+        self.seq.append([self.prediction_id])
+        self.forecast, self.probs = [], None
+
+    def add(self, ids: list[int], text: str, final: bool, judge: bool) -> None:
+        """A new slice of words; it supersedes a judgement still running."""
+        self.rollback()
+        self.seq.append(ids)
+        self.kept = len(self.seq)
+        self.texts.append(text.strip())
+        self.final, self.held = final, False
+        if judge:
+            self.judge()
+        else:
+            self.forecast, self.probs = [], None
 
 
 @dataclass
@@ -70,9 +102,10 @@ class Reply:
 
 class Session:
     def __init__(self, sid: str, config: SessionConfig, framing: ChatFraming, vocab: Vocab, kv: KVCache,
-                 history: list[dict[str, str]] | None = None) -> None:
+                 history: list[dict[str, str]] | None = None, max_slice_tokens: int | None = None) -> None:
         self.id = sid
         self.config = config
+        self.max_slice_tokens = max_slice_tokens
         self.framing = framing
         self.vocab = vocab
         self.kv = kv
@@ -146,8 +179,7 @@ class Session:
         if self.last.pending:
             items.append((self.last, Need.OUTPUT if self.reply else Need.PREFILL))
         if self.input is not None and self.input.seq.pending:  # judged: <|prediction|> follows the kept tokens
-            judged = len(self.input.seq) > self.input.kept
-            items.append((self.input.seq, Need.FORECAST if judged else Need.PREFILL))
+            items.append((self.input.seq, Need.FORECAST if self.input.judging else Need.PREFILL))
         return items
 
     def advance(self, need: Need, token: int, probs: list[float]) -> list[ev.Event]:
@@ -196,32 +228,29 @@ class Session:
             self.framing.user_close_assistant_open) + self.config.forecast_tokens + 1
         if len(ids) + overhead + len(self.framing.system) > self.vocab.max_context:
             return self._error("slice_too_long", f"a slice of {len(ids)} tokens exceeds the context window")
+        if self.max_slice_tokens is not None and len(ids) > self.max_slice_tokens:
+            return self._error("slice_too_long",
+                               f"a slice of {len(ids)} tokens exceeds the limit of {self.max_slice_tokens}")
         if self.input is None:
             out += self._fork()
         inp = self.input
         assert inp is not None
         if inp.seq.total_len + len(ids) + overhead > self.vocab.max_context:
             return [*out, *self._error("context_full", "the conversation has no room for this slice")]
-        inp.seq.truncate(inp.kept)  # a forecast still running is superseded by the newer slice
-        inp.seq.append(ids)
-        inp.kept = len(inp.seq)
-        if judge:
-            inp.seq.append([self.vocab.prediction_id])
-        inp.texts.append(text.strip())
-        inp.final, inp.held, inp.forecast, inp.probs = final, False, [], None
+        inp.add(ids, text, final, judge)
         return out
 
     def _fork(self) -> list[ev.Event]:
         out = [] if self.reply else self._trim_context()
         prefix = self.framing.assistant_close if self.reply else []
         seq = Sequence(self.kv, [*prefix, *self.framing.user_open], parent=self.last)
-        self.input = InputChannel(seq, kept=len(seq))
+        self.input = InputChannel(seq, self.vocab.prediction_id, kept=len(seq))
         return out
 
     def _respond(self) -> list[ev.Event]:
         if self.input is None or not self.input.texts:
             return self._error("no_input", "there is no user input to respond to")
-        self.input.seq.truncate(self.input.kept)  # a forecast in flight is moot
+        self.input.rollback()  # a forecast in flight is moot
         return self._promote()
 
     def _on_pause(self) -> list[ev.Event]:
@@ -242,7 +271,7 @@ class Session:
             return []
         assert inp.probs is not None
         state = self.config.thresholds.decide(inp.probs)
-        inp.seq.truncate(inp.kept)  # roll back <|prediction|> and the forecast
+        inp.rollback()
         held = state is State.PROCESS and not inp.final and self.config.process_waits_for_pause
         decided = ev.StateDecided(
             self.id, state, dict(inp.probs), inp.texts[-1], " ".join(inp.texts),
@@ -274,7 +303,7 @@ class Session:
         self.turns.append({"role": "user", "content": user_text})
         old.release()
         self.last, self.input = inp.seq, None
-        rid = "resp_" + uuid.uuid4().hex[:20]
+        rid = new_id("resp")
         self.reply = Reply(rid, inp.seq, len(inp.seq), user_text, IncrementalDetokenizer(self.vocab.tokenizer))
         return [*out, ev.ResponseStarted(self.id, rid, user_text)]
 
@@ -352,23 +381,20 @@ class Session:
         """Fork the input channel again from the (re-closed) newest sequence, without its first `drop` tokens."""
         inp = self.input
         assert inp is not None
-        judging = len(inp.seq) > inp.kept
+        judging = inp.judging
         own = inp.seq.tokens[drop : inp.kept]
         inp.seq.release()
         inp.seq = Sequence(self.kv, own, parent=self.last)
         inp.kept = len(inp.seq)
         if judging:
-            inp.seq.append([self.vocab.prediction_id])
-            inp.forecast, inp.probs = [], None
+            inp.judge()
 
     def _restart_forecast(self) -> None:
         """A forecast in flight read the old context: judge the slice again from `<|prediction|>`."""
         inp = self.input
         assert inp is not None
-        if len(inp.seq) > inp.kept:
-            inp.seq.truncate(inp.kept)
-            inp.seq.append([self.vocab.prediction_id])
-            inp.forecast, inp.probs = [], None
+        if inp.judging:
+            inp.judge()
 
     def _trim_context(self) -> list[ev.Event]:
         """Drop the oldest turns (instructions kept) when the next turn might not fit the window."""

@@ -1,8 +1,9 @@
 """The FastAPI application: health, readiness, metrics, the demo page and `/v1/realtime`.
 
 The model loads and warms up in the background after start-up: `/healthz` answers as soon as the
-process lives, `/readyz` once the engine has run a tick. SIGTERM (through uvicorn) stops accepting,
-closes every session with 1001 and stops the engine loop after its tick.
+process lives, `/readyz` once the engine has run a tick (and no longer once the engine is unusable).
+SIGTERM (through uvicorn) stops accepting, closes every session with 1001 and stops the engine loop after
+its tick.
 """
 
 from __future__ import annotations
@@ -18,10 +19,7 @@ from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from duo.engine.config import EngineConfig
-from duo.engine.llm_engine import Engine
-from duo.engine.loader import Backbone, load_backbone
-from duo.engine.loop import EngineLoop
+from duo.engine import Backbone, Engine, EngineConfig, EngineLoop, load_backbone
 from duo.files import package_data
 
 from . import auth, server_events
@@ -56,17 +54,24 @@ class Server:
                                                     dtype=s.dtype)
         engine = Engine(self.backbone, EngineConfig(max_sessions=2 * self.settings.max_sessions + 1))
         if self.settings.warmup:
-            warm = engine.open_session()
-            warm.push_slice("hello")
-            while engine.has_work():
-                await asyncio.to_thread(engine.step)
-            engine.close_session(warm.id)
-            await asyncio.to_thread(engine.step)
+            await asyncio.to_thread(engine.warmup)
         self.loop = EngineLoop(engine, on_tick=lambda s, t: self.metrics.on_tick(s, t.forward_passes, t.sessions,
                                                                                   t.tokens))
         self.loop.start()
         self.ready.set()
         log.info("event=ready model=%s device=%s", self.backbone.name, self.backbone.device)
+
+    def status(self) -> str:
+        """ready, loading, closing, or broken (the engine can serve no one: see `broken`)."""
+        if self.closing:
+            return "closing"
+        if not self.ready.is_set():
+            return "loading"
+        return "ready" if self.loop is not None and self.loop.usable else "broken"
+
+    def broken(self) -> dict[str, str]:
+        reason = self.loop.engine.broken if self.loop is not None else None
+        return {"reason": reason} if reason else {}
 
     async def stop(self) -> None:
         if self.closing:
@@ -104,9 +109,9 @@ def create_app(settings: Settings, backbone: Backbone | None = None) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        if server.ready.is_set() and not server.closing:
-            return JSONResponse({"status": "ready", "model": server.backbone.name if server.backbone else None})
-        return JSONResponse({"status": "loading" if not server.closing else "closing"}, status_code=503)
+        model = server.backbone.name if server.backbone else None
+        status = server.status()
+        return JSONResponse({"status": status, "model": model, **server.broken()}, 200 if status == "ready" else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -137,8 +142,9 @@ async def serve_session(server: Server, ws: WebSocket) -> None:
         accept["subprotocol"] = "realtime"
     await ws.accept(**accept)
     beta = ws.headers.get("openai-beta", "").startswith("realtime=v1")
-    if not server.ready.is_set() or server.closing or len(server.sessions) >= s.max_sessions:
-        reason = "not_ready" if not server.ready.is_set() else "closing" if server.closing else "session_limit"
+    status = server.status()
+    if status != "ready" or len(server.sessions) >= s.max_sessions:
+        reason = {"loading": "not_ready", "ready": "session_limit"}.get(status, status)
         server.metrics.sessions_refused.labels(reason).inc()
         await ws.send_text(server_events.Error.of(reason, "the server cannot take another session now").to_json(beta))
         await ws.close(1013, reason)

@@ -16,8 +16,8 @@ from typing import Any
 
 from starlette.websockets import WebSocketDisconnect
 
+from duo.engine import EngineLoop, SessionHandle
 from duo.engine import events as ev
-from duo.engine.loop import EngineLoop, SessionHandle
 
 from . import objects as ob
 from . import protocol as p
@@ -40,7 +40,7 @@ class Conversation:
         self.settings, self.metrics = settings, metrics
         self.send = transport.send
         self.options = SessionOptions(instructions=settings.instructions)
-        self.handle: SessionHandle = loop.open_session(self.options.engine_config())
+        self.handle: SessionHandle = loop.open_session(self.options.engine_config(), session_id=session_id)
         self.listener = SpeechIn(self)
         self.responses = Responses(transport, speech, metrics)
         self.input_item: str | None = None
@@ -113,15 +113,8 @@ class Conversation:
         The swap runs between engine ticks, so the history it reads is consistent; a running reply ends
         `cancelled`. Settings the engine refuses leave the session as it was.
         """
-        old, config = self.handle, options.engine_config()
-
-        def swap() -> SessionHandle:
-            handle = self.loop.open_session(config, old.session.history())
-            old.close()
-            return handle
-
         try:
-            self.handle = await self.loop.between_ticks(swap)
+            self.handle = await self.loop.reopen(self.handle, options.engine_config())
         except ValueError as exc:
             raise p.ProtocolError("invalid_session", str(exc), event_id, "session") from None
         self.responses.ended("cancelled", "client_cancelled")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from duo.engine.config import SamplingParams, SessionConfig, Thresholds
+from duo.engine import SamplingParams, SessionConfig, Thresholds
 
 from . import objects as ob
 from . import protocol as p

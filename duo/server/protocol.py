@@ -6,14 +6,11 @@ Client events are parsed into typed models here; server events are typed in `ser
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:20]}"
+from duo.ids import new_id as new_id  # the wire's ids, minted as the engine mints its own
 
 
 class _In(BaseModel):

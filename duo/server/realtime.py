@@ -13,7 +13,7 @@ import logging
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from duo.engine.loop import EngineLoop
+from duo.engine import EngineLoop
 
 from . import protocol as p
 from .conversation import Conversation

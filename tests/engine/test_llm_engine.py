@@ -7,6 +7,7 @@ import pytest
 from duo.engine import events as ev
 from duo.engine.config import EngineConfig, Mode, SamplingParams, SessionConfig, State
 from duo.engine.llm_engine import Engine
+from duo.engine.plan import whole
 
 from .helpers import full_tokens, reference_logits, rel_err, run_until_idle, scripted
 
@@ -18,9 +19,9 @@ def _record(engine: Engine) -> list[tuple[list[tuple[list[int], int]], object]]:
     calls = []
     run = engine.runner.run
 
-    def recording(seqs, **kw):
-        seen = [(full_tokens(s), len(s.pending)) for s in seqs]
-        logits = run(seqs, **kw)
+    def recording(chunks, **kw):
+        seen = [(full_tokens(c.seq)[: c.keys], c.n) for c in chunks]
+        logits = run(chunks, **kw)
         calls.append((seen, logits.clone()))
         return logits
 
@@ -63,7 +64,7 @@ def test_combined_tick_every_position_of_a_prefill(tiny) -> None:
     engine.step()  # apply the new slices so their tokens are pending
     seqs = [seq for s in engine.sessions.values() for seq, _ in s.work()]
     seen = [(full_tokens(s), len(s.pending)) for s in seqs]
-    logits = engine.runner.run(seqs, all_logits=True)
+    logits = engine.runner.run(whole(seqs), all_logits=True)
     row = 0
     for tokens, n in seen:
         ref = reference_logits(tiny.model, tokens)[-n:]

@@ -74,3 +74,111 @@ async def test_between_ticks_runs_while_no_tick_is_in_flight(tiny) -> None:
         assert turns[1]["content"] and handle.session.reply is not None
     finally:
         await loop.stop()
+
+
+def _chatty() -> SessionConfig:
+    return SessionConfig(forecast_tokens=1, thresholds=scripted(State.PROCESS, State.PROCESS),
+                         sampling=SamplingParams(max_new_tokens=5))
+
+
+async def _until(handle, kind: type) -> list[ev.Event]:
+    out = []
+    while not out or not isinstance(out[-1], kind):
+        out.append(await asyncio.wait_for(handle.events.get(), timeout=60))
+    return out
+
+
+async def test_a_failed_forward_closes_its_sessions_with_an_error_and_the_loop_goes_on(tiny) -> None:
+    engine = Engine(tiny)
+    run, failures = engine.runner.run, [MemoryError("out of device memory")]
+
+    def failing_once(chunks, **kw):
+        if failures:
+            raise failures.pop()
+        return run(chunks, **kw)
+
+    engine.runner.run = failing_once  # type: ignore[method-assign]
+    loop = EngineLoop(engine)
+    loop.start()
+    try:
+        victim = loop.open_session(_chatty(), session_id="sess_victim")
+        victim.push_slice("hello there")
+        got = await _until(victim, ev.SessionClosed)
+        error = next(e for e in got if isinstance(e, ev.Error))
+        assert error.fatal and error.code == "internal_error" and "MemoryError" in error.message
+        assert got[-1].reason == "internal_error" and victim.id not in engine.sessions
+        assert loop.usable and engine.kv.num_free == engine.kv.num_blocks - 1  # nothing of it is held
+        survivor = loop.open_session(_chatty())
+        survivor.push_slice("are you still there")
+        assert any(isinstance(e, ev.ResponseDone) for e in await _until(survivor, ev.ResponseDone))
+    finally:
+        await loop.stop()
+
+
+async def test_ticks_that_keep_failing_mark_the_engine_unusable(tiny) -> None:
+    engine = Engine(tiny)
+
+    def broken(chunks, **kw):
+        raise RuntimeError("the device is gone")
+
+    engine.runner.run = broken  # type: ignore[method-assign]
+    loop = EngineLoop(engine)
+    loop.start()
+    try:
+        for i in range(3):
+            handle = loop.open_session(_chatty())
+            handle.push_slice(f"attempt {i}")
+            await _until(handle, ev.SessionClosed)
+        assert not loop.usable and "the device is gone" in (engine.broken or "")
+        try:
+            loop.open_session(_chatty())
+        except RuntimeError as exc:
+            assert "unusable" in str(exc)
+        else:
+            raise AssertionError("a broken engine took a new session")
+    finally:
+        await loop.stop()
+
+
+async def test_an_exception_outside_the_forward_ends_every_session_but_not_the_loop(tiny) -> None:
+    engine = Engine(tiny)
+    step, faults = engine.step, [KeyError("planning bug")]
+
+    def faulty_step() -> list[ev.Event]:
+        if faults:
+            raise faults.pop()
+        return step()
+
+    engine.step = faulty_step  # type: ignore[method-assign]
+    loop = EngineLoop(engine)
+    loop.start()
+    try:
+        a, b = loop.open_session(_chatty()), loop.open_session(_chatty())
+        a.push_slice("one")
+        for handle in (a, b):
+            got = await _until(handle, ev.SessionClosed)
+            assert any(isinstance(e, ev.Error) and e.fatal for e in got)
+        assert not engine.sessions and loop.usable
+        c = loop.open_session(_chatty())
+        c.push_slice("three")
+        await _until(c, ev.ResponseDone)
+    finally:
+        await loop.stop()
+
+
+async def test_reopen_keeps_the_id_and_the_conversation(tiny) -> None:
+    engine = Engine(tiny)
+    loop = EngineLoop(engine)
+    loop.start()
+    try:
+        old = loop.open_session(_chatty(), session_id="sess_same")
+        old.push_slice("my name is ana")
+        await _until(old, ev.ResponseDone)
+        new = await loop.reopen(old, SessionConfig(forecast_tokens=2, thresholds=scripted(State.PROCESS)))
+        assert (await _until(old, ev.SessionClosed))[-1].reason == "replaced"
+        assert new.id == "sess_same" and engine.sessions["sess_same"] is new.session
+        assert [t["role"] for t in await new.history()] == ["user", "assistant"]
+        new.push_slice("what is my name")
+        await _until(new, ev.ResponseDone)
+    finally:
+        await loop.stop()

@@ -10,7 +10,8 @@ from duo.engine.config import EngineConfig, SamplingParams, SessionConfig
 from duo.engine.cuda_graphs import bucket
 from duo.engine.kv_cache import KVCache
 from duo.engine.llm_engine import Engine
-from duo.engine.model_runner import ModelRunner, TickShape, exact_shape, plan_tick
+from duo.engine.model_runner import ModelRunner
+from duo.engine.plan import TickShape, exact_shape, plan_tick, whole
 from duo.engine.sequence import Sequence
 
 from .helpers import full_tokens, reference_logits, rel_err, run_until_idle
@@ -29,12 +30,12 @@ def _tree(runner: ModelRunner) -> list[Sequence]:
     rng = np.random.default_rng(0)
     tok = lambda n: rng.integers(10, 400, n).tolist()  # noqa: E731
     root = Sequence(runner.kv, tok(21))
-    runner.run([root])
+    runner.run(whole([root]))
     output = Sequence(runner.kv, tok(6), parent=root)
-    runner.run([output])
+    runner.run(whole([output]))
     output.append(tok(1))  # the reply's next token
     forecast = Sequence(runner.kv, tok(5), parent=output, parent_len=3)  # forked before the newest tokens
-    runner.run([forecast])
+    runner.run(whole([forecast]))
     forecast.append(tok(1))
     fresh = Sequence(runner.kv, tok(9), parent=root)  # a slice prefill
     other = Sequence(runner.kv, tok(17))  # another session joining
@@ -43,7 +44,7 @@ def _tree(runner: ModelRunner) -> list[Sequence]:
 
 def _padded_logits(runner: ModelRunner, seqs: list[Sequence], shape: TickShape) -> torch.Tensor:
     with torch.inference_mode():
-        plan = plan_tick(seqs, shape)
+        plan = plan_tick(whole(seqs), shape)
         ids, positions, batch = runner.tensors(plan)
         logits = runner.forward(ids, positions, batch, torch.from_numpy(plan.row_last).to(runner.device))
         return logits[torch.from_numpy(plan.rows).to(runner.device)].float()
@@ -52,10 +53,10 @@ def _padded_logits(runner: ModelRunner, seqs: list[Sequence], shape: TickShape) 
 def test_a_padded_plan_gives_the_exact_plans_logits(tiny) -> None:
     runner = _runner(tiny)
     seqs = _tree(runner)
-    shape = exact_shape(seqs)
+    shape = exact_shape(whole(seqs))
     assert shape == TickShape(decode=2, prefill=2, width=17, keys=30)
     padded = _padded_logits(runner, seqs, TickShape(decode=8, prefill=4, width=32, keys=256))
-    exact = runner.run(seqs)
+    exact = runner.run(whole(seqs))
     assert torch.isfinite(padded).all()
     assert rel_err(padded, exact) < 1e-5
     for seq, row in zip(seqs, exact, strict=True):
@@ -65,7 +66,7 @@ def test_a_padded_plan_gives_the_exact_plans_logits(tiny) -> None:
 def test_padding_never_touches_a_sequences_slots(tiny) -> None:
     runner = _runner(tiny)
     seqs = _tree(runner)
-    plan = plan_tick(seqs, TickShape(decode=8, prefill=4, width=32, keys=256))
+    plan = plan_tick(whole(seqs), TickShape(decode=8, prefill=4, width=32, keys=256))
     real = sum(len(s.pending) for s in seqs)
     assert (plan.write_slots != KVCache.SCRATCH).sum() == real
     assert KVCache.SCRATCH not in {b for s in seqs for b in s.blocks}  # block 0 is never handed out
@@ -92,7 +93,7 @@ def test_graph_replay_equals_eager_on_the_gpu(tiny) -> None:
     eager, graphed = _runner(tiny, "cuda"), _runner(tiny, "cuda", graphs=True)
     a, b = _tree(eager), _tree(graphed)
     for _ in range(3):  # three ticks: a capture, then replays of refilled inputs
-        la, lb = eager.run(a), graphed.run(b)
+        la, lb = eager.run(whole(a)), graphed.run(whole(b))
         assert rel_err(lb, la) < 1e-4
         for seq in (*a, *b):
             seq.append([7])

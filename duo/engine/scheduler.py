@@ -1,0 +1,72 @@
+"""Admission: what of the sessions' pending work runs in the next tick.
+
+Two limits hold every tick. A token budget keeps one long input (a pasted document, long instructions)
+from stalling every other session: decode rows (output tokens, forecast steps) always run, and long
+prefills share what is left of the budget, spread over ticks in chunks. A KV check keeps the tick from
+planning more cache than the pool can hold: a session whose work cannot get its blocks is refused (the
+engine closes it with an error), and the others go on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .kv_cache import KVCache
+from .plan import Chunk
+from .sequence import Sequence
+from .session import Need, Session
+
+MIN_PREFILL = 32  # prefill tokens a tick admits even when decode rows fill the budget: long inputs progress
+
+
+@dataclass
+class Admission:
+    run: list[tuple[Session, Chunk, Need]] = field(default_factory=list)
+    refused: list[Session] = field(default_factory=list)  # no KV for their work: to be closed with an error
+
+
+def admit(work: list[tuple[Session, Sequence, Need]], *, budget: int, kv: KVCache, first: int = 0) -> Admission:
+    """Chunks of `work` (items of one session in chain order) for one tick.
+
+    `first` rotates which session's prefill goes first when the budget is short, so no long input starves
+    another. A sequence cut short this tick only writes KV (`Need.PREFILL`); the rest of its session's
+    items wait for it, since they read its keys.
+    """
+    by_session: dict[str, list[tuple[Session, Sequence, Need]]] = {}
+    for item in work:
+        by_session.setdefault(item[0].id, []).append(item)
+    if sum(len(seq.pending) for _, seq, _ in work) <= budget:
+        chosen = [(s, Chunk(seq, len(seq.pending)), need) for s, seq, need in work]
+    else:
+        chosen, heads = [], []
+        for items in by_session.values():
+            for s, seq, need in items:
+                if len(seq.pending) > 1:
+                    heads.append((s, seq, need))
+                    break
+                chosen.append((s, Chunk(seq, 1), need))
+        left = max(budget - len(chosen), MIN_PREFILL)
+        start = first % len(heads) if heads else 0
+        for s, seq, need in heads[start:] + heads[:start]:
+            if left <= 0:
+                break
+            n = min(len(seq.pending), left)
+            chosen.append((s, Chunk(seq, n), need if n == len(seq.pending) else Need.PREFILL))
+            left -= n
+    return _fit_kv(chosen, kv)
+
+
+def _fit_kv(chosen: list[tuple[Session, Chunk, Need]], kv: KVCache) -> Admission:
+    need: dict[str, int] = {}
+    for s, chunk, _ in chosen:
+        need[s.id] = need.get(s.id, 0) + chunk.new_blocks
+    available = kv.num_free + kv.max_blocks - kv.num_blocks
+    refused: set[str] = set()
+    for sid, blocks in need.items():
+        if blocks > available:
+            refused.add(sid)
+        else:
+            available -= blocks
+    out = Admission(run=[item for item in chosen if item[0].id not in refused])
+    out.refused = list({s.id: s for s, _, _ in chosen if s.id in refused}.values())
+    return out
