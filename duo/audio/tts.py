@@ -23,12 +23,12 @@ from typing import Protocol
 
 import numpy as np
 
-from duo.audio.decode import resample, to_pcm16
+from duo.audio.decode import WIRE_RATE, resample, to_pcm16
 from duo.audio.errors import SynthesisError
 
 log = logging.getLogger(__name__)
 
-OUTPUT_RATE = 24_000
+OUTPUT_RATE = WIRE_RATE  # speech goes out at the wire rate
 """The Realtime protocol's `pcm16` output: 24 kHz mono little-endian."""
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[\"')\]]*\s+|\n+")

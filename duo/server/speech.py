@@ -52,17 +52,15 @@ class SpeechServices:
 
 
 class AudioInput:
-    """One session's microphone stream: PCM16 in, speech events and recognized slices out, in order."""
+    """One session's microphone stream (`LiveInput`), held to real time, its slices recognized through the
+    process's batcher."""
 
-    def __init__(self, services: SpeechServices, recognizer: Any, batcher: Any, rate: int, slice_ms: int,
-                 pause_ms: int, burst_s: float) -> None:
-        from duo.audio.decode import PcmStream
-        from duo.audio.slicer import Slicer, SlicerConfig
-        from duo.audio.transcriber import StreamTranscriber
+    def __init__(self, recognizer: Any, batcher: Any, rate: int, slice_ms: int, pause_ms: int,
+                 burst_s: float) -> None:
+        from duo.audio.pipeline import LiveInput
+        from duo.audio.slicer import SlicerConfig
 
-        self.stream = PcmStream(rate)
-        self.slicer = Slicer(SlicerConfig(slice_s=slice_ms / 1000, pause_s=pause_ms / 1000))
-        self.transcriber = StreamTranscriber(recognizer)
+        self.live = LiveInput(recognizer, rate, SlicerConfig(slice_s=slice_ms / 1000, pause_s=pause_ms / 1000))
         self.batcher = batcher
         self.burst_s = burst_s
         self.started = time.monotonic()
@@ -70,21 +68,23 @@ class AudioInput:
 
     def push_base64(self, payload: str) -> list[Any]:
         """Decode and slice; raises AudioError on bad audio and RateLimited when far ahead of real time."""
-        samples = self.stream.push_base64(payload)
-        ahead = self.received_s + len(samples) / 16_000 - (time.monotonic() - self.started)
+        from duo.audio.decode import SAMPLE_RATE
+
+        samples = self.live.decode(payload)
+        ahead = self.received_s + len(samples) / SAMPLE_RATE - (time.monotonic() - self.started)
         if ahead > self.burst_s:
             raise RateLimited(f"audio is arriving {ahead:.1f} s ahead of real time (limit {self.burst_s:.0f} s)")
-        self.received_s += len(samples) / 16_000
-        return self.slicer.push(samples)
+        self.received_s += len(samples) / SAMPLE_RATE
+        return self.live.push(samples)
 
     def commit(self) -> list[Any]:
-        return self.slicer.flush()
+        return self.live.flush()
 
     def clear(self) -> None:
-        self.slicer.clear()
+        self.live.clear()
 
     async def recognize(self, piece: Any) -> Any:
-        return await self.batcher.transcribe(self.transcriber, piece)
+        return await self.batcher.transcribe(self.live.transcriber, piece)
 
 
 class RateLimited(Exception):
