@@ -88,15 +88,6 @@ def _pcm16_samples(data: bytes | bytearray | memoryview) -> np.ndarray:
     return np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
 
 
-def decode_base64_pcm16(payload: str | bytes, sample_rate: int = WIRE_RATE) -> np.ndarray:
-    """Decode the base64 PCM16 of an `input_audio_buffer.append` event."""
-    try:
-        raw = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError, TypeError) as exc:
-        raise AudioFormatError(f"audio is not valid base64: {exc}") from exc
-    return decode_pcm16(raw, sample_rate)
-
-
 def to_pcm16(samples: np.ndarray) -> bytes:
     """Encode float samples in [-1, 1] as little-endian PCM16 bytes (clipping, rounding to nearest)."""
     arr = np.nan_to_num(np.asarray(samples, dtype=np.float32), nan=0.0, posinf=1.0, neginf=-1.0)

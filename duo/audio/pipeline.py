@@ -7,13 +7,12 @@ transcriber that recognizes each slice in order.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import numpy as np
 
 from duo.audio.asr import Recognizer
-from duo.audio.decode import SAMPLE_RATE, WIRE_RATE, PcmStream, load_file
+from duo.audio.decode import SAMPLE_RATE, WIRE_RATE, PcmStream
 from duo.audio.events import AudioSlice, Event, SpeechStarted, SpeechStopped, TextSlice
 from duo.audio.slicer import Slicer, SlicerConfig
 from duo.audio.transcriber import StreamTranscriber, TranscriberConfig
@@ -68,16 +67,6 @@ def stream_events(
 def _recognize(events: list[Event], live: LiveInput) -> Iterator[Output]:
     for event in events:
         yield live.recognize(event) if isinstance(event, AudioSlice) else event
-
-
-def transcribe_file(
-    path: str | os.PathLike[str],
-    recognizer: Recognizer,
-    slicer_config: SlicerConfig | None = None,
-    transcriber_config: TranscriberConfig | None = None,
-) -> list[Output]:
-    """All events and text slices of an audio file."""
-    return list(stream_events(load_file(path), recognizer, slicer_config, transcriber_config))
 
 
 def utterances(outputs: list[Output]) -> list[str]:

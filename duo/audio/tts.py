@@ -169,11 +169,6 @@ class SentenceSplitter:
         return self._cap(rest) if any(ch.isalnum() for ch in rest) else []
 
 
-def split_sentences(text: str) -> list[str]:
-    splitter = SentenceSplitter()
-    return splitter.push(text) + splitter.flush()
-
-
 class Speaker:
     """Reply text in, PCM16 24 kHz chunks out; `cancel` (or the event passed in) stops it at once."""
 
