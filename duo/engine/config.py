@@ -109,10 +109,12 @@ class EngineConfig:
     # On CUDA, replay captured graphs for bucketed tick shapes (engine/cuda_graphs.py).
     cuda_graphs: bool = True
     # Tokens one tick runs at most: long prefills beyond it are spread over ticks, decode rows always run.
-    max_tick_tokens: int = 2048
+    # None: 2048 on CUDA; 32 on a CPU, where a tick's time grows with every token (~6 ms a token for the
+    # embedded 135M model on 2 cores, against ~80 ms for a decode tick), so a long input at most triples it.
+    max_tick_tokens: int | None = None
     # The longest slice of user input accepted, in tokens (a longer one is refused with an error).
     max_slice_tokens: int = 4096
 
     def __post_init__(self) -> None:
-        if self.max_tick_tokens < 1 or self.max_slice_tokens < 1:
+        if (self.max_tick_tokens is not None and self.max_tick_tokens < 1) or self.max_slice_tokens < 1:
             raise ValueError("max_tick_tokens and max_slice_tokens must be at least 1")

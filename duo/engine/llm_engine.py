@@ -58,6 +58,7 @@ class Engine:
                                     num_blocks=self.config.initial_blocks, max_blocks=self.config.max_blocks,
                                     memory_fraction=self.config.kv_memory_fraction)
         self.runner = ModelRunner(backbone.model, self.kv, cuda_graphs=self.config.cuda_graphs)
+        self.tick_tokens = self.config.max_tick_tokens or (2048 if self.runner.device.type == "cuda" else 32)
         self.vocab = Vocab(
             tokenizer=backbone.tokenizer,
             prediction_id=backbone.prediction_id,
@@ -171,7 +172,7 @@ class Engine:
         if not work:
             return events
 
-        admitted = admit(work, budget=self.config.max_tick_tokens, kv=self.kv, first=self.ticks)
+        admitted = admit(work, budget=self.tick_tokens, kv=self.kv)
         for session in admitted.refused:
             log.warning("session=%s event=kv_full free_blocks=%d", session.id, self.kv.num_free)
             events += self._close(session, "kv_full", "the server has no memory left for this conversation")

@@ -25,11 +25,12 @@ class Admission:
     refused: list[Session] = field(default_factory=list)  # no KV for their work: to be closed with an error
 
 
-def admit(work: list[tuple[Session, Sequence, Need]], *, budget: int, kv: KVCache, first: int = 0) -> Admission:
+def admit(work: list[tuple[Session, Sequence, Need]], *, budget: int, kv: KVCache) -> Admission:
     """Chunks of `work` (items of one session in chain order) for one tick.
 
-    `first` rotates which session's prefill goes first when the budget is short, so no long input starves
-    another. A sequence cut short this tick only writes KV (`Need.PREFILL`); the rest of its session's
+    When the budget is short, the shortest prefills go first (a spoken slice, a closed turn: what someone
+    is waiting for) and the longest takes what is left, so a long input delays no one and still advances
+    every tick. A sequence cut short this tick only writes KV (`Need.PREFILL`); the rest of its session's
     items wait for it, since they read its keys.
     """
     by_session: dict[str, list[tuple[Session, Sequence, Need]]] = {}
@@ -46,8 +47,7 @@ def admit(work: list[tuple[Session, Sequence, Need]], *, budget: int, kv: KVCach
                     break
                 chosen.append((s, Chunk(seq, 1), need))
         left = max(budget - len(chosen), MIN_PREFILL)
-        start = first % len(heads) if heads else 0
-        for s, seq, need in heads[start:] + heads[:start]:
+        for s, seq, need in sorted(heads, key=lambda h: len(h[1].pending)):
             if left <= 0:
                 break
             n = min(len(seq.pending), left)

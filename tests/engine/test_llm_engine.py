@@ -75,7 +75,7 @@ def test_combined_tick_every_position_of_a_prefill(tiny) -> None:
 
 @pytest.mark.parametrize("sessions", [1, 4, 9])
 def test_one_forward_per_tick_whatever_the_sessions(tiny, sessions: int) -> None:
-    engine = Engine(tiny)
+    engine = Engine(tiny, EngineConfig(max_tick_tokens=4096))  # every session's work fits one tick
     handles = [engine.open_session(SessionConfig(thresholds=scripted(P, IG), forecast_tokens=2,
                                                  sampling=SamplingParams(max_new_tokens=12)))
                for _ in range(sessions)]

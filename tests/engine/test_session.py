@@ -110,9 +110,11 @@ def test_batch_invariance(embedded) -> None:
         me.push_slice("how do plants grow?")
         for i, c in enumerate(crowd):
             c.push_slice(f"count to {i + 2} please")
-        for _ in range(3):
+        for _ in range(100):  # however many ticks admission takes to get there (more with a crowd)
+            if me.reply is not None:
+                break
             engine.step()
-        me.push_slice("the bus was late again today")  # ignored background speech
+        me.push_slice("the bus was late again today")  # ignored background speech, over the reply
         for c in crowd[::2]:
             c.push_slice("actually tell me a joke")  # barge-ins in the neighbours
         out = run_until_idle(engine)

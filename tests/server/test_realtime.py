@@ -249,6 +249,40 @@ async def test_twenty_concurrent_sessions_stay_isolated(server: InProcessServer)
     assert len({rid for rid, _ in results}) == 20
 
 
+async def test_long_instructions_never_stall_another_sessions_reply(server: InProcessServer) -> None:
+    """12 KB of instructions (~3,000 tokens) are prefilled over many ticks under the per-tick token budget;
+    meanwhile another session's question is answered within as many ticks as when the server is idle.
+    Ticks, not seconds: the property holds on any machine, however busy."""
+    engine = server.state.loop.engine
+    canary = await connect(server.url)
+    await canary.configure(**ANSWER)
+
+    async def ticks_to_first_token(question: str) -> int:
+        start = engine.ticks
+        await canary.say(question)
+        await canary.until("response.output_text.delta")
+        ticks = engine.ticks - start
+        await canary.until("response.done")
+        return ticks
+
+    idle = await ticks_to_first_token("what is two plus two?")
+    rules = " ".join(f"Rule {i}: answer the user kindly and briefly." for i in range(300))
+    big = await connect(server.url)
+    start = engine.ticks
+    await big.send("session.update", session={"instructions": rules,
+                                              "audio": {"input": {"turn_detection": {"type": "duo", **ANSWER}}}})
+    await big.until("session.updated")
+    await big.say("hello")  # judged once the instructions are in
+    busy = await ticks_to_first_token("what is the capital of italy?")
+    await big.until("duo.input.state", timeout=600)
+    prefill = engine.ticks - start
+    assert prefill >= 3000 // engine.tick_tokens  # the instructions went in over many ticks ...
+    print(f"ticks to the first token: idle {idle}, during the long prefill {busy}; prefill {prefill} ticks")
+    assert busy <= idle + 2, (idle, busy, prefill)  # ... and the other session did not wait for them
+    await canary.ws.close()
+    await big.ws.close()
+
+
 async def test_client_vanishing_mid_response_frees_its_kv(server: InProcessServer) -> None:
     engine = server.state.loop.engine
     for _ in range(100):  # earlier tests' sessions are gone
