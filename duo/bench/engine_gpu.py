@@ -119,7 +119,8 @@ class Workload:
         rows = [d for d in DECODE if n <= d <= bucket(TickShape(n + n // 4 + 1, 0, 0, 1)).decode]
         shapes = {bucket(TickShape(d, p, w if p else 0, keys)) for d in rows
                   for p, w in PREFILL[:5] for keys in range(longest, longest + self.growth + 1, 128)}
-        graphs.warmup(sorted((s for s in shapes if s is not None), key=lambda s: (s.decode, s.prefill, s.keys)))
+        self.engine.runner.warmup(sorted((s for s in shapes if s is not None),
+                                         key=lambda s: (s.decode, s.prefill, s.keys)))
 
     def run(self, seconds: float, slices: bool = True) -> dict:
         self.keep_replying()
