@@ -192,11 +192,11 @@ class TensorParallel:
                               step.shape)
 
 
-def torchrun_argv(size: int, argv: list[str] | None = None) -> list[str]:
-    """This command again, as `size` processes under torchrun on this host (`python -m duo.cli ...`)."""
+def torchrun_argv(size: int, module: str = "duo.cli", argv: list[str] | None = None) -> list[str]:
+    """This command again, as `size` processes under torchrun on this host (`python -m MODULE ...`)."""
     args = sys.argv[1:] if argv is None else argv
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={size}",
-            "-m", "duo.cli", *args]
+            "-m", module, *args]
 
 
 def under_torchrun() -> bool:
