@@ -2,6 +2,7 @@
 
 The public face, what the server and the tools build on:
 - `load_backbone` / `Backbone`: any causal LM (or the embedded default) made ready for DUO;
+- `TensorParallel`: one process per GPU under torchrun, the model split over them, rank 0 leading;
 - `Engine`: the sessions and the tick (schedule, one forward, postprocess), driven step by step;
 - `EngineLoop` / `SessionHandle`: the engine driven from asyncio, a session's input in and events out;
 - the settings (`EngineConfig`, `SessionConfig`, `SamplingParams`, `Thresholds`, `Mode`, `State`) and the
@@ -14,6 +15,7 @@ from .framing import DEFAULT_INSTRUCTIONS
 from .llm_engine import Engine, TickStats
 from .loader import DEFAULT_MODEL, Backbone, load_backbone
 from .loop import EngineLoop, SessionHandle
+from .parallel import TensorParallel
 
 __all__ = [
     "DEFAULT_INSTRUCTIONS",
@@ -28,6 +30,7 @@ __all__ = [
     "SessionHandle",
     "SpecialTokens",
     "State",
+    "TensorParallel",
     "Thresholds",
     "TickStats",
     "events",

@@ -168,7 +168,11 @@ class TensorParallel:
         engine = None
         while True:
             header = torch.empty(1 + Step.HEADER, dtype=torch.int64)
-            dist.broadcast(header, src=0, group=self.control)
+            try:
+                dist.broadcast(header, src=0, group=self.control)
+            except RuntimeError:
+                log.error("event=tensor_parallel_leader_lost rank=%d", self.rank)
+                raise
             kind, body = int(header[0]), header[1:].tolist()
             if kind == STOP:
                 log.info("event=tensor_parallel_stop rank=%d", self.rank)
