@@ -6,8 +6,13 @@
     python -m duo.bench.engine_gpu kv       [--arch ...]
 
 Each prints one JSON object per measurement, then a summary table; `--json-out FILE` keeps the rows.
-`qwen2.5-7b` is Qwen2.5-7B's architecture with random bf16 weights (speed does not depend on weight values)
-and the embedded tokenizer; `embedded` is the shipped default model with its adapter.
+`qwen2.5-7b` and `qwen2.5-72b` are those architectures with random bf16 weights (speed does not depend on
+weight values) and the embedded tokenizer; `embedded` is the shipped default model with its adapter.
+
+`--tensor-parallel N` runs the engine split over N GPUs of this host (`duo.engine.parallel`), relaunching
+itself under torchrun: rank 0 runs the bench, the other ranks follow its engines. What runs the model
+outside the engine (the naive baseline of `passes`, transformers' own step in `floor`) is left out there;
+`floor` adds the all-reduce time measured alone to the floor of the weights and KV each GPU reads.
 
 Workload (`capacity`, `floor`): every session streams a reply (run to length, end-of-turn ignored) over a
 conversation of `--context` tokens while a slice of background speech arrives every `--slice-s` seconds
@@ -21,18 +26,22 @@ import copy
 import dataclasses
 import gc
 import json
+import os
 import statistics
 import time
 
 import torch
-from transformers import AutoModelForCausalLM, Qwen2Config, StaticCache
+import torch.distributed as dist
+from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM, StaticCache
 
 from duo.engine.attention import ATTN_IMPLEMENTATION, register_attention
 from duo.engine.config import EngineConfig, Mode, SamplingParams, SessionConfig, Thresholds
 from duo.engine.cuda_graphs import DECODE, PREFILL, bucket
+from duo.engine.follower import follow
 from duo.engine.llm_engine import Engine
 from duo.engine.loader import Backbone, load_backbone
-from duo.engine.model_runner import TickShape
+from duo.engine.parallel import TensorParallel, torchrun_argv, under_torchrun
+from duo.engine.plan import TickShape
 
 from .engine_cpu import BACKGROUND
 from .engine_cpu import run as run_ticks
@@ -40,19 +49,44 @@ from .engine_cpu import run as run_ticks
 QWEN25_7B = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
                  num_key_value_heads=4, vocab_size=152064, max_position_embeddings=32768, rope_theta=1e6,
                  rms_norm_eps=1e-6, tie_word_embeddings=False, hidden_act="silu")
+QWEN25_72B = dict(QWEN25_7B, hidden_size=8192, intermediate_size=29568, num_hidden_layers=80,
+                  num_attention_heads=64, num_key_value_heads=8)
+ARCHS = {"qwen2.5-7b": QWEN25_7B, "qwen2.5-72b": QWEN25_72B}
 QUESTION = "please tell me a very long story about the sea"
 FILLER = "we talked about the weather the trains the garden and what to cook for dinner tonight"
 
 
-def load(arch: str, device: str) -> Backbone:
+def load(arch: str, device: str, group: TensorParallel | None = None) -> Backbone:
     embedded = load_backbone(None, adapter="auto", device=device, dtype="bfloat16")
     if arch == "embedded":
+        if group is not None:
+            raise SystemExit("--tensor-parallel needs a larger --arch than the embedded model")
         return embedded
     register_attention()
-    with torch.device(device):
-        model = AutoModelForCausalLM.from_config(Qwen2Config(**QWEN25_7B), dtype=torch.bfloat16,
-                                                 attn_implementation=ATTN_IMPLEMENTATION).eval()
-    return dataclasses.replace(embedded, model=model, name=f"{arch} (random bf16)")
+    config = Qwen2Config(**ARCHS[arch])
+    if group is None:
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16,
+                                                     attn_implementation=ATTN_IMPLEMENTATION).eval()
+    else:  # this rank's shard, by the model's tensor-parallel plan, randomly initialized
+        group.check(config)
+        model = Qwen2ForCausalLM.from_pretrained(None, config=config, state_dict={}, dtype=torch.bfloat16,
+                                                 **group.load_kwargs())
+        model.set_attn_implementation(ATTN_IMPLEMENTATION)
+        model.eval()
+    return dataclasses.replace(embedded, model=model, name=f"{arch} (random bf16)", parallel=group)
+
+
+def local_bytes(model: torch.nn.Module) -> int:
+    """Bytes of weights this device holds (its shards, under tensor parallelism)."""
+    local = (p.to_local() if hasattr(p, "to_local") else p for p in model.parameters())
+    return sum(t.numel() * t.element_size() for t in local)
+
+
+def allreduce_ms(group: TensorParallel, tokens: int, hidden: int) -> float:
+    """One all-reduce of a tick's activations `[tokens, hidden]` in bf16, alone (every rank calls it)."""
+    x = torch.ones(tokens, hidden, dtype=torch.bfloat16, device=group.device)
+    return timed(lambda: dist.all_reduce(x))
 
 
 def sync() -> None:
@@ -119,7 +153,8 @@ class Workload:
         rows = [d for d in DECODE if n <= d <= bucket(TickShape(n + n // 4 + 1, 0, 0, 1)).decode]
         shapes = {bucket(TickShape(d, p, w if p else 0, keys)) for d in rows
                   for p, w in PREFILL[:5] for keys in range(longest, longest + self.growth + 1, 128)}
-        graphs.warmup(sorted((s for s in shapes if s is not None), key=lambda s: (s.decode, s.prefill, s.keys)))
+        self.engine.runner.warmup(sorted((s for s in shapes if s is not None),
+                                         key=lambda s: (s.decode, s.prefill, s.keys)))
 
     def run(self, seconds: float, slices: bool = True) -> dict:
         self.keep_replying()
@@ -298,26 +333,33 @@ def timed(fn, reps: int = 20) -> float:
 def floor(backbone: Backbone, args: argparse.Namespace) -> list[dict]:
     rows = []
     bw = bandwidth(str(backbone.device))
-    weights = sum(p.numel() * p.element_size() for p in backbone.model.parameters())
+    weights = local_bytes(backbone.model)
+    group = backbone.parallel
     for n in args.sessions:
         w = Workload(backbone, n, args.context, args.forecast_tokens, args.slice_s, growth=1024)
         duo = w.run(args.seconds / 2)
         w.close()
         w = Workload(backbone, n, args.context, args.forecast_tokens, args.slice_s, growth=1024)
         plain = w.run(args.seconds / 2, slices=False)
-        kv_bytes = n * duo["context_mean"] * w.engine.kv.bytes_per_token
+        kv_bytes = n * duo["context_mean"] * w.engine.kv.bytes_per_token  # this GPU's kv heads
         w.close()
         torch.cuda.empty_cache()
-        hf = plain_decode(backbone, n, duo["context_mean"])
         floor_ms = round(1000 * (weights + kv_bytes) / (bw / 2), 2)  # bytes read once, at the read rate
-        best_hf = min(x for x in (hf["hf_step_eager_ms"], hf["hf_step_graph_ms"]) if x)
-        rows.append(emit({"bench": "floor", "sessions": n, "context": duo["context_mean"],
-                          "duo_tick_ms_p50": duo["tick_ms_p50"], "duo_tick_ms_p99": duo["tick_ms_p99"],
-                          "runner_plain_decode_ms_p50": plain["tick_ms_p50"], **hf, "floor_ms": floor_ms,
-                          "copy_bandwidth_GBps": round(bw / 1e9), "duo_over_hf_step": round(duo["tick_ms_p50"]
-                                                                                           / best_hf, 2),
-                          "duo_over_runner_plain": round(duo["tick_ms_p50"] / plain["tick_ms_p50"], 2),
-                          "duo_over_floor": round(duo["tick_ms_p50"] / floor_ms, 2)}))
+        row = {"bench": "floor", "sessions": n, "context": duo["context_mean"],
+               "duo_tick_ms_p50": duo["tick_ms_p50"], "duo_tick_ms_p99": duo["tick_ms_p99"],
+               "runner_plain_decode_ms_p50": plain["tick_ms_p50"], "floor_ms": floor_ms,
+               "copy_bandwidth_GBps": round(bw / 1e9),
+               "duo_over_runner_plain": round(duo["tick_ms_p50"] / plain["tick_ms_p50"], 2)}
+        if group is None:
+            hf = plain_decode(backbone, n, duo["context_mean"])
+            best_hf = min(x for x in (hf["hf_step_eager_ms"], hf["hf_step_graph_ms"]) if x)
+            row.update(hf, duo_over_hf_step=round(duo["tick_ms_p50"] / best_hf, 2))
+        else:  # two all-reduces a layer (o_proj, down_proj) on top of what each GPU reads
+            reduce_ms = args.allreduce_ms[n]
+            floor_ms = round(floor_ms + 2 * backbone.model.config.num_hidden_layers * reduce_ms, 2)
+            row.update(tensor_parallel=group.size, allreduce_ms=reduce_ms, floor_ms=floor_ms)
+        row["duo_over_floor"] = round(duo["tick_ms_p50"] / floor_ms, 2)
+        rows.append(emit(row))
     return rows
 
 
@@ -366,7 +408,7 @@ def table(rows: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bench", choices=["passes", "capacity", "floor", "kv"])
-    parser.add_argument("--arch", default="embedded", choices=["embedded", "qwen2.5-7b"])
+    parser.add_argument("--arch", default="embedded", choices=["embedded", *ARCHS])
     parser.add_argument("--sessions", type=int, nargs="+", default=None)
     parser.add_argument("--context", type=int, default=512)
     parser.add_argument("--seconds", type=float, default=8.0)
@@ -376,15 +418,32 @@ def main() -> None:
     parser.add_argument("--naive-max", type=int, default=8)
     parser.add_argument("--forecast-tokens", type=int, default=4)
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--tensor-parallel", type=int, default=1, help="GPUs of this host to split the model over")
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args()
     defaults = {"passes": [1, 8, 32], "capacity": [64, 128, 192, 256, 320, 384], "floor": [64, 128], "kv": [1]}
     args.sessions = args.sessions or defaults[args.bench]
-    backbone = load(args.arch, args.device)
+    group = None
+    if args.tensor_parallel > 1:
+        if not under_torchrun():
+            argv = torchrun_argv(args.tensor_parallel, "duo.bench.engine_gpu")
+            os.execv(argv[0], argv)
+        group = TensorParallel.join(args.tensor_parallel)
+        args.naive_max = 0  # the naive baseline runs the model outside the engine, on rank 0 alone
+    backbone = load(args.arch, args.device, group)
+    if group is not None:  # every rank, before the followers start following
+        hidden = backbone.model.config.hidden_size
+        args.allreduce_ms = {n: allreduce_ms(group, n + n // 4 + 1, hidden) for n in args.sessions}
+        if not group.leader:
+            follow(group, backbone)
+            group.close()
+            return
     rows = {"passes": passes, "capacity": capacity, "floor": floor, "kv": kv}[args.bench](backbone, args)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     for r in rows:
-        r.update(arch=args.arch, device=device)
+        r.update(arch=args.arch, device=device, gpus=group.size if group else 1)
+    if group is not None:
+        group.close()
     if args.json_out:
         with open(args.json_out, "a") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)

@@ -2,6 +2,8 @@
 
 The public face, what the server and the tools build on:
 - `load_backbone` / `Backbone`: any causal LM (or the embedded default) made ready for DUO;
+- `TensorParallel` / `follow`: one process per GPU under torchrun, the model split over them, rank 0
+  leading and the other ranks following;
 - `Engine`: the sessions and the tick (schedule, one forward, postprocess), driven step by step;
 - `EngineLoop` / `SessionHandle`: the engine driven from asyncio, a session's input in and events out;
 - the settings (`EngineConfig`, `SessionConfig`, `SamplingParams`, `Thresholds`, `Mode`, `State`) and the
@@ -10,10 +12,12 @@ The public face, what the server and the tools build on:
 
 from . import events
 from .config import EngineConfig, Mode, SamplingParams, SessionConfig, SpecialTokens, State, Thresholds
+from .follower import follow
 from .framing import DEFAULT_INSTRUCTIONS
 from .llm_engine import Engine, TickStats
 from .loader import DEFAULT_MODEL, Backbone, load_backbone
 from .loop import EngineLoop, SessionHandle
+from .parallel import TensorParallel, torchrun_argv, under_torchrun
 
 __all__ = [
     "DEFAULT_INSTRUCTIONS",
@@ -28,8 +32,12 @@ __all__ = [
     "SessionHandle",
     "SpecialTokens",
     "State",
+    "TensorParallel",
     "Thresholds",
     "TickStats",
     "events",
+    "follow",
     "load_backbone",
+    "torchrun_argv",
+    "under_torchrun",
 ]

@@ -3,8 +3,10 @@
 A decode tick of a 7B model is hundreds of small kernels; launched one by one from Python they cost more
 than the math. A graph replays them in one launch. Shapes are bucketed (rows, prefill rows and width, keys)
 so a few dozen graphs cover a serving day; a tick whose shape has no bucket runs eagerly, exactly the same
-computation. Graphs read their inputs from static tensors the runner refills each tick, and share one
-memory pool (they never run concurrently). Reallocating the KV pool (`KVCache._grow`) drops them all.
+computation. A graph reads its inputs as views of one static flat buffer (the step's payload, `plan.pack`)
+that the runner refills each tick, with one copy or, on the other ranks of a tensor-parallel group, by
+receiving rank 0's broadcast into it. Graphs share one memory pool (they never run concurrently).
+Reallocating the KV pool (`KVCache._grow`) drops them all.
 """
 
 from __future__ import annotations
@@ -13,12 +15,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from .attention import TickBatch
 from .kv_cache import KVCache
-from .plan import TickPlan, TickShape, plan_tick
+from .plan import Step, TickShape, pack, plan_tick, unpack
 
 # The model over a flat tick: (ids, positions, batch, flat indices to keep) -> logits
 Forward = Callable[[torch.Tensor, torch.Tensor, TickBatch, torch.Tensor], torch.Tensor]
@@ -43,7 +44,7 @@ def bucket(shape: TickShape) -> TickShape | None:
 @dataclass
 class _Graph:
     graph: torch.cuda.CUDAGraph
-    inputs: dict[str, torch.Tensor]
+    buffer: torch.Tensor  # the flat payload its inputs are views of
     logits: torch.Tensor
 
 
@@ -61,22 +62,24 @@ class CudaGraphs:
             return None
         return padded
 
-    def replay(self, plan: TickPlan) -> torch.Tensor:
-        """Logits `[rows, vocab]` at each row's last token (static storage: read before the next tick)."""
+    def get(self, shape: TickShape) -> _Graph:
+        """The graph of `shape`, captured now if it is new. Fill its `buffer`, then `replay`."""
         if self.version != self.kv.version:  # the pool moved (planning may grow it): stale addresses
             self.graphs.clear()
             self.version = self.kv.version
-        g = self.graphs.get(plan.shape) or self.capture(plan.shape)
-        for name, t in g.inputs.items():
-            t.copy_(torch.from_numpy(getattr(plan, name)), non_blocking=True)
+        return self.graphs.get(shape) or self.capture(shape)
+
+    @staticmethod
+    def replay(g: _Graph) -> torch.Tensor:
+        """Logits `[rows, vocab]` at each row's last token (static storage: read before the next tick)."""
         g.graph.replay()
         return g.logits
 
     @torch.inference_mode()
     def capture(self, shape: TickShape) -> _Graph:
         empty = plan_tick([], shape)  # all padding: warm-up runs touch the scratch slot only
-        inputs = {name: torch.from_numpy(np.ascontiguousarray(getattr(empty, name))).to(self.device)
-                  for name in TickPlan.INPUTS}
+        buffer = torch.from_numpy(pack(empty)).to(self.device)
+        inputs = unpack(buffer, Step(True, shape, self.kv.num_blocks))
 
         def forward() -> torch.Tensor:
             batch = TickBatch.build(self.kv, inputs["write_slots"], inputs["table"], inputs["key_len"],
@@ -92,13 +95,6 @@ class CudaGraphs:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
             logits = forward()
-        g = self.graphs[shape] = _Graph(graph, inputs, logits)
+        g = self.graphs[shape] = _Graph(graph, buffer, logits)
         log.info("event=cuda_graph_captured shape=%s graphs=%d", shape, len(self.graphs))
         return g
-
-    def warmup(self, shapes: list[TickShape]) -> None:
-        """Capture ahead of traffic, so no tick pays for a capture."""
-        for shape in shapes:
-            padded = self.shape_for(shape)
-            if padded is not None and padded not in self.graphs:
-                self.capture(padded)

@@ -9,6 +9,8 @@ slot that a tick's padding writes to and reads from.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -36,12 +38,17 @@ class KVCache:
 
     @classmethod
     def for_model(cls, model: torch.nn.Module, *, block_size: int, num_blocks: int | None, max_blocks: int,
-                  memory_fraction: float = 0.4) -> KVCache:
-        """A pool for `model`; `num_blocks=None` sizes it from free device memory (CUDA) or 256 blocks."""
+                  memory_fraction: float = 0.4, shards: int = 1,
+                  common: Callable[[int], int] | None = None) -> KVCache:
+        """A pool for `model`; `num_blocks=None` sizes it from free device memory (CUDA) or 256 blocks.
+
+        Tensor parallel: each of `shards` ranks holds its share of the kv heads, and `common` turns this rank's
+        block count into one every rank holds (rank 0 hands out slots that every rank's pool must have).
+        """
         config = model.config.get_text_config()
         heads = config.num_attention_heads
         param = next(model.parameters())
-        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        kv_heads = (getattr(config, "num_key_value_heads", None) or heads) // shards
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
         if num_blocks is None:
             num_blocks = 256
@@ -49,6 +56,8 @@ class KVCache:
                 per_block = 2 * config.num_hidden_layers * kv_heads * head_dim * param.element_size() * block_size
                 free, _ = torch.cuda.mem_get_info(param.device)
                 num_blocks = max(256, min(max_blocks, int(memory_fraction * free) // per_block))
+        if common is not None:
+            num_blocks = common(num_blocks)
         return cls(
             num_layers=config.num_hidden_layers,
             num_kv_heads=kv_heads,
@@ -77,6 +86,11 @@ class KVCache:
 
     def free(self, blocks: list[int]) -> None:
         self._free.extend(reversed(blocks))
+
+    def grow_to(self, num_blocks: int) -> None:
+        """Grow as another pool grew (tensor parallel: every rank's pool follows rank 0's)."""
+        while self.num_blocks < num_blocks:
+            self._grow()
 
     def _grow(self) -> None:
         """Double the pool (a copy, rare: sizing `initial_blocks` right avoids it on a GPU)."""

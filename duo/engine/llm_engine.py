@@ -54,10 +54,14 @@ class Engine:
     def __init__(self, backbone: Backbone, config: EngineConfig | None = None) -> None:
         self.backbone = backbone
         self.config = config or EngineConfig()
+        group = backbone.parallel  # tensor parallel: this is rank 0's engine, or one a follower built like it
+        if group is not None and group.leader:
+            group.open_engine(self.config)
         self.kv = KVCache.for_model(backbone.model, block_size=self.config.block_size,
                                     num_blocks=self.config.initial_blocks, max_blocks=self.config.max_blocks,
-                                    memory_fraction=self.config.kv_memory_fraction)
-        self.runner = ModelRunner(backbone.model, self.kv, cuda_graphs=self.config.cuda_graphs)
+                                    memory_fraction=self.config.kv_memory_fraction,
+                                    shards=group.size if group else 1, common=group.common_blocks if group else None)
+        self.runner = ModelRunner(backbone.model, self.kv, cuda_graphs=self.config.cuda_graphs, group=group)
         self.tick_tokens = self.config.max_tick_tokens or (2048 if self.runner.device.type == "cuda" else 32)
         self.vocab = Vocab(
             tokenizer=backbone.tokenizer,

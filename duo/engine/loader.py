@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -24,6 +24,9 @@ from duo.files import cache_root, installed_package, package_data, sha256_files
 
 from .attention import ATTN_IMPLEMENTATION, register_attention
 from .config import SpecialTokens, State
+
+if TYPE_CHECKING:
+    from .parallel import TensorParallel
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ class Backbone:
     state_ids: dict[State, int]
     stop_ids: frozenset[int]
     name: str
+    parallel: TensorParallel | None = None  # the group holding the other shards of `model`, if split
 
     @property
     def device(self) -> torch.device:
@@ -136,8 +140,11 @@ def _gguf_special_tokens(tokenizer: Any, gguf: Path) -> None:
             setattr(tokenizer, f"{role}_token", tokenizer.convert_ids_to_tokens(int(field.parts[field.data[0]][0])))
 
 
-def _load_pretrained(path: str | Path, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
+def _load_pretrained(path: str | Path, device: torch.device, dtype: torch.dtype,
+                     parallel: TensorParallel | None = None) -> tuple[Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(path)
+    if parallel is not None:  # this rank's shard, on this rank's device
+        return tokenizer, parallel.load(str(path), dtype)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     return tokenizer, model.to(device)
 
@@ -149,17 +156,21 @@ def load_backbone(
     device: str = "auto",
     dtype: str = "auto",
     special: SpecialTokens | None = None,
+    parallel: TensorParallel | None = None,
 ) -> Backbone:
     """Load `model` (a hub id, a local path, or None for the embedded default) ready for DUO.
 
     `adapter` is a peft adapter folder merged on top; "auto" takes the shipped adapter of the embedded
-    default (if present), None or "none" loads no adapter.
+    default (if present), None or "none" loads no adapter. With `parallel` this rank loads its shard of a
+    hub or local checkpoint (see `parallel.py`).
     """
     special = special or SpecialTokens()
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     embedded = model in (None, DEFAULT_MODEL)
     name = DEFAULT_MODEL if embedded else str(model)
+    if embedded and parallel is not None:
+        raise ValueError("the embedded default fits any one device: tensor parallelism is for a larger model")
     if embedded:
         path = embedded_checkpoint()
         try:
@@ -169,15 +180,16 @@ def load_backbone(
             shutil.rmtree(path, ignore_errors=True)
             tokenizer, lm = _load_pretrained(embedded_checkpoint(), torch_device, torch_dtype)
     else:
-        tokenizer, lm = _load_pretrained(str(model), torch_device, torch_dtype)
+        tokenizer, lm = _load_pretrained(str(model), torch_device, torch_dtype, parallel)
 
     missing = [t for t in special.all() if t not in tokenizer.get_vocab()]
     if missing:
         tokenizer.add_tokens(missing, special_tokens=True)
-    _fit_embeddings(lm, len(tokenizer))
-
     if adapter == "auto":
         adapter = DEFAULT_ADAPTER if embedded and (DEFAULT_ADAPTER / "adapter_config.json").is_file() else None
+    if parallel is not None:
+        parallel.check_ready(lm, len(tokenizer), adapter)
+    _fit_embeddings(lm, len(tokenizer))
     if adapter not in (None, "none"):
         lm = merge_adapter(lm, Path(adapter))
         name += f"+{Path(adapter).name}"
@@ -197,6 +209,7 @@ def load_backbone(
         state_ids={state: ids(text) for state, text in special.state_strings().items()},
         stop_ids=frozenset(i for i in stop if i is not None),
         name=name,
+        parallel=parallel,
     )
 
 

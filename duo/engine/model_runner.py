@@ -8,12 +8,16 @@ position ids, as in a tree. The forward count is measured here, not assumed.
 
 The host side of a tick is a `TickPlan` of `Chunk`s (`plan.py`). On CUDA a plan padded to a bucketed
 shape replays a captured graph (`cuda_graphs.py`); otherwise, and for shapes no graph covers, the same
-plan at its exact shape runs eagerly.
+plan at its exact shape runs eagerly. Either way the plan goes to the device as one `Step` and its flat
+payload; under tensor parallelism (`parallel.py`) rank 0 sends both to the other ranks, which `execute`
+the same step on their shard of the model.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,7 +26,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from .attention import TickBatch, tick
 from .cuda_graphs import CudaGraphs
 from .kv_cache import KVCache
-from .plan import Chunk, TickPlan, exact_shape, plan_tick
+from .plan import Chunk, Step, TickPlan, TickShape, exact_shape, pack, plan_tick, unpack
+
+if TYPE_CHECKING:
+    from .parallel import TensorParallel
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +38,11 @@ SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDP
 
 
 class ModelRunner:
-    def __init__(self, model: torch.nn.Module, kv: KVCache, *, cuda_graphs: bool = False) -> None:
+    def __init__(self, model: torch.nn.Module, kv: KVCache, *, cuda_graphs: bool = False,
+                 group: TensorParallel | None = None) -> None:
         self.model = model
         self.kv = kv
+        self.group = group  # tensor parallel: rank 0 sends every step to the other ranks, which run it too
         self.device = next(model.parameters()).device
         self.forward_passes = 0
         self.graphs = CudaGraphs(kv, self.forward, self.device) if cuda_graphs and self.device.type == "cuda" else None
@@ -46,13 +55,14 @@ class ModelRunner:
                              logits_to_keep=keep)
         return out.logits[0]
 
+    def _batch(self, t: dict[str, torch.Tensor], shape: TickShape) -> TickBatch:
+        return TickBatch.build(self.kv, t["write_slots"], t["table"], t["key_len"], t["ctx"], t["q_len"], shape.width)
+
     def tensors(self, plan: TickPlan) -> tuple[torch.Tensor, torch.Tensor, TickBatch]:
-        dev = self.device
-        t = {k: torch.from_numpy(getattr(plan, k)).to(dev)
-             for k in ("ids", "positions", "write_slots", "table", "key_len", "ctx", "q_len")}
-        batch = TickBatch.build(self.kv, t["write_slots"], t["table"], t["key_len"], t["ctx"], t["q_len"],
-                                plan.shape.width)
-        return t["ids"], t["positions"], batch
+        """Device tensors of a plan, as an eager step reads them."""
+        step = Step(False, plan.shape, self.kv.num_blocks)
+        t = unpack(torch.from_numpy(pack(plan, np.empty(0, dtype=np.int64))).to(self.device), step)
+        return t["ids"], t["positions"], self._batch(t, plan.shape)
 
     @torch.inference_mode()
     def run(self, chunks: list[Chunk], *, all_logits: bool = False) -> torch.Tensor:
@@ -67,7 +77,7 @@ class ModelRunner:
         if graph_shape is not None:
             plan = plan_tick(chunks, graph_shape)
             try:
-                logits = self.graphs.replay(plan)[torch.from_numpy(plan.rows).to(self.device)]
+                logits = self.lead(plan)[torch.from_numpy(plan.rows).to(self.device)]
             except RuntimeError:  # a model whose forward cannot be captured still runs, eagerly
                 log.exception("event=cuda_graphs_disabled shape=%s", graph_shape)
                 self.graphs = None
@@ -78,9 +88,51 @@ class ModelRunner:
                                        for r, c in zip(plan.rows, chunks, strict=True)])
             else:
                 keep = plan.row_last[plan.rows]
-            ids, positions, batch = self.tensors(plan)
-            logits = self.forward(ids, positions, batch, torch.from_numpy(keep).to(self.device))
+            logits = self.lead(plan, keep)
         self.forward_passes += 1
         for chunk in chunks:
             chunk.seq.num_cached += chunk.n
         return logits.float()
+
+    def lead(self, plan: TickPlan, keep: np.ndarray | None = None) -> torch.Tensor:
+        """Run `plan` as its graph (`keep` None) or eagerly, keeping the logits at flat indices `keep`.
+
+        In a tensor-parallel group this is rank 0: the step goes to the other ranks first.
+        """
+        step = Step(keep is None, plan.shape, self.kv.num_blocks, 0 if keep is None else len(keep))
+        host = torch.from_numpy(pack(plan, keep))
+        if self.group is not None:
+            self.group.send(step)
+
+        def fill(buffer: torch.Tensor) -> None:
+            buffer.copy_(host, non_blocking=True)
+            if self.group is not None:
+                self.group.broadcast(buffer)
+
+        return self.execute(step, fill)
+
+    @torch.inference_mode()
+    def execute(self, step: Step, fill: Callable[[torch.Tensor], None]) -> torch.Tensor:
+        """The forward of `step` on this rank; `fill` writes its payload into the device buffer it is given."""
+        self.kv.grow_to(step.num_blocks)  # the pool rank 0 planned against (other ranks grow as it grew)
+        if step.graph:
+            if self.graphs is None:
+                raise RuntimeError("a CUDA graph step reached a runner without CUDA graphs")
+            g = self.graphs.get(step.shape)
+            fill(g.buffer)
+            return self.graphs.replay(g)
+        buffer = torch.empty(step.size, dtype=torch.int64, device=self.device)
+        fill(buffer)
+        t = unpack(buffer, step)
+        return self.forward(t["ids"], t["positions"], self._batch(t, step.shape), t["keep"])
+
+    def warmup(self, shapes: list[TickShape]) -> None:
+        """Capture the graphs of `shapes` ahead of traffic, so no tick pays for a capture.
+
+        Each capture is an all-padding step (it touches the scratch slot only), so every rank of a
+        tensor-parallel group captures it too.
+        """
+        for shape in shapes:
+            padded = None if self.graphs is None else self.graphs.shape_for(shape)
+            if padded is not None and self.graphs is not None and padded not in self.graphs.graphs:
+                self.lead(plan_tick([], padded))

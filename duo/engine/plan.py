@@ -5,11 +5,16 @@ a long prefill spread over several ticks). `plan_tick` lays chunks out in a `Tic
 `attention.py` for the layout) and allocates the KV slots they write; the runner turns the plan into
 device tensors, and a CUDA graph replays a plan padded to a bucketed shape. Both import this module,
 never each other's.
+
+What a forward needs travels as a `Step` (a few ints: eager or graph, the shape, the pool size) and one flat
+int64 payload of the plan's arrays (`pack` / `unpack`): one copy to the device per tick, and under tensor
+parallelism the very message rank 0 broadcasts to the other ranks (`parallel.py`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -117,3 +122,55 @@ def plan_tick(chunks: list[Chunk], shape: TickShape) -> TickPlan:
         row_last[r] = t + q - 1
         rows[i] = r
     return TickPlan(shape, ids, positions, write, table, key_len, ctx, q_len, row_last, rows)
+
+
+@dataclass(frozen=True)
+class Step:
+    """How one forward runs on every rank: eagerly or as the graph of `shape`, over a pool of `num_blocks`.
+
+    An eager step also carries `keep`, the number of flat token indices whose logits it returns; a graph step
+    returns each row's last token.
+    """
+
+    graph: bool
+    shape: TickShape
+    num_blocks: int
+    keep: int = 0
+
+    HEADER = 7  # ints in `header()`
+
+    def header(self) -> list[int]:
+        s = self.shape
+        return [int(self.graph), s.decode, s.prefill, s.width, s.keys, self.num_blocks, self.keep]
+
+    @classmethod
+    def from_header(cls, h: list[int]) -> Step:
+        return cls(bool(h[0]), TickShape(*h[1:5]), h[5], h[6])
+
+    def layout(self) -> list[tuple[str, tuple[int, ...]]]:
+        """The payload's arrays in order: `TickPlan.INPUTS`, then the kept indices of an eager step."""
+        d, p, t = self.shape.decode, self.shape.prefill, self.shape.tokens
+        shapes = {"ids": (t,), "positions": (t,), "write_slots": (t,), "table": (d + p, self.shape.keys),
+                  "key_len": (d,), "ctx": (p,), "q_len": (p,), "row_last": (d + p,)}
+        parts = [(name, shapes[name]) for name in TickPlan.INPUTS]
+        return parts if self.graph else [*parts, ("keep", (self.keep,))]
+
+    @property
+    def size(self) -> int:
+        return sum(int(np.prod(shape)) for _, shape in self.layout())
+
+
+def pack(plan: TickPlan, keep: np.ndarray | None = None) -> np.ndarray:
+    """The plan's arrays (and an eager step's kept indices) as one flat int64 array, in `Step.layout` order."""
+    parts = [getattr(plan, name).ravel() for name in TickPlan.INPUTS]
+    return np.concatenate(parts if keep is None else [*parts, keep]).astype(np.int64, copy=False)
+
+
+def unpack(flat: Any, step: Step) -> dict[str, Any]:
+    """Views of a flat payload (numpy or torch) as the named arrays of `step`."""
+    out, at = {}, 0
+    for name, shape in step.layout():
+        n = int(np.prod(shape))
+        out[name] = flat[at : at + n].reshape(shape)
+        at += n
+    return out

@@ -19,7 +19,7 @@ from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from duo.engine import Backbone, Engine, EngineConfig, EngineLoop, load_backbone
+from duo.engine import Backbone, Engine, EngineConfig, EngineLoop, TensorParallel, load_backbone
 from duo.files import package_data
 
 from . import auth, server_events
@@ -30,6 +30,14 @@ from .speech import SpeechServices
 
 log = logging.getLogger(__name__)
 STATIC_DIR = package_data("duo.server", "static")
+
+
+def load_model(settings: Settings) -> Backbone:
+    """The backbone the settings name; with `tensor_parallel` > 1, this rank's shard (every rank loads)."""
+    parallel = TensorParallel.join(settings.tensor_parallel) if settings.tensor_parallel > 1 else None
+    adapter = None if settings.adapter == "none" else settings.adapter
+    return load_backbone(settings.model, adapter=adapter, device=settings.device, dtype=settings.dtype,
+                         parallel=parallel)
 
 
 class Server:
@@ -48,10 +56,7 @@ class Server:
 
     async def start(self) -> None:
         if self.backbone is None:
-            s = self.settings
-            adapter = None if s.adapter == "none" else s.adapter
-            self.backbone = await asyncio.to_thread(load_backbone, s.model, adapter=adapter, device=s.device,
-                                                    dtype=s.dtype)
+            self.backbone = await asyncio.to_thread(load_model, self.settings)
         engine = Engine(self.backbone, EngineConfig(max_sessions=2 * self.settings.max_sessions + 1))
         if self.settings.warmup:
             await asyncio.to_thread(engine.warmup)

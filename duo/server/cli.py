@@ -1,10 +1,42 @@
-"""`duo serve`: the realtime server on the embedded default (or any model)."""
+"""`duo serve`: the realtime server on the embedded default (or any model).
+
+With `--tensor-parallel N` it runs as N processes under torchrun (relaunching itself there): rank 0 is the
+server, the other ranks only run their shard of each forward (`duo.engine.parallel`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+from typing import TYPE_CHECKING
 
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from duo.engine import TensorParallel
+
+
+def _join(settings: Settings) -> TensorParallel:
+    """This process's place in the tensor-parallel group, relaunching the command under torchrun if need be."""
+    from duo.engine import TensorParallel, torchrun_argv, under_torchrun
+
+    if not under_torchrun():
+        argv = torchrun_argv(settings.tensor_parallel)
+        os.execv(argv[0], argv)
+    return TensorParallel.join(settings.tensor_parallel)
+
+
+def _follow(settings: Settings, group: TensorParallel) -> None:
+    """A rank > 0: its shard of every forward, until rank 0 says stop. It serves no one."""
+    from duo.engine import follow
+
+    from .app import load_model
+
+    for sig in (signal.SIGINT, signal.SIGTERM):  # rank 0 shuts down first (its last tick needs us), then says stop
+        signal.signal(sig, signal.SIG_IGN)
+    follow(group, load_model(settings))
+    group.close()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -17,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, **flags)
     if not settings.loopback and not settings.keys():
         raise SystemExit("duo serve: listening beyond loopback needs API keys (--api-keys or DUO_API_KEYS)")
+    group = _join(settings) if settings.tensor_parallel > 1 else None
+    if group is not None and not group.leader:
+        _follow(settings, group)
+        return 0
     app = create_app(settings)
 
     class Server(uvicorn.Server):
@@ -24,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
             """SIGTERM: stop accepting, close every session with 1001 and stop the engine, then exit."""
             await app.state.server.stop()
             await super().shutdown(sockets)
+            if group is not None:  # no tick runs any more: the other ranks stop (uvicorn exits by the signal)
+                group.close()
 
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level.lower(),
                             ws_max_size=max(settings.max_frame_bytes * 2, 1 << 24), ssl_certfile=args.ssl_certfile,

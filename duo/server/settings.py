@@ -25,6 +25,8 @@ class Settings(BaseModel):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     dtype: str = Field("auto", description="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
     instructions: str | None = Field(None, description="default system instructions of new sessions")
+    tensor_parallel: int = Field(1, ge=1, description="GPUs of this host to split the model over (runs under "
+                                                      "torchrun, one process per GPU; rank 0 serves)")
     # speech
     asr_model: str = Field("tiny.en", description="speech recognition: tiny.en, base, or a Whisper id/path")
     tts: str = Field("auto", description="speech output: auto (Piper if installed, else espeak-ng), piper, "
