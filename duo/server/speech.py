@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ class SpeechServices:
     _batcher: Any = None
     _speaker: Any = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    on_recognized: Callable[[float], None] | None = None  # seconds from a slice queued to its text (load)
 
     async def recognizer(self) -> tuple[Any, Any]:
         async with self._lock:
@@ -60,6 +62,7 @@ class AudioInput:
         from duo.audio.slicer import Slicer, SlicerConfig
         from duo.audio.transcriber import StreamTranscriber
 
+        self.services = services
         self.stream = PcmStream(rate)
         self.slicer = Slicer(SlicerConfig(slice_s=slice_ms / 1000, pause_s=pause_ms / 1000))
         self.transcriber = StreamTranscriber(recognizer)
@@ -84,7 +87,11 @@ class AudioInput:
         self.slicer.clear()
 
     async def recognize(self, piece: Any) -> Any:
-        return await self.batcher.transcribe(self.transcriber, piece)
+        start = time.monotonic()
+        text = await self.batcher.transcribe(self.transcriber, piece)
+        if self.services.on_recognized is not None:
+            self.services.on_recognized(time.monotonic() - start)
+        return text
 
 
 class RateLimited(Exception):
