@@ -73,14 +73,17 @@ def normal_origin(origin: str) -> str:
 
 
 def origin_allowed(origin: str, allowed: list[str], scheme: str, host: str) -> bool:
-    """A listed origin, or the page's own: same scheme (http for ws, https for wss), host and port."""
+    """A listed origin (scheme included), or the page's own: the same host and port, and a scheme at least
+    as secure as the connection's. A `wss` connection takes only an `https` page; a plain one takes
+    either, since a TLS proxy in front makes an `https` page's connection look plain here (no page at
+    `https://` can come from a plain port itself)."""
     if "*" in allowed:
         return True
     seen = normal_origin(origin)
     if seen in {normal_origin(o) for o in allowed}:
         return True
-    own = "https" if scheme in ("https", "wss") else "http"
-    return seen == normal_origin(f"{own}://{host}")
+    schemes = ("https",) if scheme in ("https", "wss") else ("http", "https")
+    return any(seen == normal_origin(f"{own}://{host}") for own in schemes)
 
 
 def host_name(host: str) -> str:

@@ -97,15 +97,19 @@ def test_dns_rebinding_is_refused_without_keys(tiny) -> None:
 
 
 def test_origin_must_match_with_its_scheme(tiny) -> None:
-    """Same-origin means scheme, host and port: `https://127.0.0.1:PORT` is not the page of a plain
-    `ws://127.0.0.1:PORT` server; a listed origin must match with its scheme too."""
+    """A listed origin matches with its scheme (`http://app.example` is not `https://app.example`); the
+    page's own origin is its host and port with a scheme at least as secure as the connection: over TLS
+    (the proxy's forwarded scheme), an `http://` page of the same host is refused."""
     with live_server(tiny, allowed_origins=["https://app.example"]) as s:
-        for origin, status in ((f"http://127.0.0.1:{s.port}", 101), (f"https://127.0.0.1:{s.port}", 403),
-                               ("https://app.example", 101), ("http://app.example", 403),
-                               ("https://app.example:443", 101)):
-            sock, got = rawws.handshake(s.port, headers={"Origin": origin})
+        for origin, status, headers in (
+                (f"http://127.0.0.1:{s.port}", 101, {}), (f"https://127.0.0.1:{s.port}", 101, {}),
+                ("https://app.example", 101, {}), ("http://app.example", 403, {}),
+                ("https://app.example:443", 101, {}), (f"http://127.0.0.1:{s.port}.evil", 403, {}),
+                (f"http://127.0.0.1:{s.port}", 403, {"X-Forwarded-Proto": "https"}),
+                (f"https://127.0.0.1:{s.port}", 101, {"X-Forwarded-Proto": "https"})):
+            sock, got = rawws.handshake(s.port, headers={"Origin": origin, **headers})
             sock.close()
-            assert got == status, origin
+            assert got == status, (origin, headers)
 
 
 def test_failed_logins_are_throttled_per_address(tiny) -> None:
