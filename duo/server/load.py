@@ -17,6 +17,7 @@ from .metrics import Metrics
 log = logging.getLogger(__name__)
 
 WINDOW_S = 5.0  # recent means: what happened in the last this many seconds
+MIN_TICKS = 3  # one long tick (a lone prefill) is not falling behind; slow ticks back to back are
 
 
 class _Window:
@@ -28,10 +29,11 @@ class _Window:
         self._items.append((now, value))
         self._sum += value
 
-    def mean(self, now: float) -> float | None:
+    def mean(self, now: float, least: int = 1) -> float | None:
+        """The mean of the window's values, None with fewer than `least` of them."""
         while self._items and now - self._items[0][0] > WINDOW_S:
             self._sum -= self._items.popleft()[1]
-        return self._sum / len(self._items) if self._items else None
+        return self._sum / len(self._items) if len(self._items) >= max(1, least) else None
 
 
 class Load:
@@ -60,7 +62,7 @@ class Load:
 
     def _kind(self) -> str | None:
         now = time.monotonic()
-        tick, recognition = self._ticks.mean(now), self._recognitions.mean(now)
+        tick, recognition = self._ticks.mean(now, MIN_TICKS), self._recognitions.mean(now)
         if tick is not None and tick > self.tick_limit_s:
             return "ticks"
         if recognition is not None and recognition > self.recognition_limit_s:
