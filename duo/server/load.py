@@ -1,13 +1,20 @@
 """Whether the server keeps up: recent engine ticks and speech recognition, against their limits.
 
 Overload is said, never silent: while ticks or recognition fall behind, new sessions are refused (1013,
-`overloaded`, with the figures), and the sessions it slows down are told once, with an `error`, when it
-begins — before their replies or transcripts come late.
+`overloaded`, with the figures), and the sessions it slows are told with an `error` when it begins (again
+at most every `TELL_EVERY_S` while it lasts), before their replies or transcripts come late.
+
+Ticks fall behind when they are slower than the limit on average over the last `TICK_WINDOW_S`, and
+there is more than one long tick to show it: at least `MIN_TICKS` of them, or ticks filling most of the
+window. A lone long tick (a prefill on an idle engine) is no overload. Recognition falls behind when a
+slice takes longer than its limit on average over `RECOGNITION_WINDOW_S` (slices come every couple of
+seconds per speaker, and one that takes 20 s says as much as many).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -16,12 +23,18 @@ from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-WINDOW_S = 5.0  # recent means: what happened in the last this many seconds
-MIN_TICKS = 3  # one long tick (a lone prefill) is not falling behind; slow ticks back to back are
+TICK_WINDOW_S = 5.0
+RECOGNITION_WINDOW_S = 30.0
+MIN_TICKS = 3
+BUSY_SHARE = 0.8  # ... or ticks that took this share of the window
+TELL_EVERY_S = 30.0
 
 
 class _Window:
-    def __init__(self) -> None:
+    """Values observed over the last `span_s` seconds."""
+
+    def __init__(self, span_s: float) -> None:
+        self.span_s = span_s
         self._items: deque[tuple[float, float]] = deque()
         self._sum = 0.0
 
@@ -29,11 +42,13 @@ class _Window:
         self._items.append((now, value))
         self._sum += value
 
-    def mean(self, now: float, least: int = 1) -> float | None:
-        """The mean of the window's values, None with fewer than `least` of them."""
-        while self._items and now - self._items[0][0] > WINDOW_S:
+    def stats(self, now: float) -> tuple[int, float]:
+        """How many values, and their sum."""
+        while self._items and now - self._items[0][0] > self.span_s:
             self._sum -= self._items.popleft()[1]
-        return self._sum / len(self._items) if len(self._items) >= max(1, least) else None
+        if not self._items:
+            self._sum = 0.0
+        return len(self._items), self._sum
 
 
 class Load:
@@ -43,8 +58,8 @@ class Load:
                  on_overload: Callable[[str, bool], None]) -> None:
         self.tick_limit_s, self.recognition_limit_s = tick_limit_s, recognition_limit_s
         self.metrics, self.on_overload = metrics, on_overload
-        self._ticks, self._recognitions = _Window(), _Window()
-        self._told: str | None = None  # the kind of overload sessions were last told about
+        self._ticks, self._recognitions = _Window(TICK_WINDOW_S), _Window(RECOGNITION_WINDOW_S)
+        self._told: dict[str, float] = {}  # kind of overload -> when the sessions were last told of it
 
     def tick(self, seconds: float) -> None:
         self._ticks.add(time.monotonic(), seconds)
@@ -56,34 +71,31 @@ class Load:
         self._check()
 
     def overload(self) -> str | None:
-        kind = self._kind()
-        self.metrics.overloaded.set(kind is not None)
-        return None if kind is None else self._describe(kind)
-
-    def _kind(self) -> str | None:
+        """Why the server is behind now, with the figures; None while it keeps up."""
         now = time.monotonic()
-        tick, recognition = self._ticks.mean(now, MIN_TICKS), self._recognitions.mean(now)
-        if tick is not None and tick > self.tick_limit_s:
-            return "ticks"
-        if recognition is not None and recognition > self.recognition_limit_s:
-            return "recognition"
-        return None
+        reason = self._ticks_behind(now) or self._recognition_behind(now)
+        self.metrics.overloaded.set(reason is not None)
+        return reason
 
-    def _describe(self, kind: str) -> str:
-        now = time.monotonic()
-        if kind == "ticks":
-            return (f"engine ticks take {self._ticks.mean(now) or 0:.3g} s on average over the last {WINDOW_S:g} s "
-                    f"(limit {self.tick_limit_s:g} s)")
-        return (f"recognizing a slice of speech takes {self._recognitions.mean(now) or 0:.3g} s on average over "
-                f"the last {WINDOW_S:g} s (limit {self.recognition_limit_s:g} s)")
+    def _ticks_behind(self, now: float) -> str | None:
+        n, total = self._ticks.stats(now)
+        if not n or total / n <= self.tick_limit_s or (n < MIN_TICKS and total < BUSY_SHARE * TICK_WINDOW_S):
+            return None
+        return (f"engine ticks take {total / n:.3g} s on average over the last {TICK_WINDOW_S:g} s "
+                f"(limit {self.tick_limit_s:g} s)")
+
+    def _recognition_behind(self, now: float) -> str | None:
+        n, total = self._recognitions.stats(now)
+        if not n or total / n <= self.recognition_limit_s:
+            return None
+        return (f"recognizing a slice of speech takes {total / n:.3g} s on average over the last "
+                f"{RECOGNITION_WINDOW_S:g} s (limit {self.recognition_limit_s:g} s)")
 
     def _check(self) -> None:
-        kind = self._kind()
-        self.metrics.overloaded.set(kind is not None)
-        if kind is not None and kind != self._told:
-            reason = self._describe(kind)
-            log.warning("event=overloaded reason=%r", reason)
-            self.on_overload(reason, kind == "recognition")  # recognition slows only the sessions that speak
-        elif kind is None and self._told is not None:
-            log.info("event=overload_over")
-        self._told = kind
+        now = time.monotonic()
+        for kind, reason in (("ticks", self._ticks_behind(now)), ("recognition", self._recognition_behind(now))):
+            if reason is not None and now - self._told.get(kind, -math.inf) >= TELL_EVERY_S:
+                self._told[kind] = now
+                log.warning("event=overloaded reason=%r", reason)
+                self.on_overload(reason, kind == "recognition")  # recognition slows only the sessions that speak
+        self.overload()

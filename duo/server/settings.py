@@ -62,11 +62,11 @@ class Settings(BaseModel):
     audio_burst_s: float = Field(10.0, ge=0, description="audio a client may send ahead of real time")
     outbound_queue: int = Field(2048, ge=16, description="events queued for a client before it counts as stuck")
     overload_tick_s: float = Field(1.0, gt=0, description="the server counts as overloaded while engine ticks "
-                                                          "take longer than this on average (over 5 s, at "
-                                                          "least 3 ticks)")
+                                                          "take longer than this on average over 5 s (three "
+                                                          "ticks or more, or ticks filling most of the 5 s)")
     overload_recognition_s: float = Field(4.0, gt=0, description="the server counts as overloaded while "
                                                                  "recognizing a slice of speech takes longer "
-                                                                 "than this on average (over 5 s)")
+                                                                 "than this on average over 30 s")
     warmup: bool = Field(True, description="run one tick before /readyz answers ready")
 
     @field_validator("api_keys", "allowed_origins", "allowed_hosts", mode="before")
