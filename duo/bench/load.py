@@ -110,7 +110,8 @@ class Client:
 async def session(url: str, index: int, args: argparse.Namespace, audio: dict[str, np.ndarray]) -> Session:
     import websockets
 
-    record = Session("audio" if index < round(args.audio * args.sessions) else "text")
+    speaks = int((index + 1) * args.audio) > int(index * args.audio)  # the speakers spread among the typists
+    record = Session("audio" if speaks else "text")
     await asyncio.sleep(args.ramp * index / max(1, args.sessions))
     try:
         ws = await websockets.connect(url, max_size=1 << 24, open_timeout=args.timeout)
