@@ -18,7 +18,10 @@ from duo.audio.errors import AudioFormatError
 SAMPLE_RATE = 16_000
 """The rate everything inside `duo.audio` works at (Silero VAD and Whisper both want 16 kHz)."""
 
-WIRE_RATES = (16_000, 24_000)
+WIRE_RATE = 24_000
+"""The Realtime protocol's PCM16 rate: audio in by default, speech out always."""
+
+WIRE_RATES = (16_000, WIRE_RATE)
 """Rates accepted for raw PCM16 from the wire (the Realtime protocol's 24 kHz default, 16 kHz selectable)."""
 
 MIN_RATE, MAX_RATE = 4_000, 384_000
@@ -67,7 +70,7 @@ def from_float(samples: np.ndarray, sample_rate: int, *, allow_empty: bool = Fal
     return np.clip(resample(arr, rate), -1.0, 1.0)
 
 
-def decode_pcm16(data: bytes | bytearray | memoryview, sample_rate: int = 24_000) -> np.ndarray:
+def decode_pcm16(data: bytes | bytearray | memoryview, sample_rate: int = WIRE_RATE) -> np.ndarray:
     """Decode little-endian signed 16-bit mono PCM at `sample_rate` (wire rates only) to float32 16 kHz."""
     rate = check_rate(sample_rate)
     if rate not in WIRE_RATES:
@@ -83,15 +86,6 @@ def _pcm16_samples(data: bytes | bytearray | memoryview) -> np.ndarray:
     if len(raw) % 2:
         raise AudioFormatError(f"PCM16 data must have an even number of bytes, got {len(raw)}")
     return np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
-
-
-def decode_base64_pcm16(payload: str | bytes, sample_rate: int = 24_000) -> np.ndarray:
-    """Decode the base64 PCM16 of an `input_audio_buffer.append` event."""
-    try:
-        raw = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError, TypeError) as exc:
-        raise AudioFormatError(f"audio is not valid base64: {exc}") from exc
-    return decode_pcm16(raw, sample_rate)
 
 
 def to_pcm16(samples: np.ndarray) -> bytes:
@@ -124,7 +118,7 @@ class PcmStream:
     without poisoning the stream.
     """
 
-    def __init__(self, sample_rate: int = 24_000) -> None:
+    def __init__(self, sample_rate: int = WIRE_RATE) -> None:
         rate = check_rate(sample_rate)
         if rate not in WIRE_RATES:
             raise AudioFormatError(f"PCM16 input must be 16000 or 24000 Hz, got {rate}")

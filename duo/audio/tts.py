@@ -23,12 +23,12 @@ from typing import Protocol
 
 import numpy as np
 
-from duo.audio.decode import resample, to_pcm16
+from duo.audio.decode import WIRE_RATE, resample, to_pcm16
 from duo.audio.errors import SynthesisError
 
 log = logging.getLogger(__name__)
 
-OUTPUT_RATE = 24_000
+OUTPUT_RATE = WIRE_RATE  # speech goes out at the wire rate
 """The Realtime protocol's `pcm16` output: 24 kHz mono little-endian."""
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[\"')\]]*\s+|\n+")
@@ -167,11 +167,6 @@ class SentenceSplitter:
     def flush(self) -> list[str]:
         rest, self._buf = self._buf.strip(), ""
         return self._cap(rest) if any(ch.isalnum() for ch in rest) else []
-
-
-def split_sentences(text: str) -> list[str]:
-    splitter = SentenceSplitter()
-    return splitter.push(text) + splitter.flush()
 
 
 class Speaker:

@@ -20,13 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from duo.audio.decode import WIRE_RATE
+
 from . import metrics
 from .render import RATE, AudioPart, Part, WaitPart
 from .scenario import Scenario
 
 log = logging.getLogger(__name__)
 
-WIRE_RATE = 24_000
 TURN_DETECTION = {"duo": {"type": "duo"}, "server_vad": {"type": "server_vad"}}
 
 

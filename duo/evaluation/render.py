@@ -23,11 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from duo.audio.decode import SAMPLE_RATE
+
 from .scenario import Item, Layer, Play, PlaySound, Say, SaySound, Scenario, Silence, WaitFor
 
 log = logging.getLogger(__name__)
 
-RATE = 16_000
+RATE = SAMPLE_RATE
 RENDER_VERSION = 1  # bump when rendering changes, so caches are rebuilt
 SPEECH_RMS = 0.1  # -20 dBFS over the active frames
 ALSA_DIR = Path("/usr/share/sounds/alsa")

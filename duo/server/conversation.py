@@ -1,7 +1,9 @@
 """The logic of one Realtime session: client events drive its engine session, engine events its replies.
 
-Input side here (slices, speech start and stop, turn detection, truncation, settings); the reply side is
-`responses.py`, the microphone `speech_in.py`. A promoted input ends the running reply, generating or
+Input side here (slices, speech start and stop, truncation, settings) and every turn-taking rule: when
+speech opens an input, stops a reply, or is answered (DUO's judgement, server_vad, the incomplete timeout,
+the client). The reply side is `responses.py`; the microphone, `speech_in.py`, only reports what it heard
+(this object is its `Ears`). A promoted input ends the running reply, generating or
 still being played, with `response.done` `cancelled` / `turn_detected`. Server events go out through the
 transport; nothing here touches the socket or the model.
 """
@@ -27,7 +29,7 @@ from .options import SessionOptions
 from .responses import Responses
 from .settings import Settings
 from .speech import SpeechServices
-from .speech_in import SpeechIn
+from .speech_in import Hearing, SpeechIn
 from .transport import SlowClient, Transport
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,7 @@ class Conversation:
         self.send = transport.send
         self.options = SessionOptions(instructions=settings.instructions)
         self.handle: SessionHandle = loop.open_session(self.options.engine_config(), session_id=session_id)
-        self.listener = SpeechIn(self)
+        self.listener = SpeechIn(speech, settings.audio_burst_s, self, self._hearing())
         self.responses = Responses(transport, speech, metrics)
         self.input_item: str | None = None
         self.pump: asyncio.Task[None] | None = None
@@ -71,8 +73,7 @@ class Conversation:
                 if options.engine_config() != self.options.engine_config():
                     await self._reopen(options, event.event_id)
                 self.options = options
-                if event.session.audio is not None:
-                    self.listener.reset()
+                self.listener.configure(self._hearing())
                 self.send(se.SessionUpdated(session=self.options.describe(self.id)))
             case p.AudioAppend():
                 await self.listener.append(event)
@@ -121,6 +122,9 @@ class Conversation:
         self.input_item = None
         self.pump = asyncio.create_task(self._pump(self.handle))
 
+    def _hearing(self) -> Hearing:
+        return Hearing(self.options.input_rate, *self.options.slicing_ms)
+
     @property
     def judged(self) -> bool:
         return isinstance(self.options.turn_detection, p.DuoTurnDetection)
@@ -147,7 +151,8 @@ class Conversation:
         self.handle.respond()
         self.input_item, self.last_state = None, ""
 
-    def user_started_speaking(self) -> None:
+    # -- the microphone (SpeechIn's ears) --------------------------------------------------------------
+    def speech_started(self, audio_ms: int) -> None:
         self._stop_waiting()
         self.ended = False
         self._begin_input()
@@ -157,9 +162,26 @@ class Conversation:
             if isinstance(td, p.ServerVadTurnDetection) and td.interrupt_response:
                 self.responses.stop_speaking("turn_detected")  # the baseline: any speech stops the reply
                 self._cancel("turn_detected")
+        self.send(se.SpeechStarted(audio_start_ms=audio_ms, item_id=self.input_item))
 
-    def user_stopped_speaking(self) -> None:
+    def speech_stopped(self, audio_ms: int) -> None:
         self.responses.end_of_input = time.monotonic()
+        self.send(se.SpeechStopped(audio_end_ms=audio_ms, item_id=self.input_item))
+
+    def recognized(self, text: Any) -> None:
+        """A recognized slice: shown as transcription, then heard (or, empty at a pause, the pause itself)."""
+        item = self.input_item or p.new_id("item")
+        if text.text:
+            self.send(se.TranscriptionDelta(item_id=item, delta=text.text))
+        if text.final and text.utterance_text:
+            self.send(se.TranscriptionCompleted(item_id=item, transcript=text.utterance_text))
+        if text.text:
+            self.heard(text.text, text.final)
+        elif text.final:
+            self.paused()
+        td = self.options.turn_detection
+        if text.final and isinstance(td, p.ServerVadTurnDetection) and td.create_response and text.utterance_text:
+            self.answer_now()
 
     def _begin_input(self, item_id: str | None = None) -> bool:
         """A new user input item starts unless one is open; remembers whether it began over a reply."""

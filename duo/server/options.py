@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from duo.audio.decode import WIRE_RATE
 from duo.engine import SamplingParams, SessionConfig, Thresholds
 
 from . import objects as ob
@@ -16,12 +17,17 @@ class SessionOptions:
 
     instructions: str | None = None
     output_modalities: list[str] = field(default_factory=lambda: ["text"])
-    input_rate: int = 24_000
+    input_rate: int = WIRE_RATE
     turn_detection: p.DuoTurnDetection | p.ServerVadTurnDetection | None = field(default_factory=p.DuoTurnDetection)
     voice: str = "default"
     temperature: float = 0.0
     top_p: float = 1.0
     max_output_tokens: int = 256
+
+    @property
+    def slicing_ms(self) -> tuple[int, int]:
+        """(slice length, pause that ends speech): the turn detector's, or the server_vad defaults without one."""
+        return (self.turn_detection or p.ServerVadTurnDetection()).slicing_ms
 
     def engine_config(self) -> SessionConfig:
         td = self.turn_detection if isinstance(self.turn_detection, p.DuoTurnDetection) else p.DuoTurnDetection()
@@ -43,7 +49,7 @@ class SessionOptions:
         if audio_in and audio_in.format:
             self.input_rate = audio_in.format.rate
         if patch.input_audio_format:
-            self.input_rate = 24_000
+            self.input_rate = WIRE_RATE
         if audio_in is not None and "turn_detection" in audio_in.model_fields_set:
             self.turn_detection = audio_in.turn_detection
         elif "turn_detection" in fields:
@@ -61,6 +67,6 @@ class SessionOptions:
     def describe(self, sid: str) -> ob.SessionInfo:
         audio = ob.SessionAudio(
             input=ob.InputAudio(format=ob.AudioFormat(rate=self.input_rate), turn_detection=self.turn_detection),
-            output=ob.OutputAudio(format=ob.AudioFormat(rate=24_000), voice=self.voice))
+            output=ob.OutputAudio(format=ob.AudioFormat(rate=WIRE_RATE), voice=self.voice))
         return ob.SessionInfo(id=sid, instructions=self.instructions, output_modalities=self.output_modalities,
                               temperature=self.temperature, max_output_tokens=self.max_output_tokens, audio=audio)

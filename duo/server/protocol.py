@@ -54,6 +54,11 @@ class DuoTurnDetection(BaseModel):
     # wait for more speech however long it takes).
     incomplete_timeout_ms: int | None = Field(3000, ge=200, le=60000)
 
+    @property
+    def slicing_ms(self) -> tuple[int, int]:
+        """(slice length, pause that ends an utterance) for the slicer."""
+        return self.slice_ms, self.pause_ms
+
 
 class ServerVadTurnDetection(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -63,6 +68,11 @@ class ServerVadTurnDetection(BaseModel):
     prefix_padding_ms: int | None = None
     create_response: bool = True
     interrupt_response: bool = True
+
+    @property
+    def slicing_ms(self) -> tuple[int, int]:
+        """DUO's slice length; the pause is this detector's silence."""
+        return DuoTurnDetection.model_fields["slice_ms"].default, self.silence_duration_ms
 
 
 TurnDetection = Annotated[DuoTurnDetection | ServerVadTurnDetection, Field(discriminator="type")]

@@ -37,8 +37,12 @@ class SpeechServices:
                 from duo.audio.whisper_model import load_whisper
 
                 whisper = await asyncio.to_thread(load_whisper, self.asr_model, self.device)
-                self._recognizer, self._batcher = Recognizer(whisper), AsrBatcher()
+                self._recognizer, self._batcher = Recognizer(whisper), TimedBatcher(AsrBatcher(), self._recognized)
             return self._recognizer, self._batcher
+
+    def _recognized(self, seconds: float) -> None:
+        if self.on_recognized is not None:
+            self.on_recognized(seconds)
 
     async def speaker(self) -> Any:
         async with self._lock:
@@ -53,19 +57,32 @@ class SpeechServices:
             await self._batcher.close()
 
 
+class TimedBatcher:
+    """The process's recognition batcher, timing each slice from queued to recognized (the server's load)."""
+
+    def __init__(self, batcher: Any, on_recognized: Callable[[float], None]) -> None:
+        self.batcher, self.on_recognized = batcher, on_recognized
+
+    async def transcribe(self, stream: Any, piece: Any) -> Any:
+        start = time.monotonic()
+        text = await self.batcher.transcribe(stream, piece)
+        self.on_recognized(time.monotonic() - start)
+        return text
+
+    async def close(self) -> None:
+        await self.batcher.close()
+
+
 class AudioInput:
-    """One session's microphone stream: PCM16 in, speech events and recognized slices out, in order."""
+    """One session's microphone stream (`LiveInput`), held to real time, its slices recognized through the
+    process's batcher."""
 
-    def __init__(self, services: SpeechServices, recognizer: Any, batcher: Any, rate: int, slice_ms: int,
-                 pause_ms: int, burst_s: float) -> None:
-        from duo.audio.decode import PcmStream
-        from duo.audio.slicer import Slicer, SlicerConfig
-        from duo.audio.transcriber import StreamTranscriber
+    def __init__(self, recognizer: Any, batcher: Any, rate: int, slice_ms: int, pause_ms: int,
+                 burst_s: float) -> None:
+        from duo.audio.pipeline import LiveInput
+        from duo.audio.slicer import SlicerConfig
 
-        self.services = services
-        self.stream = PcmStream(rate)
-        self.slicer = Slicer(SlicerConfig(slice_s=slice_ms / 1000, pause_s=pause_ms / 1000))
-        self.transcriber = StreamTranscriber(recognizer)
+        self.live = LiveInput(recognizer, rate, SlicerConfig(slice_s=slice_ms / 1000, pause_s=pause_ms / 1000))
         self.batcher = batcher
         self.burst_s = burst_s
         self.started = time.monotonic()
@@ -73,25 +90,23 @@ class AudioInput:
 
     def push_base64(self, payload: str) -> list[Any]:
         """Decode and slice; raises AudioError on bad audio and RateLimited when far ahead of real time."""
-        samples = self.stream.push_base64(payload)
-        ahead = self.received_s + len(samples) / 16_000 - (time.monotonic() - self.started)
+        from duo.audio.decode import SAMPLE_RATE
+
+        samples = self.live.decode(payload)
+        ahead = self.received_s + len(samples) / SAMPLE_RATE - (time.monotonic() - self.started)
         if ahead > self.burst_s:
             raise RateLimited(f"audio is arriving {ahead:.1f} s ahead of real time (limit {self.burst_s:.0f} s)")
-        self.received_s += len(samples) / 16_000
-        return self.slicer.push(samples)
+        self.received_s += len(samples) / SAMPLE_RATE
+        return self.live.push(samples)
 
     def commit(self) -> list[Any]:
-        return self.slicer.flush()
+        return self.live.flush()
 
     def clear(self) -> None:
-        self.slicer.clear()
+        self.live.clear()
 
     async def recognize(self, piece: Any) -> Any:
-        start = time.monotonic()
-        text = await self.batcher.transcribe(self.transcriber, piece)
-        if self.services.on_recognized is not None:
-            self.services.on_recognized(time.monotonic() - start)
-        return text
+        return await self.batcher.transcribe(self.live.transcriber, piece)
 
 
 class RateLimited(Exception):

@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from duo.audio.decode import WIRE_RATE as OUTPUT_RATE
+
 from . import server_events as se
 from .speech import SpeechServices
-
-OUTPUT_RATE = 24_000
 
 
 @dataclass

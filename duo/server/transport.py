@@ -77,6 +77,7 @@ class Transport:
         self.ws, self.settings, self.metrics, self.beta, self.session_id = ws, settings, metrics, beta, session_id
         self.outbox = Outbox(settings.outbound_queue)
         self._closing: asyncio.Future[Any] | None = None
+        self._close_with: tuple[int, str] | None = None  # the close the writer sends after the queued events
 
     def send(self, event: se.ServerEvent) -> None:
         try:
@@ -95,12 +96,18 @@ class Transport:
         self.send(se.Error.of(code, message, event_id, param, kind))
 
     async def close(self, code: int, reason: str = "") -> None:
-        with contextlib.suppress(Exception):
-            await self.ws.close(code, reason)
+        """End the session with `code` once the events queued so far are written (an `error` reaches the
+        client before the close that it explains)."""
+        if self._close_with is None:
+            self._close_with = (code, reason)
+            self.outbox.close()
 
     async def write(self) -> None:
         while (event := await self.outbox.get()) is not None:
             await self.ws.send_text(event.to_json(self.beta))
+        if self._close_with is not None:
+            with contextlib.suppress(Exception):
+                await self.ws.close(*self._close_with)
 
     async def read(self, handle: Callable[[Any], Awaitable[None]]) -> None:
         """Parse client frames and hand them to `handle` until the client leaves or a limit ends the session."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from duo.audio.decode import PcmStream, decode_base64_pcm16, decode_pcm16, from_float, load_file, resample, to_pcm16
+from duo.audio.decode import PcmStream, decode_pcm16, from_float, load_file, resample, to_pcm16
 from duo.audio.errors import AudioError, AudioFormatError
 
 
@@ -33,7 +33,7 @@ def test_pcm16_at_wire_rates_becomes_16k_with_pitch_kept(rate: int) -> None:
 
 def test_base64_matches_raw() -> None:
     raw = to_pcm16(tone(300, 24_000, 0.25))
-    assert np.array_equal(decode_base64_pcm16(base64.b64encode(raw).decode(), 24_000), decode_pcm16(raw, 24_000))
+    assert np.allclose(PcmStream(16_000).push_base64(base64.b64encode(raw).decode()), decode_pcm16(raw, 16_000))
 
 
 @pytest.mark.parametrize(
@@ -42,7 +42,7 @@ def test_base64_matches_raw() -> None:
         (lambda: decode_pcm16(b"\x00\x01\x02", 16_000), "even number of bytes"),
         (lambda: decode_pcm16(b"", 16_000), "empty"),
         (lambda: decode_pcm16(b"\x00\x00", 44_100), "16000 or 24000"),
-        (lambda: decode_base64_pcm16("not base64!!", 24_000), "base64"),
+        (lambda: PcmStream(24_000).push_base64("not base64!!"), "base64"),
         (lambda: from_float(np.array([0.1, np.nan], dtype=np.float32), 16_000), "NaN"),
         (lambda: from_float(np.array([0.1, np.inf]), 16_000), "NaN or infinite"),
         (lambda: from_float(np.zeros(0, dtype=np.float32), 16_000), "empty"),

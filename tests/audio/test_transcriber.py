@@ -12,7 +12,7 @@ from duo.audio.asr import Recognizer
 from duo.audio.decode import load_file
 from duo.audio.errors import AudioError
 from duo.audio.events import AudioSlice, SpeechStarted, SpeechStopped, TextSlice
-from duo.audio.pipeline import stream_events, transcribe_file, utterances
+from duo.audio.pipeline import Output, stream_events, utterances
 from duo.audio.slicer import SlicerConfig
 from duo.audio.textnorm import normalize, wer
 from duo.audio.transcriber import StreamTranscriber, TranscriberConfig, transcribe_batch
@@ -30,6 +30,11 @@ QUERIES = [
 LONG = ("Please remind me tomorrow morning to water the plants on the balcony, then call the dentist about "
         "my appointment, and finally order a birthday present for my sister. After that, book a table for two at "
         "the Italian restaurant near the station for Friday evening.")
+
+
+def transcribe_file(path: Path, recognizer: Recognizer) -> list[Output]:
+    """All events and text slices of an audio file, as a live session hears it."""
+    return list(stream_events(load_file(path), recognizer))
 
 
 def texts(outputs: list) -> list[TextSlice]:  # type: ignore[type-arg]

@@ -16,10 +16,16 @@ from duo.audio.asr import DecodeRequest, Recognizer
 from duo.audio.decode import resample
 from duo.audio.errors import SynthesisError
 from duo.audio.textnorm import wer
-from duo.audio.tts import OUTPUT_RATE, EspeakTts, PiperTts, SentenceSplitter, Speaker, load_voice, split_sentences
+from duo.audio.tts import OUTPUT_RATE, EspeakTts, PiperTts, SentenceSplitter, Speaker, load_voice
 from tests.audio.conftest import need
 
 REPLY = "The timer is set for ten minutes. I will remind you when it rings. Anything else?"
+
+
+def split_sentences(text: str) -> list[str]:
+    """All sentences of a whole text, as the streaming splitter yields them."""
+    splitter = SentenceSplitter()
+    return splitter.push(text) + splitter.flush()
 
 
 @pytest.fixture(scope="module")

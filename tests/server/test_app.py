@@ -197,3 +197,37 @@ def test_a_client_that_stops_reading_is_closed_and_stalls_no_one(embedded) -> No
             await other.ws.close()
 
         asyncio.run(run())
+
+
+def test_a_failing_engine_closes_its_sessions_with_an_error_then_readyz_says_broken(tiny) -> None:
+    """A tick that fails ends the sessions it carried with `error` + 1011; once the engine keeps failing,
+    `/readyz` answers 503 with the reason and new sessions are refused with 1013."""
+    with live_server(tiny) as s:
+        def broken(chunks, **kw):
+            raise RuntimeError("device lost")
+
+        s.state.loop.engine.runner.run = broken
+
+        async def failing_turns() -> None:
+            for _ in range(3):  # each session's first tick (its instructions' prefill) fails
+                c = await connect(s.url)
+                error = await c.until("error")
+                assert error["error"]["code"] == "internal_error" and "device lost" in error["error"]["message"]
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        await c.recv()
+                assert closed.value.rcvd.code == 1011
+
+        asyncio.run(failing_turns())
+        status, body = _get(s.http + "/readyz")
+        assert status == 503 and json.loads(body)["status"] == "broken" and "device lost" in json.loads(body)["reason"]
+
+        async def refused() -> None:
+            ws = await websockets.connect(s.url)
+            event = json.loads(await ws.recv())
+            assert event["type"] == "error" and event["error"]["code"] == "broken"
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.rcvd.code == 1013
+
+        asyncio.run(refused())

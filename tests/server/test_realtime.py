@@ -65,7 +65,7 @@ async def test_unfinished_request_is_answered_after_a_silence(server: InProcessS
     assert (await c.until("duo.input.state"))["state"] == "incomplete"
     decided = loop_time()
     created = await c.until("response.created", timeout=30)
-    assert loop_time() - decided >= 1.4
+    assert loop_time() - decided >= 1.0  # after the silence (1.5 s from the judgement; delivery may lag)
     await c.until("response.done")
     with pytest.raises(TimeoutError):
         await c.until("response.created", timeout=2)
@@ -93,9 +93,10 @@ async def test_unfinished_speech_over_a_reply_is_not_answered_by_the_timeout(ser
     await c.until("response.output_text.delta")
     await c.say("and then she told me that the")
     assert (await c.until("duo.input.state"))["state"] == "incomplete"
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError):  # the timeout (300 ms) would have answered it by now
         await c.until("response.created", timeout=2)
-    assert not any(e["type"] == "response.done" and e["response"]["id"] == first for e in c.events)
+    ended = [e["response"] for e in c.events if e["type"] == "response.done" and e["response"]["id"] == first]
+    assert all(r["status"] != "cancelled" for r in ended), ended  # it runs on, or ended on its own
     await c.ws.close()
 
 
