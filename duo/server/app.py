@@ -23,10 +23,13 @@ from duo.engine import Backbone, Engine, EngineConfig, EngineLoop, TensorParalle
 from duo.files import package_data
 
 from . import auth, server_events
+from .connections import Guard, addr
+from .load import Load
 from .metrics import Metrics
 from .realtime import RealtimeSession
 from .settings import Settings
 from .speech import SpeechServices
+from .transport import SlowClient
 
 log = logging.getLogger(__name__)
 STATIC_DIR = package_data("duo.server", "static")
@@ -47,7 +50,10 @@ class Server:
         self.settings = settings
         self.metrics = Metrics()
         self.keys = settings.keys()
-        self.speech = SpeechServices(settings.asr_model, settings.tts)
+        self.guard = Guard(settings, self.metrics)  # connection limits, shared by the uvicorn protocols
+        self.logins = auth.LoginThrottle(settings.max_login_failures)
+        self.load = Load(settings.overload_tick_s, settings.overload_recognition_s, self.metrics, self._overloaded)
+        self.speech = SpeechServices(settings.asr_model, settings.tts, on_recognized=self.load.recognized)
         self.backbone = backbone
         self.loop: EngineLoop | None = None
         self.sessions: set[RealtimeSession] = set()
@@ -60,11 +66,31 @@ class Server:
         engine = Engine(self.backbone, EngineConfig(max_sessions=2 * self.settings.max_sessions + 1))
         if self.settings.warmup:
             await asyncio.to_thread(engine.warmup)
-        self.loop = EngineLoop(engine, on_tick=lambda s, t: self.metrics.on_tick(s, t.forward_passes, t.sessions,
-                                                                                  t.tokens))
+        self.loop = EngineLoop(engine, on_tick=self._ticked)
         self.loop.start()
         self.ready.set()
         log.info("event=ready model=%s device=%s", self.backbone.name, self.backbone.device)
+
+    def _ticked(self, seconds: float, tick: Any) -> None:
+        self.metrics.on_tick(seconds, tick.forward_passes, tick.sessions, tick.tokens)
+        self.load.tick(seconds)
+
+    def _overloaded(self, reason: str, speaking_only: bool) -> None:
+        """Overload began: the sessions it slows are told before anything comes late."""
+        for session in list(self.sessions):
+            if speaking_only and not session.hears_audio:
+                continue
+            with contextlib.suppress(SlowClient):
+                session.transport.error("overloaded", f"the server is falling behind ({reason}): replies and "
+                                        "transcripts will come late", kind="server_error")
+
+    def observe_kv(self) -> None:
+        """The engine's KV pool now: two counters read without stopping the loop, each exact on its own."""
+        if self.loop is not None:
+            kv = self.loop.engine.kv
+            free = kv.num_free
+            self.metrics.kv_blocks.labels("free").set(free)
+            self.metrics.kv_blocks.labels("used").set(kv.num_blocks - 1 - free)  # block 0 is scratch
 
     def status(self) -> str:
         """ready, loading, closing, or broken (the engine can serve no one: see `broken`)."""
@@ -77,6 +103,10 @@ class Server:
     def broken(self) -> dict[str, str]:
         reason = self.loop.engine.broken if self.loop is not None else None
         return {"reason": reason} if reason else {}
+
+    def refused_host(self, host: str, client: Any) -> None:
+        self.metrics.sessions_refused.labels("host_not_allowed").inc()
+        self.guard.note("refused", reason="host_not_allowed", host=repr(host[:64]), client=addr(client))
 
     async def stop(self) -> None:
         if self.closing:
@@ -96,6 +126,8 @@ def create_app(settings: Settings, backbone: Backbone | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        auth.redact_logs()  # again: the log handlers uvicorn configured since
+        server.guard.quiet_accept_errors(asyncio.get_running_loop())
         task = asyncio.create_task(server.start())
         try:
             yield
@@ -105,8 +137,12 @@ def create_app(settings: Settings, backbone: Backbone | None = None) -> FastAPI:
             with contextlib.suppress(BaseException):
                 await task
 
-    app = FastAPI(title="duo", lifespan=lifespan)
+    # No /docs or /redoc (they load their scripts from a CDN); the schema only when asked for.
+    app = FastAPI(title="duo", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url="/openapi.json" if settings.openapi else None)
     app.state.server = server
+    if not server.keys:  # keyless: loopback names only, so no rebinding page gets through
+        app.add_middleware(auth.HostCheck, allowed_hosts=settings.allowed_hosts, on_refused=server.refused_host)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -121,6 +157,8 @@ def create_app(settings: Settings, backbone: Backbone | None = None) -> FastAPI:
     @app.get("/metrics")
     async def metrics() -> Response:
         server.metrics.sessions.set(len(server.sessions))
+        server.observe_kv()
+        server.load.overload()  # the overload gauge, also once the window has emptied
         return PlainTextResponse(server.metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.websocket("/v1/realtime")
@@ -135,9 +173,19 @@ def create_app(settings: Settings, backbone: Backbone | None = None) -> FastAPI:
 async def serve_session(server: Server, ws: WebSocket) -> None:
     s = server.settings
     subprotocols = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+    address = ws.client.host if ws.client else ""
+    if (wait := server.logins.retry_after(address)) > 0:
+        server.metrics.sessions_refused.labels("too_many_failures").inc()
+        log.info("event=refused reason=too_many_failures client=%s", ws.client)
+        await ws.send_denial_response(PlainTextResponse(
+            "too many failed API key checks from this address\n", 429, headers={"Retry-After": f"{wait:.0f}"}))
+        return
     try:
-        auth.check(server.keys, not s.loopback, ws.headers, ws.query_params, subprotocols, s.allowed_origins)
+        auth.check(server.keys, not s.loopback, ws.headers, ws.query_params, subprotocols, s.allowed_origins,
+                   ws.url.scheme)
     except auth.AuthError as exc:
+        if exc.reason == "invalid_api_key":
+            server.logins.failed(address)
         server.metrics.sessions_refused.labels(exc.reason).inc()
         log.info("event=refused reason=%s client=%s", exc.reason, ws.client)
         await ws.close(1008, exc.reason)
@@ -148,10 +196,12 @@ async def serve_session(server: Server, ws: WebSocket) -> None:
     await ws.accept(**accept)
     beta = ws.headers.get("openai-beta", "").startswith("realtime=v1")
     status = server.status()
-    if status != "ready" or len(server.sessions) >= s.max_sessions:
-        reason = {"loading": "not_ready", "ready": "session_limit"}.get(status, status)
+    overload = server.load.overload() if status == "ready" else None
+    if status != "ready" or len(server.sessions) >= s.max_sessions or overload:
+        reason = "overloaded" if overload else {"loading": "not_ready", "ready": "session_limit"}.get(status, status)
         server.metrics.sessions_refused.labels(reason).inc()
-        await ws.send_text(server_events.Error.of(reason, "the server cannot take another session now").to_json(beta))
+        message = f"the server is falling behind: {overload}" if overload else "the server cannot take a session now"
+        await ws.send_text(server_events.Error.of(reason, message, kind="server_error").to_json(beta))
         await ws.close(1013, reason)
         return
     assert server.loop is not None

@@ -43,11 +43,16 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
+    from .connections import uvicorn_config
     from .settings import load_settings
 
     flags = {name: getattr(args, name, None) for name in Settings.model_fields}
     settings = load_settings(args.config, **flags)
-    if not settings.loopback and not settings.keys():
+    try:
+        keys = settings.keys()
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"duo serve: API keys: {exc}") from None
+    if not settings.loopback and not keys:
         raise SystemExit("duo serve: listening beyond loopback needs API keys (--api-keys or DUO_API_KEYS)")
     group = _join(settings) if settings.tensor_parallel > 1 else None
     if group is not None and not group.leader:
@@ -63,9 +68,8 @@ def run(args: argparse.Namespace) -> int:
             if group is not None:  # no tick runs any more: the other ranks stop (uvicorn exits by the signal)
                 group.close()
 
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level.lower(),
-                            ws_max_size=max(settings.max_frame_bytes * 2, 1 << 24), ssl_certfile=args.ssl_certfile,
-                            ssl_keyfile=args.ssl_keyfile, timeout_graceful_shutdown=10)
+    config = uvicorn_config(app, settings, app.state.server.guard, log_level=args.log_level.lower(),
+                            ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
     Server(config).run()
     return 0
 

@@ -15,14 +15,15 @@ from typing import Any
 import uvicorn
 
 from .app import Server, create_app
+from .connections import uvicorn_config
 from .settings import Settings
 
 
 class InProcessServer:
     def __init__(self, settings: Settings, backbone: Any = None) -> None:
         self.app = create_app(settings, backbone=backbone)
-        self.uvicorn = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning",
-                                                     ws_max_size=1 << 24))
+        config = uvicorn_config(self.app, settings, self.state.guard, host="127.0.0.1", port=0, log_level="warning")
+        self.uvicorn = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.uvicorn.run, name="duo-server", daemon=True)
 
     @property

@@ -17,7 +17,8 @@ class Metrics:
         self.ticks = Counter("duo_ticks", "engine ticks", registry=r)
         self.forward_passes = Counter("duo_forward_passes", "model forward passes", registry=r)
         self.tick_seconds = Histogram("duo_tick_seconds", "engine tick duration", registry=r,
-                                      buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2))
+                                      buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2, 3,
+                                               5, 10, 20, 30))
         self.batch_sessions = Histogram("duo_batch_sessions", "sessions in one tick", registry=r,
                                         buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
         self.batch_tokens = Histogram("duo_batch_tokens", "tokens in one forward", registry=r,
@@ -31,6 +32,16 @@ class Metrics:
                                           "start of interrupting speech to reply stopped", registry=r,
                                           buckets=_LATENCY)
         self.errors = Counter("duo_errors", "error events sent", ["code"], registry=r)
+        self.kv_blocks = Gauge("duo_kv_blocks", "KV cache blocks of the engine's pool", ["state"], registry=r)
+        self.recognition_seconds = Histogram("duo_recognition_seconds", "a slice of speech queued to recognized",
+                                             registry=r, buckets=(*_LATENCY, 20.0, 30.0))
+        self.overloaded = Gauge("duo_overloaded", "1 while ticks or recognition fall behind", registry=r)
+        self.connections_dropped = Counter("duo_connections_dropped", "connections the server closed on a limit "
+                                           "(header_timeout, evicted, connection_limit, write_timeout, "
+                                           "close_blocked, close_timeout, keepalive_timeout, queue_full, "
+                                           "invalid_utf8)", ["reason"], registry=r)
+        self.accept_errors = Counter("duo_accept_errors", "accept() failures (out of file descriptors)",
+                                     registry=r)
 
     def on_tick(self, seconds: float, forward_passes: int, sessions: int, tokens: int) -> None:
         self.ticks.inc()

@@ -6,16 +6,38 @@ Client events are parsed into typed models here; server events are typed in `ser
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, TypeAdapter, ValidationError, field_validator
 
 from duo.ids import new_id as new_id  # the wire's ids, minted as the engine mints its own
+
+MAX_DEPTH = 32  # nesting of arrays and objects in one event (the deepest event of the protocol needs 5)
+MAX_ID = 256  # characters of a client-chosen id
+MAX_OUTPUT_TOKENS = 4096
+Id = Annotated[str, Field(max_length=MAX_ID)]
+
+
+def _output_tokens(value: Any) -> int | str:
+    """A reply's token limit: refused, not clamped, when out of range."""
+    if value == "inf":
+        return "inf"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f'must be an integer from 1 to {MAX_OUTPUT_TOKENS} or "inf"')
+    if not 1 <= value <= MAX_OUTPUT_TOKENS:
+        raise ValueError(f'{_short(str(value))} is out of range: 1 to {MAX_OUTPUT_TOKENS}, or "inf"')
+    return value
+
+
+OutputTokens = Annotated[int | str, PlainValidator(_output_tokens)]
 
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    event_id: str | None = None
+    event_id: Id | None = None
 
 
 # -- turn detection -------------------------------------------------------------------------------------
@@ -73,7 +95,7 @@ class AudioInput(BaseModel):
 class AudioOutput(BaseModel):
     model_config = ConfigDict(extra="ignore")
     format: AudioFormat | None = None
-    voice: str | None = None
+    voice: str | None = Field(None, max_length=64)
 
 
 class AudioConfig(BaseModel):
@@ -93,11 +115,11 @@ class SessionPatch(BaseModel):
     audio: AudioConfig | None = None
     input_audio_format: Literal["pcm16"] | None = None  # beta: 24 kHz PCM16
     turn_detection: TurnDetection | None = Field(default=None)  # beta position
-    voice: str | None = None
+    voice: str | None = Field(None, max_length=64)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    max_output_tokens: int | Literal["inf"] | None = None
-    max_response_output_tokens: int | Literal["inf"] | None = None  # beta
+    max_output_tokens: OutputTokens | None = None
+    max_response_output_tokens: OutputTokens | None = None  # beta
 
 
 # -- client events --------------------------------------------------------------------------------------
@@ -127,7 +149,7 @@ class ContentPart(BaseModel):
 
 class MessageItem(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    id: str | None = None
+    id: Id | None = None
     type: Literal["message"] = "message"
     role: Literal["user", "assistant", "system"]
     content: list[ContentPart] = Field(min_length=1)
@@ -136,7 +158,7 @@ class MessageItem(BaseModel):
 class ItemCreate(_In):
     type: Literal["conversation.item.create"]
     item: MessageItem
-    previous_item_id: str | None = None
+    previous_item_id: Id | None = None
 
 
 class ResponseCreate(_In):
@@ -146,14 +168,21 @@ class ResponseCreate(_In):
 
 class ResponseCancel(_In):
     type: Literal["response.cancel"]
-    response_id: str | None = None
+    response_id: Id | None = None
 
 
 class ItemTruncate(_In):
     type: Literal["conversation.item.truncate"]
-    item_id: str
+    item_id: Id
     content_index: int = 0
     audio_end_ms: int = Field(ge=0)
+
+    @field_validator("content_index")
+    @classmethod
+    def _one_part(cls, value: int) -> int:
+        if value != 0:
+            raise ValueError("an assistant item has one content part: content_index must be 0")
+        return value
 
 
 class DuoInputSlice(_In):
@@ -185,19 +214,65 @@ class ProtocolError(Exception):
         self.code, self.message, self.event_id, self.param = code, message, event_id, param
 
 
-def parse_client_event(raw: str | bytes) -> Any:
-    import json
+def _short(text: str, limit: int = 64) -> str:
+    """Client text echoed in an error, cut: an error never grows with what provoked it."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {_short(text)}")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
+    """Whether arrays and objects nest deeper than `limit` in `text`, found without parsing it.
+
+    Checked before `json.loads`, whose recursion a deep enough document exhausts. Brackets inside strings
+    do not count; an unbalanced text may count deeper than it is, which only refuses it sooner (it is not
+    JSON either way).
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for ch in _NOT_BRACKET.sub("", _STRING.sub("", text)):
+        depth += 1 if ch in "[{" else -1
+        if depth > limit:
+            return True
+    return False
+
+
+def parse_client_event(raw: str | bytes) -> Any:
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode()
+        except UnicodeDecodeError as exc:
+            raise ProtocolError("invalid_json", f"not valid JSON: not UTF-8 ({exc.reason})") from None
+    if too_deep(raw):
+        raise ProtocolError("invalid_json", f"not valid JSON here: nested deeper than {MAX_DEPTH} levels")
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError("invalid_json", f"not valid JSON: {exc}") from None
+        data = json.loads(raw, parse_float=_finite, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("invalid_json", f"not valid JSON: {_short(str(exc), 200)}") from None
     if not isinstance(data, dict):
         raise ProtocolError("invalid_event", "an event is a JSON object")
-    event_id = data.get("event_id") if isinstance(data.get("event_id"), str) else None
+    event_id = data.get("event_id")
+    event_id = event_id if isinstance(event_id, str) and len(event_id) <= MAX_ID else None
     kind = data.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("invalid_event", f"an event's type is a string, not {_short(json.dumps(kind))}",
+                            event_id, "type")
     if kind not in CLIENT_EVENT_TYPES:
-        raise ProtocolError("unknown_event", f"unknown event type {kind!r}", event_id, "type")
+        raise ProtocolError("unknown_event", f"unknown event type {_short(repr(kind))}", event_id, "type")
     try:
         return _client_events.validate_python(data)
     except ValidationError as exc:

@@ -33,7 +33,13 @@ class RealtimeSession:
         self.transport = Transport(ws, settings, metrics, beta, self.id)
         self.conversation = Conversation(self.id, self.transport, loop, speech, settings, metrics)
 
+    @property
+    def hears_audio(self) -> bool:
+        """The client streams audio (it is recognized, so slow recognition delays it)."""
+        return self.conversation.listener.stream is not None
+
     async def run(self) -> None:
+        self.ws.state.session_id = self.id  # the connection's own log lines name the session
         self.conversation.start()
         writer = asyncio.create_task(self.transport.write())
         reader = asyncio.create_task(self.transport.read(self.conversation.on_client_event))
@@ -41,7 +47,9 @@ class RealtimeSession:
             done, _ = await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if (exc := task.exception()) and not isinstance(exc, WebSocketDisconnect | SlowClient):
-                    log.error("session=%s event=session_failed error=%r", self.id, exc)
+                    # not one event failing (the reader answers those with `error`): the session itself
+                    log.error("session=%s event=session_failed error=%r", self.id, exc, exc_info=exc)
+                    await self.transport.close(1011, "internal error")
         finally:
             self.conversation.close()
             reader.cancel()

@@ -199,5 +199,7 @@ class Error(ServerEvent):
     error: ErrorDetail
 
     @classmethod
-    def of(cls, code: str, message: str, event_id: str | None = None, param: str | None = None) -> Error:
-        return cls(error=ErrorDetail(code=code, message=message, param=param, event_id=event_id))
+    def of(cls, code: str, message: str, event_id: str | None = None, param: str | None = None,
+           kind: str = "invalid_request_error") -> Error:
+        """`kind` is the error's `type`: `invalid_request_error` (the client's doing) or `server_error`."""
+        return cls(error=ErrorDetail(type=kind, code=code, message=message, param=param, event_id=event_id))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+KEY_CHARS = re.compile(r"[A-Za-z0-9._~+/=-]+")
 
 
 class Settings(BaseModel):
@@ -38,25 +40,52 @@ class Settings(BaseModel):
     api_keys_file: str | None = Field(None, description="file with one accepted token per line")
     allowed_origins: list[str] = Field(default_factory=list,
                                        description="browser origins allowed to connect ('*' for any)")
+    allowed_hosts: list[str] = Field(default_factory=list,
+                                     description="Host names served besides the loopback ones when no API keys "
+                                                 "are set, e.g. the name a proxy presents ('*' for any)")
+    max_login_failures: int = Field(10, ge=1, description="failed key checks per client address per minute; "
+                                                          "further attempts are refused (HTTP 429) for that minute")
+    openapi: bool = Field(False, description="serve /openapi.json (the HTTP routes' schema; no docs pages)")
     # limits
     max_sessions: int = Field(64, ge=1, description="concurrent sessions; the next gets close code 1013")
-    max_frame_bytes: int = Field(1 << 20, ge=1024, description="largest client message accepted")
+    max_frame_bytes: int = Field(1 << 20, ge=1024, description="largest client message accepted; a bigger frame "
+                                                               "closes the connection (1009) from its header")
+    max_connections: int = Field(0, ge=0, description="open connections (HTTP and WebSocket); at the cap a new one "
+                                                      "evicts the oldest still waiting for its request, or is "
+                                                      "refused; 0: from the open-file limit")
+    header_timeout_s: float = Field(10, gt=0, description="a connection that has not sent its request headers "
+                                                          "this long after opening (or after its last response) "
+                                                          "is closed")
+    keep_alive_s: float = Field(5, gt=0, description="an idle HTTP keep-alive connection is closed after this long")
+    write_timeout_s: float = Field(10, gt=0, description="a client that accepts no data this long (its buffers "
+                                                         "full) is disconnected")
     max_session_s: float = Field(3600, gt=0, description="a session is closed after this long")
     idle_timeout_s: float = Field(300, gt=0, description="a session that sends nothing this long is closed")
     audio_burst_s: float = Field(10.0, ge=0, description="audio a client may send ahead of real time")
     outbound_queue: int = Field(2048, ge=16, description="events queued for a client before it counts as stuck")
+    overload_tick_s: float = Field(1.0, gt=0, description="the server counts as overloaded while engine ticks "
+                                                          "take longer than this on average over 5 s (three "
+                                                          "ticks or more, or ticks filling most of the 5 s)")
+    overload_recognition_s: float = Field(4.0, gt=0, description="the server counts as overloaded while "
+                                                                 "recognizing a slice of speech takes longer "
+                                                                 "than this on average over 30 s")
     warmup: bool = Field(True, description="run one tick before /readyz answers ready")
 
-    @field_validator("api_keys", "allowed_origins", mode="before")
+    @field_validator("api_keys", "allowed_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
 
     def keys(self) -> frozenset[str]:
+        """The accepted keys: `api_keys` and the lines of `api_keys_file` (blank and `#` lines skipped)."""
         keys = set(self.api_keys)
         if self.api_keys_file:
             lines = Path(self.api_keys_file).read_text().splitlines()
-            keys.update(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+            keys.update(key for line in lines if (key := line.strip()) and not key.startswith("#"))
+        for key in keys:
+            if not KEY_CHARS.fullmatch(key):  # a token the log masking recognizes whole
+                raise ValueError(f"an API key may hold only letters, digits and -._~+/= (one of {len(keys)} "
+                                 "does not)")
         return frozenset(keys)
 
     @property

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ class SpeechServices:
     _batcher: Any = None
     _speaker: Any = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    on_recognized: Callable[[float], None] | None = None  # seconds from a slice queued to its text (load)
 
     async def recognizer(self) -> tuple[Any, Any]:
         async with self._lock:
@@ -35,8 +37,12 @@ class SpeechServices:
                 from duo.audio.whisper_model import load_whisper
 
                 whisper = await asyncio.to_thread(load_whisper, self.asr_model, self.device)
-                self._recognizer, self._batcher = Recognizer(whisper), AsrBatcher()
+                self._recognizer, self._batcher = Recognizer(whisper), TimedBatcher(AsrBatcher(), self._recognized)
             return self._recognizer, self._batcher
+
+    def _recognized(self, seconds: float) -> None:
+        if self.on_recognized is not None:
+            self.on_recognized(seconds)
 
     async def speaker(self) -> Any:
         async with self._lock:
@@ -49,6 +55,22 @@ class SpeechServices:
     async def close(self) -> None:
         if self._batcher is not None:
             await self._batcher.close()
+
+
+class TimedBatcher:
+    """The process's recognition batcher, timing each slice from queued to recognized (the server's load)."""
+
+    def __init__(self, batcher: Any, on_recognized: Callable[[float], None]) -> None:
+        self.batcher, self.on_recognized = batcher, on_recognized
+
+    async def transcribe(self, stream: Any, piece: Any) -> Any:
+        start = time.monotonic()
+        text = await self.batcher.transcribe(stream, piece)
+        self.on_recognized(time.monotonic() - start)
+        return text
+
+    async def close(self) -> None:
+        await self.batcher.close()
 
 
 class AudioInput:

@@ -1,9 +1,11 @@
 """A session's socket: client frames in (limits, parsing), server events out through a bounded queue.
 
-Nothing here knows what the events mean. The reader enforces the frame size, idle timeout and session
-length and hands each parsed client event to the conversation; a `ProtocolError` becomes an `error` event
-and the session goes on. The writer serializes server events in order. A client that stops reading fills
-its queue and is closed (1008): the engine loop and the other sessions never wait for it.
+Nothing here knows what the events mean. The reader enforces the idle timeout and session length (the
+frame size is the connection's, `connections.py`) and hands each parsed client event to the conversation;
+a `ProtocolError` becomes an `error` event and the session goes on, as it does when applying an event
+fails (`internal_error`). The writer serializes server events in order. A client that stops reading
+fills its queue and is closed (1008), or its socket stalls and is reset (`connections.py`): the engine
+loop and the other sessions never wait for it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import protocol as p
 from . import server_events as se
@@ -83,12 +85,15 @@ class Transport:
         except SlowClient:
             if self._closing is None:
                 log.warning("session=%s event=slow_client queued=%d", self.session_id, len(self.outbox))
-                self._closing = asyncio.ensure_future(self.ws.close(1008, "client too slow"))
+                self.metrics.connections_dropped.labels("queue_full").inc()
+                # the connection resets rather than wait for a buffer the client does not drain
+                self._closing = asyncio.ensure_future(self.close(1008, "client too slow"))
             raise
 
-    def error(self, code: str, message: str, event_id: str | None = None, param: str | None = None) -> None:
+    def error(self, code: str, message: str, event_id: str | None = None, param: str | None = None,
+              kind: str = "invalid_request_error") -> None:
         self.metrics.errors.labels(code).inc()
-        self.send(se.Error.of(code, message, event_id, param))
+        self.send(se.Error.of(code, message, event_id, param, kind))
 
     async def close(self, code: int, reason: str = "") -> None:
         """End the session with `code` once the events queued so far are written (an `error` reaches the
@@ -122,13 +127,19 @@ class Transport:
             raw = message.get("text") if message.get("text") is not None else message.get("bytes")
             if raw is None:
                 continue
-            if len(raw) > settings.max_frame_bytes:
-                self.error("frame_too_large", f"message of {len(raw)} bytes exceeds {settings.max_frame_bytes}")
-                continue
+            event: Any = None
             try:
-                await handle(p.parse_client_event(raw))
+                event = p.parse_client_event(raw)
+                await handle(event)
             except p.ProtocolError as exc:
                 self.error(exc.code, exc.message, exc.event_id, exc.param)
+            except (SlowClient, WebSocketDisconnect):
+                raise
+            except Exception as exc:  # a failure applying one event: the client is told, the session goes on
+                kind = getattr(event, "type", None)
+                log.exception("session=%s event=handler_failed type=%s", self.session_id, kind)
+                self.error("internal_error", f"the server failed to apply {kind}: {type(exc).__name__}",
+                           getattr(event, "event_id", None), kind="server_error")
 
     async def finish(self, writer: asyncio.Task[None]) -> None:
         """Let the writer flush what is queued (briefly), then stop it."""
