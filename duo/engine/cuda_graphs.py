@@ -26,7 +26,8 @@ Forward = Callable[[torch.Tensor, torch.Tensor, TickBatch, torch.Tensor], torch.
 
 log = logging.getLogger(__name__)
 
-DECODE = (0, 1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 144, 160, 192, 224, 256, 320, 384, 448, 512)
+DECODE = (0, 1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 144, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768,
+          896, 1024, 1280, 1536, 2048)  # rows: up to 1,024 sessions, each a reply and an input being judged
 PREFILL = ((0, 0), (1, 32), (2, 32), (4, 32), (8, 32), (2, 64), (4, 64), (8, 64), (16, 64))
 KEYS = (256, 512, 768, 1024, 1536, 2048, 3072, 4096)
 

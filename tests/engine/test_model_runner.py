@@ -82,7 +82,7 @@ def test_bucket_is_the_smallest_shape_that_holds_the_tick(exact: TickShape, padd
     assert bucket(exact) == padded
 
 
-@pytest.mark.parametrize("shape", [TickShape(600, 0, 0, 10), TickShape(1, 1, 500, 600), TickShape(1, 0, 0, 9000)])
+@pytest.mark.parametrize("shape", [TickShape(3000, 0, 0, 10), TickShape(1, 1, 500, 600), TickShape(1, 0, 0, 9000)])
 def test_shapes_beyond_every_bucket_run_eagerly(shape: TickShape) -> None:
     assert bucket(shape) is None
 
