@@ -13,7 +13,7 @@ ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cu130
 # 1 adds Piper speech output and its voice (GPL-3); without it duo speaks through espeak-ng.
 ARG TTS=0
-# Whisper models converted into the image (tiny.en is the server's default, base the better one on a GPU).
+# Whisper models converted into the image (the server's default `auto` takes base on a GPU, tiny.en on a CPU).
 ARG ASR_MODELS=tiny.en,base
 
 ENV DEBIAN_FRONTEND=noninteractive \

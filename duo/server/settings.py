@@ -30,7 +30,9 @@ class Settings(BaseModel):
     tensor_parallel: int = Field(1, ge=1, description="GPUs of this host to split the model over (runs under "
                                                       "torchrun, one process per GPU; rank 0 serves)")
     # speech
-    asr_model: str = Field("tiny.en", description="speech recognition: tiny.en, base, or a Whisper id/path")
+    asr_model: str = Field("auto", description="speech recognition: auto (base on CUDA, where it costs little and "
+                                               "hears far better; tiny.en on a CPU), tiny.en, base, or a Whisper "
+                                               "id/path")
     tts: str = Field("auto", description="speech output: auto (Piper if installed, else espeak-ng), piper, "
                                           "espeak-ng, none")
     # network

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 class SpeechServices:
     """Loaded lazily (the first audio session pays the load), or up front by `warm`."""
 
-    asr_model: str = "tiny.en"
+    asr_model: str = "auto"  # base on CUDA, tiny.en on a CPU (duo.audio.whisper_model)
     tts_backend: str = "auto"
     device: str | None = None
     _recognizer: Any = None
