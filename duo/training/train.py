@@ -2,8 +2,9 @@
 
 The backbone is loaded untuned through the engine's own loader (special tokens added, embeddings
 resized), so the trained rows and weights line up with what `load_backbone` merges at run time. LoRA also
-trains the four new token rows (`trainable_token_indices`); with tied embeddings peft ties them into the
-output head too, so the state logits move with them.
+trains the four new token rows (`trainable_token_indices`): with tied embeddings peft ties them into the
+output head; an untied head (Qwen's) gets its own trainable rows, since rows that all start at one mean
+would otherwise give the three states equal logits forever.
 """
 
 from __future__ import annotations
@@ -92,8 +93,18 @@ def wrap(model: Any, config: TrainConfig, new_token_ids: list[int]) -> Any:
 
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=list(config.lora_targets), task_type="CAUSAL_LM",
-                      trainable_token_indices={"embed_tokens": sorted(new_token_ids)})
+                      trainable_token_indices=token_rows(model, sorted(new_token_ids)))
     return get_peft_model(model, lora)
+
+
+def token_rows(model: Any, ids: list[int]) -> dict[str, list[int]]:
+    """The rows of the new tokens to train, by module name: the input table, and the head when untied."""
+    names = {id(module): name.rsplit(".", 1)[-1] for name, module in model.named_modules()}
+    table, head = model.get_input_embeddings(), model.get_output_embeddings()
+    rows = {names[id(table)]: ids}
+    if head is not None and head.weight is not table.weight:
+        rows[names[id(head)]] = ids
+    return rows
 
 
 def save_weights(model: Any, config: TrainConfig, target: Path, base_name: str, tokenizer: Any,

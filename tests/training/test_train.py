@@ -113,12 +113,16 @@ def test_resume_reproduces_uninterrupted_run(tmp_path: Path, tiny_model_dir: Pat
         torch.testing.assert_close(straight[key], resumed[key], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("method", ["lora"])
-def test_saved_adapter_merges_to_same_logits(tmp_path: Path, tiny_model_dir: Path, method: str) -> None:
-    """The engine merges the adapter (tied embeddings included); merged logits equal the trained model's."""
+@pytest.mark.parametrize("tied", [True, False])
+def test_saved_adapter_merges_to_same_logits(tmp_path: Path, request: pytest.FixtureRequest, tied: bool) -> None:
+    """The engine merges the adapter (tied or untied head); merged logits equal the trained model's, and the
+    state tokens' rows were trained in the head as in the input table."""
     from peft import PeftModel
 
     from duo.engine.loader import load_backbone
+
+    tiny_model_dir = request.getfixturevalue("tiny_model_dir" if tied else "untied_model_dir")
+    method = "lora"
 
     _toy_data(tmp_path / "data", 16, seed=3)
     config = TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "run"), lr=1e-2, steps=4, batch_size=4,
@@ -138,10 +142,13 @@ def test_saved_adapter_merges_to_same_logits(tmp_path: Path, tiny_model_dir: Pat
     rows = list(merged.state_ids.values())
     # the state rows really moved (trained), and the tie between embedding and head survived the merge
     head, embed = merged.model.get_output_embeddings(), merged.model.get_input_embeddings()
-    assert head.weight.data_ptr() == embed.weight.data_ptr()
-    assert not torch.allclose(merged.model.get_input_embeddings().weight[rows],
-                              load_backbone(str(tiny_model_dir), adapter=None, device="cpu",
-                                            dtype="float32").model.get_input_embeddings().weight[rows])
+    assert (head.weight.data_ptr() == embed.weight.data_ptr()) is tied
+    untrained = load_backbone(str(tiny_model_dir), adapter=None, device="cpu", dtype="float32").model
+    read = merged.prediction_id  # an input: its row in the table learns; the states are only ever predicted
+    assert not torch.allclose(embed.weight[read], untrained.get_input_embeddings().weight[read])
+    head_rows = head.weight[rows]
+    assert not torch.allclose(head_rows, untrained.get_output_embeddings().weight[rows])
+    assert not torch.allclose(head_rows[0], head_rows[1])  # the states no longer share one row
     assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_model_dir)
 
 
