@@ -195,3 +195,30 @@ def test_kl_to_base_keeps_reply_distributions(tmp_path: Path, tiny_model_dir: Pa
 def test_kl_weight_needs_lora(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="LoRA"):
         train(TrainConfig(data=str(tmp_path), out=str(tmp_path / "run"), method="full", kl_weight=1.0))
+
+
+def test_a_step_with_a_non_finite_gradient_is_skipped(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """On one GPU run some batches gave a finite loss but a NaN gradient; one such step, taken, makes every
+    weight and optimizer moment NaN for good. Here one step's backward is made NaN (sqrt at 0 in the graph,
+    zero in the forward): that step is logged as skipped, the others train, and the adapter stays finite."""
+    from duo.engine.loader import load_backbone
+
+    _toy_data(tmp_path / "data", 16, seed=4)
+    backbone = load_backbone(str(tiny_model_dir), adapter=None, device="cpu", dtype="float32")
+    calls = {"n": 0}
+
+    def poison_third_forward(module, args, output):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            return output + torch.sqrt((output - output.detach()) ** 2)  # adds 0; its gradient is NaN
+        return output
+
+    backbone.model.get_decoder().layers[0].mlp.register_forward_hook(poison_third_forward)
+    config = TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "run"), lr=1e-2, steps=5, batch_size=4,
+                         device="cpu", max_len=256, save_dtype="float32", save_every=1000)
+    summary = train(config, backbone=backbone)
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["skipped"] for r in log] == [False, False, True, False, False]
+    assert summary["skipped_steps"] == 1 and all(r["loss"] == r["loss"] for r in log)
+    weights = load_file(tmp_path / "run" / "adapter" / "adapter_model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
