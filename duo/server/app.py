@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 
 from duo.engine.config import EngineConfig
 from duo.engine.llm_engine import Engine
-from duo.engine.loader import Backbone, load_backbone
+from duo.engine.loader import Backbone, default_model, load_backbone
 from duo.engine.loop import EngineLoop
 from duo.files import package_data
 
@@ -52,8 +52,8 @@ class Server:
         if self.backbone is None:
             s = self.settings
             adapter = None if s.adapter == "none" else s.adapter
-            self.backbone = await asyncio.to_thread(load_backbone, s.model, adapter=adapter, device=s.device,
-                                                    dtype=s.dtype)
+            self.backbone = await asyncio.to_thread(load_backbone, s.model or default_model(s.device),
+                                                    adapter=adapter, device=s.device, dtype=s.dtype)
         engine = Engine(self.backbone, EngineConfig(max_sessions=2 * self.settings.max_sessions + 1))
         if self.settings.warmup:
             warm = engine.open_session()
