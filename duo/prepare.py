@@ -3,10 +3,11 @@
 The image build runs it once; on a bare host it saves the first `duo serve` its conversions. Each step reports
 what it did (converted, cached, fetched, ok, skipped or failed):
 
-- model: the embedded default's safetensors conversion (`$DUO_CACHE_DIR/models`), or a hub model downloaded
-  into the Hugging Face cache (`$HF_HOME`), or a local model folder checked for a `config.json`;
-- adapter: the model loaded on the CPU with its adapter merged, which proves both usable (for the embedded
-  default, whose shipped adapter must be present: the loader would otherwise quietly serve the bare model);
+- model: an embedded model's safetensors conversion (`$DUO_CACHE_DIR/models`; split GGUF parts are joined and
+  checked first), or a hub model downloaded into the Hugging Face cache (`$HF_HOME`), or a local model folder
+  checked for a `config.json`;
+- adapter: the model loaded on the CPU with its adapter merged, which proves both usable (for an embedded
+  model, whose shipped adapter must be present: the loader would otherwise quietly serve the bare model);
 - asr:NAME: each Whisper conversion (`$DUO_CACHE_DIR/whisper`);
 - vad and tts: the voice-activity model loads and the speech-output backend speaks a word.
 
@@ -28,6 +29,8 @@ from typing import Any
 # What `from_pretrained` needs of a hub repository: config, tokenizer, chat template and safetensors weights.
 HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
 DEFAULT_ASR = "tiny.en,base"
+MODEL_HELP = ("an embedded model (smollm2-135m-instruct, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b), a Hugging Face "
+              "causal-LM id or a local path (default: the embedded smollm2-135m-instruct)")
 
 
 @dataclass
@@ -71,20 +74,21 @@ def _fetch(repo: str) -> tuple[str, str, str | None]:
 
 
 def is_embedded(model: str | None) -> bool:
-    from duo.engine.loader import DEFAULT_MODEL
+    from duo.engine.embedded import find
 
-    return model in (None, DEFAULT_MODEL)
+    return find(model) is not None
 
 
 def model_step(model: str | None) -> tuple[str, str, str | None]:
-    from duo.engine.loader import embedded_checkpoint
+    from duo.engine.embedded import checkpoint, find
     from duo.files import cache_root
 
-    if is_embedded(model):
+    spec = find(model)
+    if spec is not None:
         before = _manifests(cache_root() / "models", "*/duo-cache.json")
-        path = embedded_checkpoint()
+        path = checkpoint(spec)
         status = "cached" if _was_cached(before, path / "duo-cache.json") else "converted"
-        return status, "embedded SmolLM2-135M-Instruct as safetensors", str(path)
+        return status, f"embedded {spec.title} as safetensors", str(path)
     assert model is not None
     if Path(model).is_dir():
         if not (Path(model) / "config.json").is_file():
@@ -94,18 +98,21 @@ def model_step(model: str | None) -> tuple[str, str, str | None]:
 
 
 def adapter_step(model: str | None, adapter: str) -> tuple[str, str, str | None]:
-    from duo.engine.loader import DEFAULT_ADAPTER, load_backbone
+    from duo.engine.embedded import find
+    from duo.engine.loader import load_backbone
 
-    if is_embedded(model) and adapter == "auto" and not (DEFAULT_ADAPTER / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"the shipped adapter is missing from {DEFAULT_ADAPTER}")
-    if not is_embedded(model):
+    spec = find(model)
+    shipped = spec.adapter_dir() if spec else None
+    if shipped and adapter == "auto" and not (shipped / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"the shipped adapter is missing from {shipped}")
+    if not spec:
         if adapter in ("auto", "none"):
             return "skipped", "no adapter; the model loads when the server starts", None
         if not (Path(adapter) / "adapter_config.json").is_file():
             raise FileNotFoundError(f"{adapter} is not a peft adapter folder (no adapter_config.json)")
         return "ok", "adapter folder present; merged when the server starts", str(Path(adapter).resolve())
     backbone = load_backbone(model, adapter=None if adapter == "none" else adapter, device="cpu")
-    path = DEFAULT_ADAPTER if adapter == "auto" else None if adapter == "none" else Path(adapter)
+    path = shipped if adapter == "auto" else None if adapter == "none" else Path(adapter)
     return "ok", f"{backbone.name} loads and merges on the CPU", str(path) if path else None
 
 
@@ -183,10 +190,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="convert and check every model asset ahead of time (the image build runs it)",
                        description="Make every model asset ready ahead of time, so `duo serve` starts offline and "
                                    "converts nothing. Caches go under $DUO_CACHE_DIR, hub downloads under $HF_HOME.")
-    p.add_argument("--model", default=None,
-                   help="Hugging Face causal-LM id or local path (default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--adapter", default="auto",
-                   help="peft adapter folder; 'auto' = the shipped one for the embedded model, 'none' = no adapter")
+                   help="peft adapter folder; 'auto' = the shipped one for an embedded model, 'none' = no adapter")
     p.add_argument("--asr", default=DEFAULT_ASR,
                    help=f"comma-separated Whisper models to convert or fetch, or 'none' (default {DEFAULT_ASR})")
     p.add_argument("--tts", default="auto", help="speech output to check: auto, piper, espeak-ng, none")

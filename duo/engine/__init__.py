@@ -15,7 +15,7 @@ from .config import EngineConfig, Mode, SamplingParams, SessionConfig, SpecialTo
 from .follower import follow
 from .framing import DEFAULT_INSTRUCTIONS
 from .llm_engine import Engine, TickStats
-from .loader import DEFAULT_MODEL, Backbone, load_backbone
+from .loader import DEFAULT_MODEL, Backbone, default_model, load_backbone
 from .loop import EngineLoop, SessionHandle
 from .parallel import TensorParallel, torchrun_argv, under_torchrun
 
@@ -35,6 +35,7 @@ __all__ = [
     "TensorParallel",
     "Thresholds",
     "TickStats",
+    "default_model",
     "events",
     "follow",
     "load_backbone",

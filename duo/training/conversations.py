@@ -2,7 +2,8 @@
 
 Everything here is text and labels; tokens come later from the backbone's framing (`examples.encode`), so
 one build serves any model whose replies are cached. Randomness comes only from the `random.Random`
-passed in, so a build is a function of its seed.
+passed in, so a build is a function of its seed. Replies come from `replies(text, context)`, `context` being
+the earlier turns a follow-up's reply was written after (user, assistant, ...; empty for any other query).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from .examples import Event
 from .normalize import asr
 from .sources import IGNORE, INCOMPLETE, PROCESS, Item, natural_ends
+
+Replies = Callable[[str, tuple[str, ...]], str]
 
 # Words per slice: the paper's 2 s slices hold 4-6 words; a pause closes some early.
 SLICE_WORDS = (2, 3, 4, 4, 5, 5, 5, 6, 6, 7)
@@ -36,10 +39,18 @@ class Spoken:
     words: list[str]  # one entry per written word; ASR may spell it as several words or drop it ("-")
     ends: frozenset[int]  # word counts after which the utterance could end naturally
     clean: bool = False  # written as is (cased, punctuated), not in the recognizer's plain form
+    lead: Spoken | None = None  # a follow-up's earlier request
 
     @property
     def text(self) -> str:
         return " ".join(w for w in self.words if w)
+
+    def context(self, replies: Replies) -> tuple[str, ...]:
+        """The turns this query's reply follows: its lead and the lead's reply, or none."""
+        return () if self.lead is None else (self.lead.text, replies(self.lead.text, ()))
+
+    def reply(self, replies: Replies) -> str:
+        return replies(self.text, self.context(replies))
 
 
 def stable_unit(*parts: object) -> float:
@@ -55,7 +66,8 @@ def speak(item: Item, seed: int, asr_ratio: float) -> Spoken:
     clean = stable_unit(seed, "asr", item.group, item.text) >= asr_ratio
     if not clean:
         words = [asr(w) for w in words]
-    return Spoken(item, words, frozenset(ends), clean)
+    lead = speak(item.lead, seed, asr_ratio) if item.lead else None
+    return Spoken(item, words, frozenset(ends), clean, lead)
 
 
 def cut_points(spoken: Spoken) -> list[int]:
@@ -114,10 +126,37 @@ def noise_event(spoken: Spoken, rng: random.Random, at: float | None) -> Event:
     return Event("noise", slices, [IGNORE] * len(slices), at=at)
 
 
-def conversation(queries: list[Spoken], noise: list[Spoken], replies: Callable[[str], str],
+def by_source(items: list[Spoken]) -> dict[str, list[Spoken]]:
+    """Ignored speech grouped by source, drawn source first: each kind of overheard speech (news, quotes,
+    talk between people, people addressing each other, monologue) is heard as often as any other, however
+    many items its corpus has (quotes alone outnumber the rest together)."""
+    pools: dict[str, list[Spoken]] = {}
+    for item in items:
+        pools.setdefault(item.item.source, []).append(item)
+    return dict(sorted(pools.items()))
+
+
+def draw(pools: dict[str, list[Spoken]], rng: random.Random) -> Spoken:
+    return rng.choice(pools[rng.choice(list(pools))])
+
+
+def balanced_sample(pools: dict[str, list[Spoken]], k: int, rng: random.Random) -> list[Spoken]:
+    """`k` distinct items taken in turn from each source (shuffled), until `k` or every source runs out."""
+    queues = {source: rng.sample(items, len(items)) for source, items in pools.items()}
+    out: list[Spoken] = []
+    while len(out) < k and any(queues.values()):
+        for queue in queues.values():
+            if queue and len(out) < k:
+                out.append(queue.pop())
+    return out
+
+
+def conversation(queries: list[Spoken], noise: dict[str, list[Spoken]], replies: Replies,
                  rng: random.Random, max_events: int = 6, p_turn: float = 0.45,
                  p_during_reply: float = 0.5) -> list[Event]:
-    """A conversation of 1..max_events inputs; after a reply, inputs arrive during it half the time."""
+    """A conversation of 1..max_events inputs; after a reply, inputs arrive during it half the time.
+
+    A follow-up comes right after its lead request and that request's whole reply."""
     events: list[Event] = []
     replying = False
     position = 0.0
@@ -128,34 +167,41 @@ def conversation(queries: list[Spoken], noise: list[Spoken], replies: Callable[[
             at = position
         if rng.random() < p_turn:
             spoken = rng.choice(queries)
-            events.append(query_event(spoken, replies(spoken.text), rng, at))
+            if spoken.lead is not None:
+                events.append(query_event(spoken.lead, spoken.lead.reply(replies), rng, at))
+                at = None
+            events.append(query_event(spoken, spoken.reply(replies), rng, at))
             replying, position = True, 0.0
         else:
-            events.append(noise_event(rng.choice(noise), rng, at))
+            events.append(noise_event(draw(noise, rng), rng, at))
             if at is None:
                 replying = False  # idle input: the reply, if any, has ended
     return events
 
 
-def eval_rows(queries: list[Spoken], noise: list[Spoken], replies: Callable[[str], str], rng: random.Random,
+def eval_rows(queries: list[Spoken], noise: dict[str, list[Spoken]], replies: Replies, rng: random.Random,
               max_history: int = 2) -> list[dict[str, object]]:
-    """Decision points for `duo eval`: every query whole and cut, and as many ignored fragments."""
+    """Decision points for `duo eval`: every query whole and cut, and as many ignored fragments.
 
-    def history() -> list[dict[str, str]]:
+    A follow-up's history ends with its lead request and that request's reply."""
+    standalone = [q for q in queries if q.lead is None]
+
+    def history(spoken: Spoken | None = None) -> list[dict[str, str]]:
         turns: list[dict[str, str]] = []
-        for spoken in rng.sample(queries, min(len(queries), rng.randint(0, max_history))):
-            turns += [{"role": "user", "content": spoken.text},
-                      {"role": "assistant", "content": replies(spoken.text)}]
+        earlier = rng.sample(standalone, min(len(standalone), rng.randint(0, max_history)))
+        for before in [*earlier, *([spoken.lead] if spoken is not None and spoken.lead else [])]:
+            turns += [{"role": "user", "content": before.text},
+                      {"role": "assistant", "content": before.reply(replies)}]
         return turns
 
     rows: list[dict[str, object]] = []
     for spoken in queries:
-        rows.append({"history": history(), "input": spoken.text, "label": PROCESS})
+        rows.append({"history": history(spoken), "input": spoken.text, "label": PROCESS})
         if cuts := cut_points(spoken):
             k = rng.choice(cuts)
-            rows.append({"history": history(), "input": " ".join(w for w in spoken.words[:k] if w),
+            rows.append({"history": history(spoken), "input": " ".join(w for w in spoken.words[:k] if w),
                          "label": INCOMPLETE})
-    for spoken in rng.sample(noise, min(len(noise), len(queries))):
+    for spoken in balanced_sample(noise, len(queries), rng):
         rows.append({"history": history(), "input": " ".join(fragment(spoken, rng)), "label": IGNORE})
     rng.shuffle(rows)
     return rows

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .conversations import conversation, eval_rows, speak, stable_unit
+from .conversations import by_source, conversation, eval_rows, speak, stable_unit
 from .examples import Event
-from .replies import MAX_NEW_TOKENS, ReplyCache
+from .replies import MAX_NEW_TOKENS, Context, ReplyCache
 from .sources import IGNORE, LABELS, PROCESS, Item, load_all
 
 log = logging.getLogger(__name__)
@@ -61,29 +61,35 @@ def decisions(events: list[Event]) -> Counter[str]:
 
 
 def build(out_dir: Path, config: BuildConfig, cache: ReplyCache, model: str, instructions: str,
-          fill_missing: Callable[[list[str]], None] | None = None) -> dict[str, Any]:
-    """Write the data set; returns its statistics. `fill_missing(queries)` generates absent replies."""
+          fill_missing: Callable[[list[tuple[str, Context]]], None] | None = None) -> dict[str, Any]:
+    """Write the data set; returns its statistics. `fill_missing([(query, earlier turns)])` generates
+    absent replies."""
     items = load_all(config.seed, config.per_template)
     splits = split_items(items, config)
     spoken = {s: [speak(i, config.seed, config.asr_ratio) for i in its] for s, its in splits.items()}
     queries = {s: [x for x in sp if x.item.label == PROCESS and x.text] for s, sp in spoken.items()}
-    noise = {s: [x for x in sp if x.item.label == IGNORE and x.text] for s, sp in spoken.items()}
+    noise = {s: by_source([x for x in sp if x.item.label == IGNORE and x.text]) for s, sp in spoken.items()}
 
-    needed = sorted({q.text for qs in queries.values() for q in qs})
-    missing = [q for q in needed if cache.get(model, instructions, q, config.max_new_tokens) is None]
-    if missing and fill_missing is not None:
-        fill_missing(missing)
-        missing = [q for q in needed if cache.get(model, instructions, q, config.max_new_tokens) is None]
-    if missing:
-        raise MissingReplies(
-            f"{len(missing)} of {len(needed)} queries have no cached reply for model {model!r} in {cache.path} "
-            "(run without --offline to generate them with the model)"
-        )
-
-    def reply(text: str) -> str:
-        found = cache.get(model, instructions, text, config.max_new_tokens)
-        assert found is not None
+    def reply(text: str, context: Context = ()) -> str:
+        found = cache.get(model, instructions, text, config.max_new_tokens, context)
+        if found is None:
+            raise KeyError((text, context))
         return found
+
+    # Replies without earlier turns first: a follow-up's prompt holds its lead's reply.
+    everything = [q for qs in queries.values() for q in qs]
+    for phase in (lambda: {(q.text, ()) for q in everything if q.lead is None},
+                  lambda: {(q.text, q.context(reply)) for q in everything if q.lead is not None}):
+        needed = sorted(phase())
+        missing = [p for p in needed if cache.get(model, instructions, p[0], config.max_new_tokens, p[1]) is None]
+        if missing and fill_missing is not None:
+            fill_missing(missing)
+            missing = [p for p in needed if cache.get(model, instructions, p[0], config.max_new_tokens, p[1]) is None]
+        if missing:
+            raise MissingReplies(
+                f"{len(missing)} of {len(needed)} queries have no cached reply for model {model!r} in {cache.path} "
+                "(run without --offline to generate them with the model)"
+            )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     stats: dict[str, Any] = {"config": config.__dict__, "model": model, "splits": {}}

@@ -1,9 +1,11 @@
 """Self-distillation: the assistant replies in training data are the base model's own greedy answers.
 
 Tuning must teach the state tokens, not new content, so every reply after `process` is what the untuned
-model itself says to that query under the same system prompt. Replies are generated once and cached in a
-gzipped JSON-lines file keyed by (model, instructions, max_new_tokens, query); the cache for the embedded
-default ships with duo, so building the data needs no GPU.
+model itself says to that query under the same system prompt (after the same earlier turns, for a
+follow-up). Replies are generated once and cached in a gzipped JSON-lines file keyed by (model,
+instructions, max_new_tokens, query, earlier turns); the caches for the embedded models ship with duo
+(`data/replies.jsonl.gz` for the default, `data/replies-<name>.jsonl.gz` for the others), so building their
+data needs no GPU.
 """
 
 from __future__ import annotations
@@ -24,26 +26,45 @@ log = logging.getLogger(__name__)
 EMBEDDED_ID = "embedded:smollm2-135m-instruct"
 SHIPPED_CACHE = package_data("duo.training", "data", "replies.jsonl.gz")
 MAX_NEW_TOKENS = 96
+Context = tuple[str, ...]  # earlier turns, user first, alternating with the assistant's replies
 
 
 def model_id(model: str | None) -> str:
     """A stable name for the model that wrote the replies, independent of where its files live.
 
-    A local folder holding duo's conversion of the embedded GGUF (it has `duo-cache.json`) is the embedded
-    default; anything else is named by what was passed.
+    An embedded model's name, or a local folder holding duo's conversion of one (it has `duo-cache.json`),
+    is `embedded:<name>`; anything else is named by what was passed.
     """
-    if model is None or model == EMBEDDED_ID:
-        return EMBEDDED_ID
+    from duo.engine.embedded import PREFIX, find
+
+    spec = find(model)
+    if spec is not None:
+        return spec.id
+    assert model is not None
     path = Path(model)
     if (path / "duo-cache.json").is_file():
-        source = json.loads((path / "duo-cache.json").read_text()).get("source", "")
-        if source.startswith("SmolLM2-135M-Instruct"):
+        manifest = json.loads((path / "duo-cache.json").read_text())
+        if manifest.get("name"):
+            return PREFIX + str(manifest["name"])
+        if str(manifest.get("source", "")).startswith("SmolLM2-135M-Instruct"):  # converted before names
             return EMBEDDED_ID
     return str(model)
 
 
-def cache_key(model: str, instructions: str, query: str, max_new_tokens: int = MAX_NEW_TOKENS) -> str:
-    raw = json.dumps([model, instructions, max_new_tokens, query], ensure_ascii=False)
+def shipped_cache(model: str) -> Path:
+    """The reply cache shipped for `model` (a `model_id`); models without one share the default's file."""
+    from duo.engine.embedded import find
+
+    spec = find(model) if model.startswith("embedded:") else None
+    if spec is None or spec.id == EMBEDDED_ID:
+        return SHIPPED_CACHE
+    return package_data("duo.training", "data", f"replies-{spec.name}.jsonl.gz")
+
+
+def cache_key(model: str, instructions: str, query: str, max_new_tokens: int = MAX_NEW_TOKENS,
+              context: Context = ()) -> str:
+    parts: list[object] = [model, instructions, max_new_tokens, query]
+    raw = json.dumps([*parts, list(context)] if context else parts, ensure_ascii=False)
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
@@ -63,14 +84,16 @@ class ReplyCache:
                         except (ValueError, KeyError) as exc:
                             raise ValueError(f"{self.path}:{n}: not a reply-cache entry ({exc})") from exc
 
-    def get(self, model: str, instructions: str, query: str, max_new_tokens: int = MAX_NEW_TOKENS) -> str | None:
-        entry = self.entries.get(cache_key(model, instructions, query, max_new_tokens))
+    def get(self, model: str, instructions: str, query: str, max_new_tokens: int = MAX_NEW_TOKENS,
+            context: Context = ()) -> str | None:
+        entry = self.entries.get(cache_key(model, instructions, query, max_new_tokens, context))
         return None if entry is None else str(entry["reply"])
 
     def put(self, model: str, instructions: str, query: str, reply: str,
-            max_new_tokens: int = MAX_NEW_TOKENS) -> None:
-        key = cache_key(model, instructions, query, max_new_tokens)
-        self.entries[key] = {"key": key, "model": model, "query": query, "reply": reply}
+            max_new_tokens: int = MAX_NEW_TOKENS, context: Context = ()) -> None:
+        key = cache_key(model, instructions, query, max_new_tokens, context)
+        self.entries[key] = {"key": key, "model": model, "query": query, "reply": reply,
+                             **({"context": list(context)} if context else {})}
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,18 +116,23 @@ def plain_attention(model: Any) -> Iterator[None]:
 
 
 def generate(backbone: Any, framing: Any, queries: list[str], max_new_tokens: int = MAX_NEW_TOKENS,
-             batch_size: int = 64) -> list[str]:
-    """Greedy replies of `backbone` to single-turn `queries`, framed exactly as the engine frames a turn."""
+             batch_size: int = 64, contexts: list[Context] | None = None) -> list[str]:
+    """Greedy replies of `backbone` to `queries` (each after its `contexts` entry, if given), framed exactly
+    as the engine frames a turn."""
     import torch
     from tqdm import tqdm
 
     model, tokenizer = backbone.model, backbone.tokenizer
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     stops = sorted(backbone.stop_ids)
+    contexts = contexts or [()] * len(queries)
     out: list[str] = []
     for start in tqdm(range(0, len(queries), batch_size), desc="replies", unit="batch"):
-        prompts = [framing.system + framing.user_open + framing.slice_ids(q, True) + framing.user_close_assistant_open
-                   for q in queries[start : start + batch_size]]
+        prompts = [framing.history([{"role": "user" if i % 2 == 0 else "assistant", "content": turn}
+                                    for i, turn in enumerate(context)])
+                   + framing.user_open + framing.slice_ids(q, True) + framing.user_close_assistant_open
+                   for q, context in zip(queries[start : start + batch_size],
+                                         contexts[start : start + batch_size], strict=True)]
         width = max(map(len, prompts))
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=backbone.device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=backbone.device)
@@ -118,13 +146,14 @@ def generate(backbone: Any, framing: Any, queries: list[str], max_new_tokens: in
 
 
 def fill(cache: ReplyCache, backbone: Any, framing: Any, model: str, instructions: str,
-         queries: Iterable[str], max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = 64) -> int:
-    """Generate and cache the replies still missing; returns how many were generated."""
-    missing = sorted({q for q in queries if cache.get(model, instructions, q, max_new_tokens) is None})
+         prompts: Iterable[tuple[str, Context]], max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = 64) -> int:
+    """Generate and cache the replies still missing for (query, earlier turns); returns how many."""
+    missing = sorted({(q, c) for q, c in prompts if cache.get(model, instructions, q, max_new_tokens, c) is None})
     if not missing:
         return 0
     log.info("event=replies_generate model=%s count=%d", model, len(missing))
-    for query, reply in zip(missing, generate(backbone, framing, missing, max_new_tokens, batch_size),
-                            strict=True):
-        cache.put(model, instructions, query, reply, max_new_tokens)
+    replies = generate(backbone, framing, [q for q, _ in missing], max_new_tokens, batch_size,
+                       [c for _, c in missing])
+    for (query, context), reply in zip(missing, replies, strict=True):
+        cache.put(model, instructions, query, reply, max_new_tokens, context)
     return len(missing)

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import templates
+from . import overheard, requests, templates
 
 PROCESS, IGNORE, INCOMPLETE = "process", "ignore", "incomplete"
 LABELS = (PROCESS, IGNORE, INCOMPLETE)
@@ -41,6 +41,7 @@ class Item:
     label: str  # PROCESS or IGNORE
     source: str
     group: str  # the source item: everything sharing it lands in the same split
+    lead: Item | None = None  # a follow-up: the earlier request it needs (same group), heard first
 
 
 def package_dir(name: str) -> Path:
@@ -158,6 +159,28 @@ def template_items(texts: Iterable[str], label: str, source: str, per_template: 
     return items
 
 
+def follow_up_items(pairs: Iterable[tuple[str, str]], per_template: int, seed: int,
+                    source: str = "followups") -> list[Item]:
+    """Each pair's instances as an earlier request and its follow-up, filled from one set of slot values."""
+    items = []
+    for index, (first, then) in enumerate(pairs):
+        rng = random.Random(f"{seed}:{source}:{index}")
+        seen: set[str] = set()
+        leads: dict[str, Item] = {}
+        for _ in range(per_template * 4):
+            text = _fill(first + "\n" + then, rng)
+            if text not in seen:
+                seen.add(text)
+                lead_text, follow_text = text.split("\n")
+                if lead_text not in leads:
+                    leads[lead_text] = Item(lead_text, PROCESS, source, f"{source}:{index}")
+                    items.append(leads[lead_text])
+                items.append(Item(follow_text, PROCESS, source, f"{source}:{index}", leads[lead_text]))
+            if len(seen) >= per_template:
+                break
+    return items
+
+
 def natural_ends(text: str) -> tuple[str, set[int]]:
     """Strip `|` marks; return the text and the word counts after which it could naturally end."""
     ends: set[int] = set()
@@ -173,11 +196,17 @@ def natural_ends(text: str) -> tuple[str, set[int]]:
 
 def load_all(seed: int, per_template: int = 12) -> list[Item]:
     """Every source item, in a fixed order."""
+    few = max(per_template // 2, 1)
     return [
         *chatterbot_queries(),
         *mtbench_queries(),
         *template_items(templates.ASSISTANT, PROCESS, "commands", per_template, seed),
+        *template_items(requests.DEVICES, PROCESS, "devices", per_template, seed),
+        *template_items(requests.IMPERATIVES, PROCESS, "imperatives", per_template, seed),
+        *follow_up_items(requests.FOLLOW_UPS, few, seed),
         *news_sentences(),
         *fortunes(),
-        *template_items(templates.PEOPLE, IGNORE, "people", max(per_template // 2, 1), seed),
+        *template_items(templates.PEOPLE, IGNORE, "people", few, seed),
+        *template_items(overheard.ADDRESSED, IGNORE, "addressed", few, seed),
+        *template_items(overheard.MONOLOGUE, IGNORE, "monologue", few, seed),
     ]

@@ -2,8 +2,9 @@
 
 The backbone is loaded untuned through the engine's own loader (special tokens added, embeddings
 resized), so the trained rows and weights line up with what `load_backbone` merges at run time. LoRA also
-trains the four new token rows (`trainable_token_indices`); with tied embeddings peft ties them into the
-output head too, so the state logits move with them.
+trains the four new token rows (`trainable_token_indices`): with tied embeddings peft ties them into the
+output head; an untied head (Qwen's) gets its own trainable rows, since rows that all start at one mean
+would otherwise give the three states equal logits forever.
 """
 
 from __future__ import annotations
@@ -92,8 +93,18 @@ def wrap(model: Any, config: TrainConfig, new_token_ids: list[int]) -> Any:
 
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=list(config.lora_targets), task_type="CAUSAL_LM",
-                      trainable_token_indices={"embed_tokens": sorted(new_token_ids)})
+                      trainable_token_indices=token_rows(model, sorted(new_token_ids)))
     return get_peft_model(model, lora)
+
+
+def token_rows(model: Any, ids: list[int]) -> dict[str, list[int]]:
+    """The rows of the new tokens to train, by module name: the input table, and the head when untied."""
+    names = {id(module): name.rsplit(".", 1)[-1] for name, module in model.named_modules()}
+    table, head = model.get_input_embeddings(), model.get_output_embeddings()
+    rows = {names[id(table)]: ids}
+    if head is not None and head.weight is not table.weight:
+        rows[names[id(head)]] = ids
+    return rows
 
 
 def save_weights(model: Any, config: TrainConfig, target: Path, base_name: str, tokenizer: Any,
@@ -179,6 +190,7 @@ def train(config: TrainConfig, backbone: Any = None, resume: bool = True) -> dic
         "cpu", enabled=False)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
     started = time.time()
+    skipped = 0
     bar = tqdm(total=config.steps, initial=step, desc="train", unit="step")
     with (out / "train_log.jsonl").open("a") as logf:
         while step < config.steps:
@@ -193,14 +205,19 @@ def train(config: TrainConfig, backbone: Any = None, resume: bool = True) -> dic
                                 config.kl_weight)
             optimizer.zero_grad(set_to_none=True)
             parts.loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
+            norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+            finite = bool(torch.isfinite(norm))
+            if finite:
+                optimizer.step()
+            else:  # one non-finite batch would turn every weight and optimizer moment into NaN: skip it
+                optimizer.zero_grad(set_to_none=True)
+                skipped += 1
             scheduler.step()
             step += 1
             record = {"step": step, "loss": round(float(parts.loss.detach()), 5), "state_loss": round(parts.state, 5),
                       "output_loss": round(parts.output, 5),
                       "kl": round(parts.kl, 5), "state_acc": parts.state_correct / max(1, parts.n_state),
-                      "lr": scheduler.get_last_lr()[0]}
+                      "lr": scheduler.get_last_lr()[0], "grad_norm": round(float(norm), 4), "skipped": not finite}
             logf.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{record['loss']:.4f}", state=f"{parts.state:.4f}", out=f"{parts.output:.3f}")
             bar.update(1)
@@ -212,7 +229,7 @@ def train(config: TrainConfig, backbone: Any = None, resume: bool = True) -> dic
     save_weights(model, config, final, model_id(config.model), backbone.tokenizer)
     summary = {"steps": step, "trees": len(trees), "tokens": sum(lengths), "seconds": round(time.time() - started, 1),
                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-               "trainable_params": sum(p.numel() for p in params), "weights": str(final)}
+               "trainable_params": sum(p.numel() for p in params), "weights": str(final), "skipped_steps": skipped}
     dev = Path(config.data) / "dev.jsonl"
     if dev.is_file():
         summary["dev"] = evaluate_trees(model, build_trees(dev, backbone, framing, config.max_len), state_ids, pad,

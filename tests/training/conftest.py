@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _tiny(tmp_path_factory: pytest.TempPathFactory, tied: bool) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -18,12 +17,24 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         tie_word_embeddings=tied, bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id)
     path = tmp_path_factory.mktemp("tiny-llama")
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tied embeddings, as SmolLM2's."""
+    return _tiny(tmp_path_factory, tied=True)
+
+
+@pytest.fixture(scope="session")
+def untied_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An output head of its own, as Qwen2.5's."""
+    return _tiny(tmp_path_factory, tied=False)
 
 
 @pytest.fixture()

@@ -1,7 +1,17 @@
 import random
+from collections import Counter
 
-from duo.training.conversations import cut_points, query_event, speak
-from duo.training.sources import PROCESS, Item
+from duo.training.conversations import (
+    balanced_sample,
+    by_source,
+    conversation,
+    cut_points,
+    draw,
+    eval_rows,
+    query_event,
+    speak,
+)
+from duo.training.sources import IGNORE, PROCESS, Item, follow_up_items
 
 
 def test_cut_points_avoid_natural_ends_and_keep_two_words_missing() -> None:
@@ -52,3 +62,56 @@ def test_clean_form_cut_slices_may_end_in_a_recognizer_mark_and_are_still_incomp
         assert event.slices[-1].endswith("four")
         assert all(t[-1].isalnum() for t in query_event(plain, "Two.", random.Random(seed), None).slices)
     assert marked >= 20, marked
+
+
+def test_a_follow_up_comes_after_its_lead_and_its_reply_is_written_after_them() -> None:
+    """A follow-up ("what about Tokyo") only makes sense after its request: conversations put the request and
+    its whole reply right before it, its reply is the one written after that turn, and its `duo eval` rows
+    carry the turn as the end of their history."""
+    lead = Item("what's the weather like| in Paris", PROCESS, "followups", "followups:0")
+    queries = [speak(Item("what about Tokyo", PROCESS, "followups", "followups:0", lead), 0, 1.0)]
+    noise = by_source([speak(Item("the minister said on tuesday that", IGNORE, "news", "news:0"), 0, 1.0)])
+    asked: list[tuple[str, tuple[str, ...]]] = []
+
+    def replies(text: str, context: tuple[str, ...]) -> str:
+        asked.append((text, context))
+        return f"reply to {text} after {len(context)} turns"
+
+    events = [e for seed in range(20) for e in conversation(queries, noise, replies, random.Random(seed), 6, 0.6)]
+    turns = [(i, e) for i, e in enumerate(events) if e.kind == "turn"]
+    assert turns and len(turns) % 2 == 0
+    for (i, first), (j, then) in zip(turns[::2], turns[1::2], strict=True):
+        assert j == i + 1 and " ".join(first.slices) == "what's the weather like in paris"
+        assert " ".join(then.slices) == "what about tokyo" and then.at is None
+        assert then.reply == "reply to what about tokyo after 2 turns"
+    assert ("what about tokyo", ("what's the weather like in paris",
+                                 "reply to what's the weather like in paris after 0 turns")) in asked
+
+    rows = eval_rows(queries, noise, replies, random.Random(0))
+    process = [r for r in rows if r["label"] == PROCESS]
+    assert [r["input"] for r in process] == ["what about tokyo"]
+    assert process[0]["history"][-2:] == [
+        {"role": "user", "content": "what's the weather like in paris"},
+        {"role": "assistant", "content": "reply to what's the weather like in paris after 0 turns"}]
+
+
+def test_follow_up_items_share_their_slot_values_and_group() -> None:
+    items = follow_up_items([("what's the weather like| in {city}", "what about {city2}")], 12, seed=0)
+    follows = [i for i in items if i.lead is not None]
+    assert len(follows) == 12 and len({i.group for i in items}) == 1
+    for item in follows:
+        city = item.lead.text.split()[-1]
+        assert item.lead in items and item.text.startswith("what about ") and not item.text.endswith(city)
+
+
+def test_ignored_speech_is_drawn_source_first() -> None:
+    """Quotes outnumber talk between people 50 to 1 in the corpora; drawn source first, both are heard alike."""
+    items = [speak(Item(f"quote number {n} about life", IGNORE, "fortunes", f"f:{n}"), 0, 1.0) for n in range(500)]
+    items += [speak(Item(f"are you ready to order {n}", IGNORE, "addressed", f"a:{n}"), 0, 1.0) for n in range(10)]
+    pools = by_source(items)
+    rng = random.Random(0)
+    drawn = Counter(draw(pools, rng).item.source for _ in range(2000))
+    assert 900 < drawn["addressed"] < 1100, drawn
+    sample = balanced_sample(pools, 30, random.Random(1))
+    assert Counter(s.item.source for s in sample) == {"addressed": 10, "fortunes": 20}
+    assert len({s.item.group for s in sample}) == 30

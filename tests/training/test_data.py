@@ -3,18 +3,22 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from duo.engine.framing import DEFAULT_INSTRUCTIONS
 from duo.training.data import BuildConfig, build, split_items
 from duo.training.evaluate import load_rows
-from duo.training.replies import EMBEDDED_ID, SHIPPED_CACHE, ReplyCache
+from duo.training.replies import EMBEDDED_ID, ReplyCache, shipped_cache
 from duo.training.sources import load_all
 
 
-def test_build_is_deterministic_split_by_source_and_offline(tmp_path: Path) -> None:
-    cache = ReplyCache(SHIPPED_CACHE)
+@pytest.mark.parametrize("model", [EMBEDDED_ID, "embedded:qwen2.5-coder-1.5b"])
+def test_build_is_deterministic_split_by_source_and_offline(tmp_path: Path, model: str) -> None:
+    """Each embedded model with an adapter ships the replies its build needs, follow-ups' included."""
+    cache = ReplyCache(shipped_cache(model))
     config = BuildConfig(train_decisions=1500, eval_decisions=200)
-    a = build(tmp_path / "a", config, cache, EMBEDDED_ID, DEFAULT_INSTRUCTIONS)  # no generator: must be cached
-    b = build(tmp_path / "b", config, cache, EMBEDDED_ID, DEFAULT_INSTRUCTIONS)
+    a = build(tmp_path / "a", config, cache, model, DEFAULT_INSTRUCTIONS)  # no generator: must be cached
+    b = build(tmp_path / "b", config, cache, model, DEFAULT_INSTRUCTIONS)
     assert a == b
     for name in ("train.jsonl", "test.jsonl", "test.eval.jsonl"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()

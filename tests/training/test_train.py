@@ -113,12 +113,16 @@ def test_resume_reproduces_uninterrupted_run(tmp_path: Path, tiny_model_dir: Pat
         torch.testing.assert_close(straight[key], resumed[key], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("method", ["lora"])
-def test_saved_adapter_merges_to_same_logits(tmp_path: Path, tiny_model_dir: Path, method: str) -> None:
-    """The engine merges the adapter (tied embeddings included); merged logits equal the trained model's."""
+@pytest.mark.parametrize("tied", [True, False])
+def test_saved_adapter_merges_to_same_logits(tmp_path: Path, request: pytest.FixtureRequest, tied: bool) -> None:
+    """The engine merges the adapter (tied or untied head); merged logits equal the trained model's, and the
+    state tokens' rows were trained in the head as in the input table."""
     from peft import PeftModel
 
     from duo.engine.loader import load_backbone
+
+    tiny_model_dir = request.getfixturevalue("tiny_model_dir" if tied else "untied_model_dir")
+    method = "lora"
 
     _toy_data(tmp_path / "data", 16, seed=3)
     config = TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "run"), lr=1e-2, steps=4, batch_size=4,
@@ -138,10 +142,13 @@ def test_saved_adapter_merges_to_same_logits(tmp_path: Path, tiny_model_dir: Pat
     rows = list(merged.state_ids.values())
     # the state rows really moved (trained), and the tie between embedding and head survived the merge
     head, embed = merged.model.get_output_embeddings(), merged.model.get_input_embeddings()
-    assert head.weight.data_ptr() == embed.weight.data_ptr()
-    assert not torch.allclose(merged.model.get_input_embeddings().weight[rows],
-                              load_backbone(str(tiny_model_dir), adapter=None, device="cpu",
-                                            dtype="float32").model.get_input_embeddings().weight[rows])
+    assert (head.weight.data_ptr() == embed.weight.data_ptr()) is tied
+    untrained = load_backbone(str(tiny_model_dir), adapter=None, device="cpu", dtype="float32").model
+    read = merged.prediction_id  # an input: its row in the table learns; the states are only ever predicted
+    assert not torch.allclose(embed.weight[read], untrained.get_input_embeddings().weight[read])
+    head_rows = head.weight[rows]
+    assert not torch.allclose(head_rows, untrained.get_output_embeddings().weight[rows])
+    assert not torch.allclose(head_rows[0], head_rows[1])  # the states no longer share one row
     assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_model_dir)
 
 
@@ -188,3 +195,30 @@ def test_kl_to_base_keeps_reply_distributions(tmp_path: Path, tiny_model_dir: Pa
 def test_kl_weight_needs_lora(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="LoRA"):
         train(TrainConfig(data=str(tmp_path), out=str(tmp_path / "run"), method="full", kl_weight=1.0))
+
+
+def test_a_step_with_a_non_finite_gradient_is_skipped(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """On one GPU run some batches gave a finite loss but a NaN gradient; one such step, taken, makes every
+    weight and optimizer moment NaN for good. Here one step's backward is made NaN (sqrt at 0 in the graph,
+    zero in the forward): that step is logged as skipped, the others train, and the adapter stays finite."""
+    from duo.engine.loader import load_backbone
+
+    _toy_data(tmp_path / "data", 16, seed=4)
+    backbone = load_backbone(str(tiny_model_dir), adapter=None, device="cpu", dtype="float32")
+    calls = {"n": 0}
+
+    def poison_third_forward(module, args, output):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            return output + torch.sqrt((output - output.detach()) ** 2)  # adds 0; its gradient is NaN
+        return output
+
+    backbone.model.get_decoder().layers[0].mlp.register_forward_hook(poison_third_forward)
+    config = TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "run"), lr=1e-2, steps=5, batch_size=4,
+                         device="cpu", max_len=256, save_dtype="float32", save_every=1000)
+    summary = train(config, backbone=backbone)
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["skipped"] for r in log] == [False, False, True, False, False]
+    assert summary["skipped_steps"] == 1 and all(r["loss"] == r["loss"] for r in log)
+    weights = load_file(tmp_path / "run" / "adapter" / "adapter_model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
