@@ -24,6 +24,7 @@ from duo.files import package_data
 
 from . import auth, server_events
 from .metrics import Metrics
+from .protocol import BETA_SUBPROTOCOL
 from .realtime import RealtimeSession
 from .settings import Settings
 from .speech import SpeechServices
@@ -141,12 +142,12 @@ async def serve_session(server: Server, ws: WebSocket) -> None:
     if "realtime" in subprotocols:
         accept["subprotocol"] = "realtime"
     await ws.accept(**accept)
-    beta = ws.headers.get("openai-beta", "").startswith("realtime=v1")
+    beta = ws.headers.get("openai-beta", "").startswith("realtime=v1") or BETA_SUBPROTOCOL in subprotocols
     status = server.status()
     if status != "ready" or len(server.sessions) >= s.max_sessions:
         reason = {"loading": "not_ready", "ready": "session_limit"}.get(status, status)
         server.metrics.sessions_refused.labels(reason).inc()
-        await ws.send_text(server_events.Error.of(reason, "the server cannot take another session now").to_json(beta))
+        await ws.send_text(server_events.Error.of(reason, "the server cannot take another session now").wire_json(beta))
         await ws.close(1013, reason)
         return
     assert server.loop is not None

@@ -95,7 +95,8 @@ class Transport:
 
     async def write(self) -> None:
         while (event := await self.outbox.get()) is not None:
-            await self.ws.send_text(event.to_json(self.beta))
+            if (text := event.to_json(self.beta)) is not None:
+                await self.ws.send_text(text)
 
     async def read(self, handle: Callable[[Any], Awaitable[None]]) -> None:
         """Parse client frames and hand them to `handle` until the client leaves or a limit ends the session."""

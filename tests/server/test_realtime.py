@@ -277,7 +277,7 @@ async def test_client_vanishing_mid_response_frees_its_kv(server: InProcessServe
     ('{"type": "input_audio_buffer.append", "audio": "AAE="}', "invalid_audio"),  # 2 bytes: fine; see below
     ('{"type": "conversation.item.truncate", "item_id": "nope", "audio_end_ms": 10}', "item_not_found"),
     ('{"type": "session.update", "session": {"audio": {"input": {"turn_detection": {"type": "duo", '
-     '"slice_ms": 99}}}}}', "invalid_event"),
+     '"slice_ms": 99}}}}}', "invalid_value"),
     ("[1, 2]", "invalid_event"),
     pytest.param('{"type": "session.update", "session": {"instructions": "' + "a " * 9000 + '"}}', "invalid_session",
                  id="instructions-beyond-the-window"),
@@ -327,7 +327,8 @@ async def test_shipped_adapter_answers_queries_and_ignores_background_talk() -> 
     tuned = load_backbone(None, device="cpu")  # the embedded model with its shipped adapter
     with live_server(tuned) as live:
         c = await connect(live.url)
-        await c.send("session.update", session={"max_output_tokens": 12})
+        await c.send("session.update", session={"max_output_tokens": 12,  # DUO's defaults, its events on
+                                                "audio": {"input": {"turn_detection": {"type": "duo"}}}})
         await c.until("session.updated")
         await c.say("mark are you coming to the meeting at three")
         assert (await c.until("duo.input.state"))["state"] == "ignore"
