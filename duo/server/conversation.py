@@ -143,6 +143,7 @@ class Conversation:
         self.listener.configure(self._hearing())
         self.user.duo_events = self.options.duo_events
         self.user.vad_events = self.options.turn_detection is not None
+        self.user.complete_at_end = not self.turns.judged
 
     def _commit(self, event: p.AudioCommit) -> None:
         """The client ends the user's turn: what it said is a user item, however DUO would judge it."""

@@ -46,10 +46,10 @@ class Reply:
 
     @property
     def part(self) -> dict[str, str]:
-        """Its content part as it stands."""
+        """Its content part as it stands (content-part events type it `audio` / `text`, GA and beta alike)."""
         if self.playback is not None:
-            return {"type": "output_audio", "transcript": self.text}
-        return {"type": "output_text", "text": self.text}
+            return {"type": "audio", "transcript": self.text}
+        return {"type": "text", "text": self.text}
 
     def item(self, status: ob.ItemStatus) -> ob.MessageItem:
         content: ob.OutputText | ob.OutputAudioContent

@@ -52,6 +52,9 @@ class UserInput:
         self.item: InputItem | None = None
         self.vad_events = True  # standard speech events exist (not with turn detection off)
         self.duo_events = False
+        # An utterance is a complete item at its end (server_vad, or the client decides); under DUO once
+        # its reply starts, so a reply it cuts is cancelled before the new user item appears, as in OpenAI
+        self.complete_at_end = True
 
     def open(self, spoken: bool, start_ms: int = 0) -> InputItem:
         if self.item is None:
@@ -83,7 +86,8 @@ class UserInput:
         item.seconds += seconds
         if final:
             item.final = True
-            self.close()
+            if self.complete_at_end or item.committed:
+                self.close()
         return item
 
     def announce(self) -> None:
@@ -96,7 +100,7 @@ class UserInput:
             self.send(se.SpeechStarted(audio_start_ms=item.start_ms, item_id=item.id))
             if item.end_ms is not None:
                 self._stopped(item)
-        if item.final:
+        if item.final and (self.complete_at_end or item.committed):
             self.close()
 
     def close(self, now: bool = False) -> None:

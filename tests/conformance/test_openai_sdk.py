@@ -135,10 +135,14 @@ def test_barge_in(scenario: Any) -> None:
     assert not ev.of("error")
     first, second = ev.result["first"], ev.result["second"]
     cut = next(r for r in _replies(ev) if r["id"] == first)
-    assert cut["status"] == "cancelled" and cut["status_details"]["reason"] == "turn_detected"
-    assert cut["output"][0]["status"] == "incomplete"
-    assert ev.index("input_audio_buffer.speech_started") < ev.index("response.created", response=ev.of(
-        "response.created")[1]["response"])
+    barge = ev.index("input_audio_buffer.speech_started")
+    cut_at = next(i for i, e in enumerate(ev.all) if e["type"] == "response.done" and e["response"]["id"] == first)
+    if cut_at > barge:  # cut while duo was still producing it
+        assert cut["status"] == "cancelled" and cut["status_details"]["reason"] == "turn_detected"
+        assert cut["output"][0]["status"] == "incomplete"
+    else:  # all of its audio was out before: the client was still playing it, and flushes on the new response
+        assert cut["status"] in ("completed", "incomplete")
+    assert barge < ev.index("response.created", response=ev.of("response.created")[1]["response"])
     done_at = next(i for i, e in enumerate(ev.all) if e["type"] == "response.done" and e["response"]["id"] == first)
     assert not [e for e in ev.all[done_at + 1:] if e.get("response_id") == first]  # nothing after its done
     assert any(e["response"]["id"] == second for e in ev.of("response.done"))

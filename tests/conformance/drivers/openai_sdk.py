@@ -147,7 +147,7 @@ async def long_reply(conn: Any, r: Recorder, max_tokens: int) -> str:
 async def barge_in() -> dict[str, Any]:
     async with connect() as conn:
         r = Recorder(conn)
-        first = await long_reply(conn, r, 48)
+        first = await long_reply(conn, r, 120)
         await speak(conn, "question")
         second = (await r.until("response.created", 120, lambda e: e["response"]["id"] != first))["response"]["id"]
         await r.until("response.done", 120, lambda e: e["response"]["id"] == second)
