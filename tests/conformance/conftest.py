@@ -30,7 +30,6 @@ SPEECH = {
     "question": "what is the capital of france",  # for duo: judged `process`
     "background": "in other news the stock market fell sharply today",  # news read aloud: judged `ignore`
 }
-pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng and sox")
 
 
 @pytest.fixture(scope="package")
@@ -45,6 +44,8 @@ def server() -> Iterator[InProcessServer]:
 @pytest.fixture(scope="package")
 def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Each phrase spoken by espeak-ng as raw 24 kHz PCM16, then a second of silence (a pause)."""
+    if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
+        pytest.skip("the conformance suite speaks with espeak-ng and sox (apt-get install espeak-ng sox)")
     folder = tmp_path_factory.mktemp("speech")
     files = {}
     for name, text in SPEECH.items():
