@@ -53,6 +53,7 @@ class Conversation:
         self.restore = False  # the engine runs one response's own settings: back to the session's after it
         self.cause: str | None = None  # event_id of the newest client event that fed the engine
         self.pump: asyncio.Task[None] | None = None
+        self.closed = False
         self.buffered = False  # audio appended since the last commit or clear
         self.turns = Turns(session_id, self.handle, self.options, self.user, self.responses, metrics)
         self.listener = SpeechIn(speech, settings.audio_burst_s, self.turns, self._hearing())
@@ -63,6 +64,7 @@ class Conversation:
         self.pump = asyncio.create_task(self._pump(self.handle))
 
     def close(self) -> None:
+        self.closed = True
         self.turns.stop_waiting()
         self.handle.close()  # frees the session's KV at the next tick
         self.listener.close()
@@ -200,12 +202,16 @@ class Conversation:
     async def _rewrite(self, event_id: str | None, config: SessionConfig | None = None) -> None:
         """A new engine session holds the conversation as the items now tell it (a running reply ends
         `cancelled`); settings the engine refuses leave the session as it was."""
-        history = self.items.history()
         config = self._effective(config or self.options.engine_config())
+        self.responses.sync_item()  # a running reply's item holds what it has said so far
+        history = self.items.history()
         try:
             self.handle = self.turns.handle = await self.loop.reopen(self.handle, config, history.turns)
         except ValueError as exc:
             raise p.ProtocolError("invalid_session", str(exc), event_id, "session") from None
+        if self.closed:  # the client left while the engine swapped sessions
+            self.handle.close()
+            return
         self.responses.ended("cancelled", "client_cancelled")
         self.user.drop()
         if history.pending:

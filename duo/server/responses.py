@@ -152,6 +152,11 @@ class Responses:
         else:
             self._finish(reply, status, reason)
 
+    def sync_item(self) -> None:
+        """The running reply's conversation item as it stands (what a rewrite of the conversation keeps)."""
+        if self.reply is not None and self.reply.in_conversation:
+            self.items.replace(self.reply.item("in_progress"))
+
     def stop_speaking(self, reason: str) -> None:
         """Stop the reply being spoken or played; its queued audio is withdrawn, its events are not."""
         playback = self.voice.stop()

@@ -81,8 +81,8 @@ class UserInput:
         item = self.open(spoken)
         if text:
             item.texts.append(text.strip())
-            if self.duo_events and spoken:
-                self.send(se.DuoTranscript(item_id=item.id, text=text.strip(), final=final))
+        if self.duo_events and spoken and (text or final):  # an empty final slice still ends the utterance
+            self.send(se.DuoTranscript(item_id=item.id, text=text.strip(), final=final))
         item.seconds += seconds
         if final:
             item.final = True

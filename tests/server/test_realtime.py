@@ -184,11 +184,12 @@ async def test_audio_conversation_from_synthesized_speech(server: InProcessServe
     c = await connect(server.url)
     await c.configure(**ANSWER)
     await _stream(c, _speech_pcm24k(tmp_path, "what is the capital of france"))
-    await c.until("input_audio_buffer.speech_started")
+    await c.until("duo.input.speech_started")  # what duo heard, at once (duo-aware clients)
+    await c.until("duo.input.state", state="process")
+    await c.until("input_audio_buffer.speech_started")  # the standard events: a turn for duo
     await c.until("input_audio_buffer.speech_stopped")
     transcript = await c.until("conversation.item.input_audio_transcription.completed")
     assert "capital of france" in transcript["transcript"].lower()
-    assert (await c.until("duo.input.state"))["state"] == "process"
     await c.until("response.created")
     await c.ws.close()
 
