@@ -111,18 +111,25 @@ def load_file(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 class PcmStream:
-    """Per-session decoder of wire chunks into 16 kHz float32.
+    """Per-session decoder of wire chunks (PCM16, or G.711 `pcmu` / `pcma` at 8 kHz) into 16 kHz float32.
 
     Resampling each chunk on its own would put a filter transient at every chunk edge; this keeps one soxr
     stream so consecutive chunks join seamlessly. Validation is per chunk, so one bad chunk is rejected
     without poisoning the stream.
     """
 
-    def __init__(self, sample_rate: int = WIRE_RATE) -> None:
+    def __init__(self, sample_rate: int = WIRE_RATE, codec: str = "pcm16") -> None:
+        from duo.audio import g711
+
         rate = check_rate(sample_rate)
-        if rate not in WIRE_RATES:
+        if codec in g711.CODECS:
+            if rate != g711.G711_RATE:
+                raise AudioFormatError(f"G.711 input is {g711.G711_RATE} Hz, got {rate}")
+        elif codec != "pcm16":
+            raise AudioFormatError(f"unknown codec {codec!r}")
+        elif rate not in WIRE_RATES:
             raise AudioFormatError(f"PCM16 input must be 16000 or 24000 Hz, got {rate}")
-        self.sample_rate = rate
+        self.sample_rate, self.codec = rate, codec
         self._resampler = None
         if rate != SAMPLE_RATE:
             import soxr
@@ -131,7 +138,14 @@ class PcmStream:
 
     def push(self, data: bytes | bytearray | memoryview) -> np.ndarray:
         """Decode one chunk; returns the 16 kHz samples ready so far (may be a few ms behind the input)."""
-        samples = _pcm16_samples(data)
+        if self.codec == "pcm16":
+            samples = _pcm16_samples(data)
+        else:
+            from duo.audio import g711
+
+            if not data:
+                raise AudioFormatError("audio is empty")
+            samples = g711.decode(bytes(data), self.codec).astype(np.float32) / 32768.0
         if self._resampler is None:
             return samples
         return self._resampler.resample_chunk(samples, last=False)

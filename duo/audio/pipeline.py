@@ -25,13 +25,13 @@ class LiveInput:
     `transcriber` turns each slice into a `TextSlice` (directly, or through the server's batcher)."""
 
     def __init__(self, recognizer: Recognizer, rate: int = WIRE_RATE, slicer: SlicerConfig | None = None,
-                 transcriber: TranscriberConfig | None = None) -> None:
-        self.pcm = PcmStream(rate)
+                 transcriber: TranscriberConfig | None = None, codec: str = "pcm16") -> None:
+        self.pcm = PcmStream(rate, codec)
         self.slicer = Slicer(slicer)
         self.transcriber = StreamTranscriber(recognizer, transcriber)
 
     def decode(self, payload: str | bytes) -> np.ndarray:
-        """The 16 kHz samples of one base64 PCM16 chunk (raises AudioFormatError on bad audio)."""
+        """The 16 kHz samples of one base64 wire chunk (raises AudioFormatError on bad audio)."""
         return self.pcm.push_base64(payload)
 
     def push(self, samples: np.ndarray) -> list[Event]:

@@ -119,7 +119,8 @@ class Conn:
 
         conn = cls(await websockets.connect(url, max_size=1 << 24))
         await conn.until(lambda e: e["type"] == "session.created")
-        await conn.send("session.update", session={"max_output_tokens": max_tokens})
+        await conn.send("session.update", session={"max_output_tokens": max_tokens,  # DUO, its duo.* events on
+                                                   "audio": {"input": {"turn_detection": {"type": "duo"}}}})
         await conn.until(lambda e: e["type"] == "session.updated")
         return conn
 

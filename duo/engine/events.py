@@ -36,6 +36,7 @@ class StateDecided(Event):
 class ResponseStarted(Event):
     response_id: str
     input_text: str
+    request: str | None = None  # the tag of the `respond` that started it (None: DUO's own decision)
 
 
 @dataclass(frozen=True)

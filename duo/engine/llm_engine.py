@@ -104,8 +104,10 @@ class Engine:
         self._joining.append(session)
         return session
 
-    def replace_session(self, session_id: str, config: SessionConfig) -> Session:
-        """The session under new settings: a new one continues the conversation as the model holds it.
+    def replace_session(self, session_id: str, config: SessionConfig,
+                        history: list[dict[str, str]] | None = None) -> Session:
+        """The session under new settings: a new one continues the conversation as the model holds it (or
+        `history`, when the caller rewrites it).
 
         Call between ticks. A running reply ends (no event: the caller knows); settings that fail leave
         the old session as it was (ValueError).
@@ -113,7 +115,7 @@ class Engine:
         old = self._find(session_id)
         if old is None:
             raise KeyError(session_id)
-        new = self._new_session(session_id, config, old.history())
+        new = self._new_session(session_id, config, old.history() if history is None else history)
         old.close()
         if self.sessions.get(session_id) is old:
             self.sessions[session_id] = new

@@ -42,8 +42,8 @@ class SessionHandle:
         self.session.push_slice(text, final, judge)
         self.loop.wake()
 
-    def respond(self) -> None:
-        self.session.respond()
+    def respond(self, request: str | None = None) -> None:
+        self.session.respond(request)
         self.loop.wake()
 
     def truncate(self, response_id: str, chars: int) -> None:
@@ -88,15 +88,16 @@ class EngineLoop:
         self.wake()
         return handle
 
-    async def reopen(self, handle: SessionHandle, config: SessionConfig) -> SessionHandle:
-        """The session under new settings, continuing its conversation (see `Engine.replace_session`).
+    async def reopen(self, handle: SessionHandle, config: SessionConfig,
+                     history: list[dict[str, str]] | None = None) -> SessionHandle:
+        """The session under new settings, continuing its conversation or `history` (`Engine.replace_session`).
 
         Returns a new handle for the same id; the old one gets a final `SessionClosed("replaced")`, so its
         reader knows that nothing more comes. Raises ValueError, with the old session untouched, on bad settings.
         """
 
         def swap() -> SessionHandle:
-            new = SessionHandle(self.engine.replace_session(handle.id, config), self)
+            new = SessionHandle(self.engine.replace_session(handle.id, config, history), self)
             self._handles[handle.id] = new
             handle.events.put_nowait(ev.SessionClosed(handle.id, reason="replaced"))
             return new

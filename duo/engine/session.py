@@ -134,9 +134,10 @@ class Session:
         """
         self.inbox.append(("slice", (text, final, judge)))
 
-    def respond(self) -> None:
-        """Answer the input heard so far now, without waiting for a `process` forecast."""
-        self.inbox.append(("respond", None))
+    def respond(self, request: str | None = None) -> None:
+        """Answer the input heard so far now, without waiting for a `process` forecast; with no input, the
+        assistant speaks next all the same. `request` tags the reply's `ResponseStarted`."""
+        self.inbox.append(("respond", request))
 
     def pause(self) -> None:
         """The speaker paused after a slice that was cut by the length limit."""
@@ -168,7 +169,7 @@ class Session:
             elif kind == "cancel" and self.reply is not None:
                 out += self._finish(ev.ResponseStatus.CANCELLED)
             elif kind == "respond":
-                out += self._respond()
+                out += self._respond(arg)
             elif kind == "truncate":
                 self._truncate(*arg)
         return out
@@ -247,11 +248,12 @@ class Session:
         self.input = InputChannel(seq, self.vocab.prediction_id, kept=len(seq))
         return out
 
-    def _respond(self) -> list[ev.Event]:
-        if self.input is None or not self.input.texts:
-            return self._error("no_input", "there is no user input to respond to")
+    def _respond(self, request: str | None = None) -> list[ev.Event]:
+        if self.input is None:
+            self._fork()  # nothing new was said: an empty user turn, and the assistant goes on
+        assert self.input is not None
         self.input.rollback()  # a forecast in flight is moot
-        return self._promote()
+        return self._promote(request)
 
     def _on_pause(self) -> list[ev.Event]:
         inp = self.input
@@ -286,7 +288,7 @@ class Session:
                 return [decided, *self._promote()]
         return [decided]
 
-    def _promote(self) -> list[ev.Event]:
+    def _promote(self, request: str | None = None) -> list[ev.Event]:
         """The input channel becomes the output channel; a reply in progress is cut where it forked."""
         inp, old = self.input, self.last
         assert inp is not None
@@ -305,7 +307,7 @@ class Session:
         self.last, self.input = inp.seq, None
         rid = new_id("resp")
         self.reply = Reply(rid, inp.seq, len(inp.seq), user_text, IncrementalDetokenizer(self.vocab.tokenizer))
-        return [*out, ev.ResponseStarted(self.id, rid, user_text)]
+        return [*out, ev.ResponseStarted(self.id, rid, user_text, request)]
 
     # -- output channel --------------------------------------------------------------------------------
     def _on_output_token(self, token: int) -> list[ev.Event]:

@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -48,6 +48,46 @@ def to_wire(samples: np.ndarray) -> bytes:
     return to_pcm16(resample(samples, RATE, WIRE_RATE))
 
 
+class Heard:
+    """What the evaluation records of the user's speech: all of it, as the server heard it.
+
+    Under DUO a standard client learns of speech only once DUO judges it for duo; the evaluation measures
+    the raw hearing, so in that mode it records the `duo.input.*` events under the standard names the metrics
+    read, and not the judged copies.
+    """
+
+    RAW: ClassVar[dict[str, str]] = {"duo.input.speech_started": "input_audio_buffer.speech_started",
+                                     "duo.input.speech_stopped": "input_audio_buffer.speech_stopped"}
+    JUDGED: ClassVar[frozenset[str]] = frozenset({"input_audio_buffer.speech_started", metrics.TRANSCRIPT,
+                                                  "input_audio_buffer.speech_stopped", metrics.TRANSCRIPT_DELTA})
+
+    def __init__(self, mode: str) -> None:
+        self.raw = mode == "duo"
+        self.words: dict[str, list[str]] = {}
+
+    def __call__(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        kind = event.get("type")
+        if not self.raw:
+            return [event]
+        if kind in self.JUDGED:
+            return []
+        if kind in self.RAW:
+            return [{**event, "type": self.RAW[kind]}]
+        if kind != "duo.input.transcript":
+            return [event]
+        item, text = event.get("item_id") or "", str(event.get("text", ""))
+        words = self.words.setdefault(item, [])
+        out = []
+        if text:
+            words.append(text)
+            out.append({"type": metrics.TRANSCRIPT_DELTA, "item_id": item, "delta": text})
+        if event.get("final"):
+            if words:
+                out.append({"type": metrics.TRANSCRIPT, "item_id": item, "transcript": " ".join(words)})
+            self.words.pop(item, None)
+        return out
+
+
 def compact(event: dict[str, Any], t: float) -> dict[str, Any]:
     """A server event as recorded: its time, no event id, audio as a duration, response fields flattened."""
     kind = event.get("type", "?")
@@ -74,6 +114,7 @@ class ScenarioRun:
 
     def __init__(self, scenario: Scenario, mode: str, options: PlayOptions) -> None:
         self.scenario, self.mode, self.options = scenario, mode, options
+        self.heard = Heard(mode)
         self.record: dict[str, Any] = {
             "id": scenario.id, "expect": scenario.expect, "mode": mode, "speed": options.speed,
             "within_s": scenario.within_s, "output": "audio" if options.audio_out else "text",
@@ -139,7 +180,8 @@ class ScenarioRun:
                 if self._stopped:
                     continue
                 event = json.loads(message)
-                self.record["events"].append(compact(event, self.clock()))
+                for heard in self.heard(event):
+                    self.record["events"].append(compact(heard, self.clock()))
                 if event.get("type") == "error":
                     log.warning("scenario=%s mode=%s event=server_error error=%s", self.scenario.id, self.mode,
                                 event.get("error"))

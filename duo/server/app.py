@@ -26,6 +26,7 @@ from . import auth, server_events
 from .connections import Guard, addr
 from .load import Load
 from .metrics import Metrics
+from .protocol import BETA_SUBPROTOCOL
 from .realtime import RealtimeSession
 from .settings import Settings
 from .speech import SpeechServices
@@ -194,14 +195,14 @@ async def serve_session(server: Server, ws: WebSocket) -> None:
     if "realtime" in subprotocols:
         accept["subprotocol"] = "realtime"
     await ws.accept(**accept)
-    beta = ws.headers.get("openai-beta", "").startswith("realtime=v1")
+    beta = ws.headers.get("openai-beta", "").startswith("realtime=v1") or BETA_SUBPROTOCOL in subprotocols
     status = server.status()
     overload = server.load.overload() if status == "ready" else None
     if status != "ready" or len(server.sessions) >= s.max_sessions or overload:
         reason = "overloaded" if overload else {"loading": "not_ready", "ready": "session_limit"}.get(status, status)
         server.metrics.sessions_refused.labels(reason).inc()
         message = f"the server is falling behind: {overload}" if overload else "the server cannot take a session now"
-        await ws.send_text(server_events.Error.of(reason, message, kind="server_error").to_json(beta))
+        await ws.send_text(server_events.Error.of(reason, message, kind="server_error").wire_json(beta))
         await ws.close(1013, reason)
         return
     assert server.loop is not None

@@ -1,11 +1,11 @@
 """The logic of one Realtime session: client events drive its engine session, engine events its replies.
 
-Input side here (slices, speech start and stop, truncation, settings) and every turn-taking rule: when
-speech opens an input, stops a reply, or is answered (DUO's judgement, server_vad, the incomplete timeout,
-the client). The reply side is `responses.py`; the microphone, `speech_in.py`, only reports what it heard
-(this object is its `Ears`). A promoted input ends the running reply, generating or
-still being played, with `response.done` `cancelled` / `turn_detected`. Server events go out through the
-transport; nothing here touches the socket or the model.
+Here: the client's events (settings, audio, the client's edits of the conversation, responses it asks
+for) and the engine's. Turn taking (when speech opens an input, stops a reply or is answered) is
+`turns.py`, the microphone's `Ears`; the user item being heard and when standard clients learn of it,
+`user_input.py`; the conversation's items, `items.py`; the reply side, `responses.py`. A promoted input
+ends the running reply, generating or still being played, with `response.done` `cancelled` /
+`turn_detected`. Nothing here touches the socket or the model.
 """
 
 from __future__ import annotations
@@ -13,24 +13,27 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import time
 from typing import Any
 
 from starlette.websockets import WebSocketDisconnect
 
-from duo.engine import EngineLoop, SessionHandle
+from duo.engine import EngineLoop, SessionConfig, SessionHandle
 from duo.engine import events as ev
+from duo.engine.framing import DEFAULT_INSTRUCTIONS
 
 from . import objects as ob
 from . import protocol as p
 from . import server_events as se
+from .items import ROOT, Items
 from .metrics import Metrics
-from .options import SessionOptions
-from .responses import Responses
+from .options import SessionOptions, output_tokens
+from .responses import Request, Responses
 from .settings import Settings
 from .speech import SpeechServices
 from .speech_in import Hearing, SpeechIn
 from .transport import SlowClient, Transport
+from .turns import Turns
+from .user_input import UserInput
 
 log = logging.getLogger(__name__)
 
@@ -43,21 +46,26 @@ class Conversation:
         self.send = transport.send
         self.options = SessionOptions(instructions=settings.instructions)
         self.handle: SessionHandle = loop.open_session(self.options.engine_config(), session_id=session_id)
-        self.listener = SpeechIn(speech, settings.audio_burst_s, self, self._hearing())
-        self.responses = Responses(transport, speech, metrics)
-        self.input_item: str | None = None
+        self.items = Items()
+        self.user = UserInput(self.send, self.items)
+        self.responses = Responses(transport, speech, metrics, self.items, p.new_id("conv"))
+        self.requests: dict[str, Request] = {}  # by the tag of each `respond`: what the client asked
+        self.restore = False  # the engine runs one response's own settings: back to the session's after it
+        self.cause: str | None = None  # event_id of the newest client event that fed the engine
         self.pump: asyncio.Task[None] | None = None
-        self.last_state = ""  # the newest DUO decision on the input being heard
-        self.ended = False  # the user's utterance ended at a pause
-        self.over_reply = False  # the utterance began while a reply was running
-        self.unfinished: asyncio.TimerHandle | None = None  # answers an `incomplete` utterance after a silence
+        self.closed = False
+        self.buffered = False  # audio appended since the last commit or clear
+        self.turns = Turns(session_id, self.handle, self.options, self.user, self.responses, metrics)
+        self.listener = SpeechIn(speech, settings.audio_burst_s, self.turns, self._hearing())
 
     def start(self) -> None:
-        self.send(se.SessionCreated(session=self.options.describe(self.id)))
+        self._configure_listening()
+        self.send(se.SessionCreated(session=self._described()))
         self.pump = asyncio.create_task(self._pump(self.handle))
 
     def close(self) -> None:
-        self._stop_waiting()
+        self.closed = True
+        self.turns.stop_waiting()
         self.handle.close()  # frees the session's KV at the next tick
         self.listener.close()
         self.responses.close()
@@ -66,164 +74,163 @@ class Conversation:
 
     # -- client events ---------------------------------------------------------------------------------
     async def on_client_event(self, event: Any) -> None:
+        if isinstance(event, p.ItemCreate | p.DuoInputSlice | p.ResponseCreate | p.AudioCommit):
+            self.cause = event.event_id
         match event:
             case p.SessionUpdate():
-                options = dataclasses.replace(self.options)
-                options.apply(event.session)
-                if options.engine_config() != self.options.engine_config():
-                    await self._reopen(options, event.event_id)
-                self.options = options
-                self.listener.configure(self._hearing())
-                self.send(se.SessionUpdated(session=self.options.describe(self.id)))
+                await self._update(event)
             case p.AudioAppend():
                 await self.listener.append(event)
+                self.buffered = True
             case p.AudioCommit():
-                self.listener.commit(event)
-                self.send(se.AudioCommitted(item_id=self.input_item))
+                self._commit(event)
             case p.AudioClear():
                 self.listener.clear()
+                self.buffered = False
+                if self.user.item is not None and not self.user.item.announced:
+                    self.user.drop()
                 self.send(se.AudioCleared())
             case p.ItemCreate():
-                if event.item.role != "user":
-                    raise p.ProtocolError("unsupported_item", "only user messages can be added", event.event_id,
-                                          "item.role")
-                text = " ".join(c.text for c in event.item.content)
-                item_id = event.item.id or p.new_id("item")
-                self.send(se.ItemAdded(item=ob.UserItem(id=item_id, content=[ob.InputText(text=text)])))
-                self.heard(text, final=True, item_id=item_id)
+                await self._add_item(event)
+            case p.ItemRetrieve():
+                if (item := self.items.get(event.item_id)) is None:
+                    raise p.ProtocolError("item_retrieve_invalid_item_id", f"no item {event.item_id!r}",
+                                          event.event_id, "item_id")
+                self.send(se.ItemRetrieved(item=item))
+            case p.ItemDelete():
+                if not self.items.delete(event.item_id):
+                    raise p.ProtocolError("item_delete_invalid_item_id", f"no item {event.item_id!r}",
+                                          event.event_id, "item_id")
+                self.send(se.ItemDeleted(item_id=event.item_id))
+                await self._rewrite(event.event_id)
             case p.DuoInputSlice():
-                self.heard(event.text, event.final)
+                self.turns.begin_input(spoken=False)
+                self.user.heard(event.text, event.final, spoken=False)
+                self.turns.heard(event.text, event.final)
             case p.ResponseCreate():
-                self.answer_now()
+                await self.listener.recognized_all()  # a committed buffer is answered to its end
+                await self._create_response(event)
             case p.ResponseCancel():
                 if self.responses.reply is None:
                     self.responses.stop_speaking("client_cancelled")
-                self._cancel("client_cancelled")
+                self.turns.cancel("client_cancelled")
             case p.ItemTruncate():
                 reply, heard = self.responses.truncate(event)
                 if reply is self.responses.reply and reply.playback is not None:
-                    self._cancel("client_cancelled")  # still generating: it ends where the listener stopped
+                    self.turns.cancel("client_cancelled")  # still generating: it ends where the listener stopped
                 if heard is not None:
                     self.handle.truncate(reply.id, heard)  # the model keeps only what was heard
                 self.send(se.ItemTruncated(item_id=event.item_id, content_index=event.content_index,
                                            audio_end_ms=event.audio_end_ms))
 
-    async def _reopen(self, options: SessionOptions, event_id: str | None) -> None:
-        """New engine settings: a new engine session continues the conversation as the model holds it.
+    async def _update(self, event: p.SessionUpdate) -> None:
+        """Apply what can be applied; a field duo cannot honour is named in one error, the rest still holds."""
+        options = dataclasses.replace(self.options)
+        options.apply(event.session)
+        if options.engine_config() != self.options.engine_config():
+            await self._rewrite(event.event_id, options.engine_config())  # from the next utterance on
+        self.options = self.turns.options = options
+        self._configure_listening()
+        if rejected := event.session.rejected:
+            names = ", ".join(f"session.{where} ({why})" for where, why in rejected)
+            self.transport.error("invalid_value", f"not applied: {names}", event.event_id,
+                                 f"session.{rejected[0][0]}")
+        self.send(se.SessionUpdated(session=self._described()))
 
-        The swap runs between engine ticks, so the history it reads is consistent; a running reply ends
-        `cancelled`. Settings the engine refuses leave the session as it was.
-        """
+    def _described(self) -> ob.SessionInfo | ob.BetaSessionInfo:
+        shape = self.options.describe(self.id, self.transport.beta)
+        return ob.BetaSessionInfo(**shape) if self.transport.beta else ob.SessionInfo(**shape)
+
+    def _configure_listening(self) -> None:
+        self.listener.configure(self._hearing())
+        self.user.duo_events = self.options.duo_events
+        self.user.vad_events = self.options.turn_detection is not None
+        self.user.complete_at_end = not self.turns.judged
+
+    def _commit(self, event: p.AudioCommit) -> None:
+        """The client ends the user's turn: what it said is a user item, however DUO would judge it."""
+        if not self.buffered:
+            raise p.ProtocolError("input_audio_buffer_commit_empty", "no audio appended since the last commit",
+                                  event.event_id)
+        self.buffered = False
+        more = self.listener.commit(event) or self.listener.unreported > 0  # slices still being recognized
+        item = self.user.open(spoken=True)
+        item.committed = True
+        self.user.announce()
+        if not more:  # nothing left to recognize: it is complete as it stands
+            self.user.close(now=True)
+
+    async def _add_item(self, event: p.ItemCreate) -> None:
+        """A client item: user text at the end is new input (not answered on its own); anything else, or an
+        item put earlier in the conversation, rewrites the conversation the model holds."""
+        previous = event.previous_item_id
+        if previous is not None and previous != ROOT and previous not in self.items:
+            raise p.ProtocolError("item_not_found", f"no item {previous!r}", event.event_id, "previous_item_id")
+        text = event.item.text
+        content: list[Any] = ([ob.InputText(text=text)] if event.item.role != "assistant"
+                              else [ob.OutputText(text=text)])
+        item = ob.MessageItem(id=event.item.id or p.new_id("item"), role=event.item.role, content=content)
+        appended = self.items.appended(previous) and event.item.id not in self.items
+        before = self.items.add(item, previous)
+        self.send(se.ItemAdded(previous_item_id=before, item=item))
+        self.send(se.ItemDone(previous_item_id=before, item=item))
+        if appended and item.role == "user":
+            if text:
+                self.handle.push_slice(text, True, judge=False)
+        else:
+            await self._rewrite(event.event_id)
+
+    async def _create_response(self, event: p.ResponseCreate) -> None:
+        if self.responses.reply is not None:
+            raise p.ProtocolError("conversation_already_has_active_response",
+                                  f"response {self.responses.reply.id} is still in progress", event.event_id)
+        params = event.response or p.ResponseParams()
+        modalities = params.output_modalities or params.modalities or self.options.output_modalities
+        request = Request(spoken="audio" in modalities, metadata=params.metadata,
+                          in_conversation=params.conversation != "none", codec=self.options.output_format.codec)
+        config = self.options.engine_config(instructions=params.instructions)
+        if (limit := params.max_output_tokens or params.max_response_output_tokens) is not None:
+            sampling = dataclasses.replace(config.sampling, max_new_tokens=output_tokens(limit))
+            config = dataclasses.replace(config, sampling=sampling)
+        if self._effective(config) != self.handle.session.config or not request.in_conversation:
+            await self._rewrite(event.event_id, config)
+            self.restore = True  # after this response, the session's own settings and conversation again
+        tag = p.new_id("req")
+        self.requests[tag] = request
+        self.turns.answer_now(tag)
+
+    async def _rewrite(self, event_id: str | None, config: SessionConfig | None = None) -> None:
+        """A new engine session holds the conversation as the items now tell it (a running reply ends
+        `cancelled`); settings the engine refuses leave the session as it was."""
+        config = self._effective(config or self.options.engine_config())
+        self.responses.sync_item()  # a running reply's item holds what it has said so far
+        history = self.items.history()
         try:
-            self.handle = await self.loop.reopen(self.handle, options.engine_config())
+            self.handle = self.turns.handle = await self.loop.reopen(self.handle, config, history.turns)
         except ValueError as exc:
             raise p.ProtocolError("invalid_session", str(exc), event_id, "session") from None
+        if self.closed:  # the client left while the engine swapped sessions
+            self.handle.close()
+            return
         self.responses.ended("cancelled", "client_cancelled")
-        self.input_item = None
+        self.user.drop()
+        if history.pending:
+            self.handle.push_slice(history.pending, True, judge=False)
         self.pump = asyncio.create_task(self._pump(self.handle))
 
+    def _effective(self, config: SessionConfig) -> SessionConfig:
+        """`config` with the conversation's system items after its instructions."""
+        if not (extra := self.items.history().instructions):
+            return config
+        base = config.instructions if config.instructions is not None else DEFAULT_INSTRUCTIONS
+        return dataclasses.replace(config, instructions=f"{base}\n{extra}")
+
     def _hearing(self) -> Hearing:
-        return Hearing(self.options.input_rate, *self.options.slicing_ms)
-
-    @property
-    def judged(self) -> bool:
-        return isinstance(self.options.turn_detection, p.DuoTurnDetection)
-
-    def heard(self, text: str, final: bool, item_id: str | None = None) -> None:
-        """A slice of the user's words (typed, or recognized from speech) goes to the engine."""
-        if self._begin_input(item_id) and self.responses.busy:
-            self.responses.barge_start = time.monotonic()
-        if final:
-            self.responses.end_of_input = time.monotonic()
-        self._stop_waiting()
-        self.ended = final
-        self.handle.push_slice(text, final, judge=self.judged)
-
-    def paused(self) -> None:
-        """The speaker paused after a slice cut by the length limit: the utterance has ended."""
-        self.ended = True
-        self.handle.pause()
-        self._wait_for_more()
-
-    def answer_now(self) -> None:
-        """Answer the input heard so far without a `process` decision; the reply consumes that input."""
-        self._stop_waiting()
-        self.handle.respond()
-        self.input_item, self.last_state = None, ""
-
-    # -- the microphone (SpeechIn's ears) --------------------------------------------------------------
-    def speech_started(self, audio_ms: int) -> None:
-        self._stop_waiting()
-        self.ended = False
-        self._begin_input()
-        if self.responses.busy:
-            self.responses.barge_start = time.monotonic()
-            td = self.options.turn_detection
-            if isinstance(td, p.ServerVadTurnDetection) and td.interrupt_response:
-                self.responses.stop_speaking("turn_detected")  # the baseline: any speech stops the reply
-                self._cancel("turn_detected")
-        self.send(se.SpeechStarted(audio_start_ms=audio_ms, item_id=self.input_item))
-
-    def speech_stopped(self, audio_ms: int) -> None:
-        self.responses.end_of_input = time.monotonic()
-        self.send(se.SpeechStopped(audio_end_ms=audio_ms, item_id=self.input_item))
-
-    def recognized(self, text: Any) -> None:
-        """A recognized slice: shown as transcription, then heard (or, empty at a pause, the pause itself)."""
-        item = self.input_item or p.new_id("item")
-        if text.text:
-            self.send(se.TranscriptionDelta(item_id=item, delta=text.text))
-        if text.final and text.utterance_text:
-            self.send(se.TranscriptionCompleted(item_id=item, transcript=text.utterance_text))
-        if text.text:
-            self.heard(text.text, text.final)
-        elif text.final:
-            self.paused()
-        td = self.options.turn_detection
-        if text.final and isinstance(td, p.ServerVadTurnDetection) and td.create_response and text.utterance_text:
-            self.answer_now()
-
-    def _begin_input(self, item_id: str | None = None) -> bool:
-        """A new user input item starts unless one is open; remembers whether it began over a reply."""
-        if self.input_item is not None:
-            return False
-        self.input_item = item_id or p.new_id("item")
-        self.over_reply = self.responses.busy
-        return True
-
-    def _wait_for_more(self) -> None:
-        """An ended utterance judged unfinished: the user may go on; if they stay silent, answer it.
-
-        Not for speech that began over a reply: never judged `process`, it is more often someone else talking
-        than a request, and it leaves the reply running as it did while being heard.
-        """
-        td = self.options.turn_detection
-        if not (self.ended and self.last_state == "incomplete") or self.over_reply or self.unfinished is not None:
-            return
-        if isinstance(td, p.DuoTurnDetection) and td.incomplete_timeout_ms is not None:
-            self.unfinished = asyncio.get_running_loop().call_later(td.incomplete_timeout_ms / 1000,
-                                                                    self._answer_unfinished)
-
-    def _answer_unfinished(self) -> None:
-        self.unfinished = None
-        if self.ended and self.last_state == "incomplete" and self.input_item is not None:
-            log.info("session=%s event=incomplete_timeout item=%s", self.id, self.input_item)
-            self.metrics.incomplete_timeouts.inc()
-            self.answer_now()
-
-    def _stop_waiting(self) -> None:
-        if self.unfinished is not None:
-            self.unfinished.cancel()
-            self.unfinished = None
-
-    def _cancel(self, reason: str) -> None:
-        if self.responses.reply is not None:
-            self.responses.reply.cancel_reason = reason
-        self.handle.cancel()
+        return Hearing(self.options.input_format, *self.options.slicing_ms)
 
     # -- engine events ---------------------------------------------------------------------------------
     async def _pump(self, handle: SessionHandle) -> None:
-        """One engine session's events, in order, until it is replaced (`_reopen`) or the session ends."""
+        """One engine session's events, in order, until it is replaced (`_rewrite`) or the session ends."""
         try:
             while True:
                 event = await handle.events.get()
@@ -243,26 +250,32 @@ class Conversation:
         match event:
             case ev.StateDecided():
                 self.metrics.states.labels(str(event.state)).inc()
-                self.send(se.InputState(item_id=self.input_item, state=str(event.state),
-                                        probs={str(k): round(v, 4) for k, v in event.probs.items()},
-                                        slice_text=event.slice_text, input_text=event.input_text,
-                                        forecast=event.forecast, held=event.held))
-                if event.state == "ignore":
-                    self.responses.barge_start = 0.0  # speech meant for someone else is no barge-in
-                if event.state != "incomplete" and not event.held:
-                    self.input_item = None
-                self.last_state = str(event.state)
-                self._wait_for_more()
+                if self.options.duo_events:
+                    self.send(se.InputState(
+                        item_id=self.user.item.id if self.user.item else None, state=str(event.state),
+                        probs={str(k): round(v, 4) for k, v in event.probs.items()}, slice_text=event.slice_text,
+                        input_text=event.input_text, forecast=event.forecast, held=event.held))
+                self.turns.judged_as(event)
             case ev.ResponseStarted():
-                await self.responses.started(event, spoken="audio" in self.options.output_modalities)
+                request = self.requests.pop(event.request or "", None)
+                if self.user.item is not None:  # the reply answers it: a user turn, complete as it stands
+                    self.user.announce()
+                    self.user.close(now=True)
+                spoken = "audio" in self.options.output_modalities
+                codec = self.options.output_format.codec
+                await self.responses.started(event, request or Request(spoken=spoken, codec=codec))
             case ev.TextDelta():
                 self.responses.delta(event)
             case ev.ResponseDone():
                 self.responses.done(event)
+                if self.restore:
+                    self.restore = False
+                    await self._rewrite(None)
             case ev.Error():
-                self.transport.error(event.code, event.message)
+                self.transport.error(event.code, event.message, self.cause)
                 if event.fatal:
                     await self.transport.close(1011)
             case ev.ContextTrimmed():
-                self.send(se.ContextTrimmed(dropped_turns=event.dropped_turns, tokens_before=event.tokens_before,
-                                            tokens_after=event.tokens_after))
+                if self.options.duo_events:
+                    self.send(se.ContextTrimmed(dropped_turns=event.dropped_turns,
+                                                tokens_before=event.tokens_before, tokens_after=event.tokens_after))

@@ -11,9 +11,25 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from duo.ids import new_id as new_id  # the wire's ids, minted as the engine mints its own
+
+from .turn_detection import DuoTurnDetection as DuoTurnDetection
+from .turn_detection import ServerVadTurnDetection as ServerVadTurnDetection
+from .turn_detection import TurnDetection
+
+BETA_SUBPROTOCOL = "openai-beta.realtime-v1"  # how browsers, which cannot set headers, ask for beta
 
 MAX_DEPTH = 32  # nesting of arrays and objects in one event (the deepest event of the protocol needs 5)
 MAX_ID = 256  # characters of a client-chosen id
@@ -40,49 +56,24 @@ class _In(BaseModel):
     event_id: Id | None = None
 
 
-# -- turn detection -------------------------------------------------------------------------------------
-class DuoTurnDetection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["duo"] = "duo"
-    slice_ms: int = Field(2000, ge=500, le=4000)
-    pause_ms: int = Field(500, ge=100, le=3000)
-    forecast_tokens: int = Field(4, ge=1, le=16)
-    process_threshold: float = Field(0.5, ge=0, le=1)
-    ignore_threshold: float = Field(0.5, ge=0, le=1)
-    act_before_pause: bool = False
-    # An utterance whose last slice is judged `incomplete` is answered after this much more silence (null:
-    # wait for more speech however long it takes).
-    incomplete_timeout_ms: int | None = Field(3000, ge=200, le=60000)
-
-    @property
-    def slicing_ms(self) -> tuple[int, int]:
-        """(slice length, pause that ends an utterance) for the slicer."""
-        return self.slice_ms, self.pause_ms
-
-
-class ServerVadTurnDetection(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    type: Literal["server_vad"] = "server_vad"
-    silence_duration_ms: int = Field(500, ge=100, le=3000)
-    threshold: float | None = Field(None, ge=0, le=1)
-    prefix_padding_ms: int | None = None
-    create_response: bool = True
-    interrupt_response: bool = True
-
-    @property
-    def slicing_ms(self) -> tuple[int, int]:
-        """DUO's slice length; the pause is this detector's silence."""
-        return DuoTurnDetection.model_fields["slice_ms"].default, self.silence_duration_ms
-
-
-TurnDetection = Annotated[DuoTurnDetection | ServerVadTurnDetection, Field(discriminator="type")]
-
-
 # -- session --------------------------------------------------------------------------------------------
 class AudioFormat(BaseModel):
+    """GA audio formats: PCM16 (24 kHz, or 16 kHz for duo) or G.711 μ-law / A-law (8 kHz)."""
+
     model_config = ConfigDict(extra="ignore")
-    type: Literal["audio/pcm"] = "audio/pcm"
-    rate: Literal[16000, 24000] = 24000
+    type: Literal["audio/pcm", "audio/pcmu", "audio/pcma"] = "audio/pcm"
+    rate: Literal[8000, 16000, 24000] | None = None
+
+    @model_validator(mode="after")
+    def _rate_fits(self) -> AudioFormat:
+        if self.type != "audio/pcm" and self.rate not in (None, 8000):
+            raise ValueError(f"{self.type} is 8000 Hz")
+        if self.type == "audio/pcm" and self.rate == 8000:
+            raise ValueError("audio/pcm is 16000 or 24000 Hz")
+        return self
+
+
+BetaAudioFormat = Literal["pcm16", "g711_ulaw", "g711_alaw"]
 
 
 class AudioInput(BaseModel):
@@ -105,7 +96,11 @@ class AudioConfig(BaseModel):
 
 
 class SessionPatch(BaseModel):
-    """A `session.update` payload: GA fields, and the beta ones (`modalities`, `input_audio_format`, ...)."""
+    """A `session.update` payload: GA fields, and the beta ones (`modalities`, `input_audio_format`, ...).
+
+    Fields duo has no use for (tools, tracing, noise reduction, ...) are ignored. A field whose value duo
+    cannot honour is left out and named in `rejected`, so the rest of the update still applies.
+    """
 
     model_config = ConfigDict(extra="ignore")
     type: Literal["realtime"] | None = None
@@ -113,13 +108,62 @@ class SessionPatch(BaseModel):
     output_modalities: list[Literal["text", "audio"]] | None = None
     modalities: list[Literal["text", "audio"]] | None = None  # beta
     audio: AudioConfig | None = None
-    input_audio_format: Literal["pcm16"] | None = None  # beta: 24 kHz PCM16
+    input_audio_format: BetaAudioFormat | None = None  # beta
+    output_audio_format: BetaAudioFormat | None = None  # beta
     turn_detection: TurnDetection | None = Field(default=None)  # beta position
     voice: str | None = Field(None, max_length=64)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     max_output_tokens: OutputTokens | None = None
     max_response_output_tokens: OutputTokens | None = None  # beta
+    _rejected: list[tuple[str, str]] = PrivateAttr(default_factory=list)
+
+    @property
+    def rejected(self) -> list[tuple[str, str]]:
+        """(field path, why) of each field left out."""
+        return self._rejected
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _drop_what_fails(cls, data: Any, handler: Any) -> Any:
+        """Validate; on failure leave out the innermost offending field, note it, and try again."""
+        rejected: list[tuple[str, str]] = []
+        for _ in range(64):
+            try:
+                patch = handler(data)
+            except ValidationError as exc:
+                if not isinstance(data, dict):
+                    raise
+                first = exc.errors()[0]
+                data, where = _without(data, first["loc"])
+                if where is None:
+                    raise
+                rejected.append((where, first["msg"]))
+                continue
+            patch._rejected = rejected
+            return patch
+        raise ValueError("too many invalid fields")
+
+
+def _without(data: dict[str, Any], loc: tuple[Any, ...]) -> tuple[dict[str, Any], str | None]:
+    """A copy of `data` without the deepest key of `loc` that it holds (union tags skipped), and its path."""
+    path: list[str] = []
+    node: Any = data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            path.append(str(part))
+            node = node[part]
+        elif not isinstance(node, dict):
+            break
+    if not path:
+        return data, None
+    copy: dict[str, Any] = dict(data)
+    parent = copy
+    for key in path[:-1]:
+        parent[key] = dict(parent[key])
+        parent = parent[key]
+    del parent[path[-1]]
+    return copy, ".".join(path)
 
 
 # -- client events --------------------------------------------------------------------------------------
@@ -142,9 +186,16 @@ class AudioClear(_In):
 
 
 class ContentPart(BaseModel):
+    """Text content of an item (GA `input_text` / `output_text`, beta `text`); the transcript of audio."""
+
     model_config = ConfigDict(extra="ignore")
-    type: Literal["input_text", "text", "output_text"]
-    text: str = Field(max_length=100_000)
+    type: Literal["input_text", "text", "output_text", "input_audio", "audio", "output_audio"]
+    text: str | None = Field(None, max_length=100_000)
+    transcript: str | None = Field(None, max_length=100_000)
+
+    @property
+    def words(self) -> str:
+        return self.text if self.text is not None else self.transcript or ""
 
 
 class MessageItem(BaseModel):
@@ -154,6 +205,10 @@ class MessageItem(BaseModel):
     role: Literal["user", "assistant", "system"]
     content: list[ContentPart] = Field(min_length=1)
 
+    @property
+    def text(self) -> str:
+        return " ".join(w for c in self.content if (w := c.words.strip()))
+
 
 class ItemCreate(_In):
     type: Literal["conversation.item.create"]
@@ -161,9 +216,32 @@ class ItemCreate(_In):
     previous_item_id: Id | None = None
 
 
+class ItemRetrieve(_In):
+    type: Literal["conversation.item.retrieve"]
+    item_id: Id
+
+
+class ItemDelete(_In):
+    type: Literal["conversation.item.delete"]
+    item_id: Id
+
+
+class ResponseParams(BaseModel):
+    """Per-response overrides of `response.create` (what duo honours; other fields are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+    instructions: str | None = Field(None, max_length=20_000)
+    output_modalities: list[Literal["text", "audio"]] | None = None
+    modalities: list[Literal["text", "audio"]] | None = None  # beta
+    metadata: dict[str, str] | None = None
+    conversation: str | None = None  # "auto" (default) or "none": out of band, the conversation is not changed
+    max_output_tokens: OutputTokens | None = None
+    max_response_output_tokens: OutputTokens | None = None  # beta
+
+
 class ResponseCreate(_In):
     type: Literal["response.create"]
-    response: dict[str, Any] | None = None
+    response: ResponseParams | None = None
 
 
 class ResponseCancel(_In):
@@ -194,15 +272,15 @@ class DuoInputSlice(_In):
 
 
 ClientEvent = Annotated[
-    SessionUpdate | AudioAppend | AudioCommit | AudioClear | ItemCreate | ResponseCreate | ResponseCancel
-    | ItemTruncate | DuoInputSlice,
+    SessionUpdate | AudioAppend | AudioCommit | AudioClear | ItemCreate | ItemRetrieve | ItemDelete
+    | ResponseCreate | ResponseCancel | ItemTruncate | DuoInputSlice,
     Field(discriminator="type"),
 ]
 _client_events: TypeAdapter[Any] = TypeAdapter(ClientEvent)
 CLIENT_EVENT_TYPES = frozenset(
     m.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
-    for m in (SessionUpdate, AudioAppend, AudioCommit, AudioClear, ItemCreate, ResponseCreate, ResponseCancel,
-              ItemTruncate, DuoInputSlice)
+    for m in (SessionUpdate, AudioAppend, AudioCommit, AudioClear, ItemCreate, ItemRetrieve, ItemDelete,
+              ResponseCreate, ResponseCancel, ItemTruncate, DuoInputSlice)
 )
 
 

@@ -15,6 +15,7 @@ from duo.engine import events as ev
 from . import objects as ob
 from . import protocol as p
 from . import server_events as se
+from .items import Items
 from .metrics import Metrics
 from .speech import SpeechServices
 from .speech_out import Playback, SpeechOut
@@ -39,15 +40,43 @@ class Reply:
     cancel_reason: str = "client_cancelled"  # why the engine was asked to stop it
     done_sent: bool = False
     ended_as: tuple[str, str | None] = ("completed", None)  # how generation ended, reported once spoken
+    metadata: dict[str, str] | None = None  # the client's, echoed
+    in_conversation: bool = True  # False: `conversation: "none"`, out of band
+    tokens: int = 0
+
+    @property
+    def part(self) -> dict[str, str]:
+        """Its content part as it stands (content-part events type it `audio` / `text`, GA and beta alike)."""
+        if self.playback is not None:
+            return {"type": "audio", "transcript": self.text}
+        return {"type": "text", "text": self.text}
+
+    def item(self, status: ob.ItemStatus) -> ob.MessageItem:
+        content: ob.OutputText | ob.OutputAudioContent
+        content = (ob.OutputAudioContent(transcript=self.text) if self.playback is not None
+                   else ob.OutputText(text=self.text))
+        shown = [content] if self.text or status != "in_progress" else []
+        return ob.AssistantItem(id=self.item_id, status=status, content=shown)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the client asked of one response (`response.create`'s overrides that duo honours)."""
+
+    spoken: bool
+    metadata: dict[str, str] | None = None
+    in_conversation: bool = True
+    codec: str = "pcm16"  # of the audio output
 
 
 class Responses:
-    def __init__(self, transport: Transport, speech: SpeechServices, metrics: Metrics) -> None:
-        self.transport, self.metrics = transport, metrics
+    def __init__(self, transport: Transport, speech: SpeechServices, metrics: Metrics, items: Items,
+                 conversation_id: str) -> None:
+        self.transport, self.metrics, self.items, self.conversation_id = transport, metrics, items, conversation_id
         self.send = transport.send
         self.voice = SpeechOut(speech, self.send, self._spoken)
         self.reply: Reply | None = None  # being generated
-        self.items: dict[str, Reply] = {}
+        self.replies: dict[str, Reply] = {}  # by item id, the newest MAX_ITEMS
         self.end_of_input = 0.0  # when the user last finished speaking (reply latency)
         self.barge_start = 0.0  # when speech over a reply began (barge-in latency)
 
@@ -59,25 +88,35 @@ class Responses:
     def close(self) -> None:
         self.voice.close()
 
-    async def started(self, event: ev.ResponseStarted, spoken: bool) -> None:
+    async def started(self, event: ev.ResponseStarted, request: Request) -> None:
         if self.voice.speaking is not None:
             self.stop_speaking("turn_detected")  # barge-in during playback of an ended reply
-        reply = Reply(event.response_id, p.new_id("item"))
-        self.reply = self.items[reply.item_id] = reply
-        while len(self.items) > MAX_ITEMS:
-            del self.items[next(iter(self.items))]
-        self.send(se.ResponseCreated(response=ob.StartedResponse(id=reply.id, status="in_progress")))
-        self.send(se.OutputItemAdded(response_id=reply.id, item=ob.AssistantItem(
-            id=reply.item_id, status="in_progress", content=[])))
-        if spoken:
-            reply.playback = await self.voice.start(reply.id, reply.item_id)
-            if reply.done_sent and reply.playback is not None:  # it ended while the voice loaded
-                self.voice.stop()
+        reply = Reply(event.response_id, p.new_id("item"), metadata=request.metadata,
+                      in_conversation=request.in_conversation)
+        self.reply = self.replies[reply.item_id] = reply
+        while len(self.replies) > MAX_ITEMS:
+            del self.replies[next(iter(self.replies))]
+        if request.spoken:  # the voice is ready before the first event, so every event shows the reply's modality
+            reply.playback = await self.voice.start(reply.id, reply.item_id, request.codec)
+        self.send(se.ResponseCreated(response=ob.StartedResponse(
+            id=reply.id, status="in_progress", **self._shown(reply))))
+        item = reply.item("in_progress")
+        self.send(se.OutputItemAdded(response_id=reply.id, item=item))
+        if reply.in_conversation:
+            self.send(se.ItemAdded(previous_item_id=self.items.add(item), item=item))
+        self.send(se.ContentPartAdded(response_id=reply.id, item_id=reply.item_id, part=reply.part))
+        if reply.done_sent and reply.playback is not None:  # it ended while the voice loaded
+            self.voice.stop()
+
+    def _shown(self, reply: Reply) -> dict[str, object]:
+        return {"conversation_id": self.conversation_id if reply.in_conversation else None,
+                "output_modalities": ["audio" if reply.playback is not None else "text"],
+                "metadata": reply.metadata}
 
     def delta(self, event: ev.TextDelta) -> None:
         reply = self.reply
-        if reply is None or event.response_id != reply.id:
-            return
+        if reply is None or event.response_id != reply.id or reply.done_sent:
+            return  # nothing of a response after its response.done
         if not reply.first_token:
             reply.first_token = True
             if self.end_of_input:
@@ -94,6 +133,7 @@ class Responses:
         if self.reply is None or event.response_id != self.reply.id:
             return
         reply = self.reply
+        reply.tokens = event.num_tokens
         status, reason = _STATUS[event.status]
         self.ended(status, reason if event.status is not ev.ResponseStatus.CANCELLED else reply.cancel_reason)
 
@@ -112,6 +152,11 @@ class Responses:
         else:
             self._finish(reply, status, reason)
 
+    def sync_item(self) -> None:
+        """The running reply's conversation item as it stands (what a rewrite of the conversation keeps)."""
+        if self.reply is not None and self.reply.in_conversation:
+            self.items.replace(self.reply.item("in_progress"))
+
     def stop_speaking(self, reason: str) -> None:
         """Stop the reply being spoken or played; its queued audio is withdrawn, its events are not."""
         playback = self.voice.stop()
@@ -120,12 +165,12 @@ class Responses:
         self.transport.outbox.drop_audio(playback.response_id)
         if reason == "turn_detected":
             self._barge_in_done()
-        if (reply := self.items.get(playback.item_id)) is not None:
+        if (reply := self.replies.get(playback.item_id)) is not None:
             self._finish(reply, "cancelled", reason)  # a no-op if it was already done
 
     def truncate(self, event: p.ItemTruncate) -> tuple[Reply, int | None]:
         """The client played `audio_end_ms` of an item: stop it; returns it and the characters heard."""
-        reply = self.items.get(event.item_id)
+        reply = self.replies.get(event.item_id)
         if reply is None:
             raise p.ProtocolError("item_not_found", f"no assistant item {event.item_id!r}", event.event_id, "item_id")
         playback = reply.playback
@@ -137,10 +182,14 @@ class Responses:
             return reply, None
         if playback is self.voice.speaking:
             self.stop_speaking("client_cancelled")
-        return reply, playback.heard_chars(event.audio_end_ms) if audio_ms else None
+        heard = playback.heard_chars(event.audio_end_ms) if audio_ms else None
+        if heard is not None and (item := self.items.get(reply.item_id)) is not None:  # only what was heard stays
+            kept = [ob.OutputAudioContent(transcript=reply.text[:heard])]
+            self.items.replace(item.model_copy(update={"content": kept}))
+        return reply, heard
 
     def _spoken(self, playback: Playback) -> None:
-        if (reply := self.items.get(playback.item_id)) is not None:
+        if (reply := self.replies.get(playback.item_id)) is not None:
             self._finish(reply, *reply.ended_as)  # all of its audio is out
 
     def _barge_in_done(self) -> None:
@@ -153,15 +202,17 @@ class Responses:
             return
         reply.done_sent = True
         ids = {"response_id": reply.id, "item_id": reply.item_id}
-        content: ob.OutputText | ob.OutputAudioContent
         if reply.playback is not None:
             self.send(se.OutputAudioTranscriptDone(**ids, transcript=reply.text))
-            content = ob.OutputAudioContent(transcript=reply.text)
         else:
             self.send(se.OutputTextDone(**ids, text=reply.text))
-            content = ob.OutputText(text=reply.text)
-        item = ob.AssistantItem(id=reply.item_id, status="completed", content=[content])
+        self.send(se.ContentPartDone(**ids, part=reply.part))
+        item = reply.item("completed" if status == "completed" else "incomplete")
         self.send(se.OutputItemDone(response_id=reply.id, item=item))
+        if reply.in_conversation:
+            self.items.replace(item)
+            self.send(se.ItemDone(item=item))
         details = ob.StatusDetails(type=status, reason=reason) if reason else None
+        usage = ob.Usage(total_tokens=reply.tokens, input_tokens=0, output_tokens=reply.tokens)
         self.send(se.ResponseDone(response=ob.FinishedResponse(id=reply.id, status=status, status_details=details,
-                                                               output=[item])))
+                                                               output=[item], usage=usage, **self._shown(reply))))

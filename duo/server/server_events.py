@@ -13,12 +13,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .objects import (
-    AssistantItem,
+    BetaSessionInfo,
     ErrorDetail,
     FinishedResponse,
+    MessageItem,
     SessionInfo,
     StartedResponse,
-    UserItem,
 )
 from .protocol import new_id
 
@@ -31,6 +31,20 @@ BETA_NAMES = {
     "response.output_audio_transcript.done": "response.audio_transcript.done",
     "conversation.item.added": "conversation.item.created",
 }
+BETA_UNKNOWN = frozenset({"conversation.item.done"})  # GA only: beta clients get nothing for it
+_BETA_PARTS = {"output_text": "text", "output_audio": "audio"}
+
+
+def _beta_parts(value: Any) -> Any:
+    """Content parts under their beta types (`text`, `audio`)."""
+    if isinstance(value, list):
+        return [_beta_parts(v) for v in value]
+    if isinstance(value, dict):
+        out = {k: _beta_parts(v) for k, v in value.items()}
+        if out.get("type") in _BETA_PARTS:
+            out["type"] = _BETA_PARTS[out["type"]]
+        return out
+    return value
 
 
 class ServerEvent(BaseModel):
@@ -42,26 +56,34 @@ class ServerEvent(BaseModel):
     def wire(self, beta: bool = False) -> dict[str, Any]:
         data = {k: v for k, v in self.model_dump(mode="json").items() if v is not None}
         if beta:
+            data = _beta_parts(data)
             data["type"] = BETA_NAMES.get(self.type, self.type)
         return data
 
-    def to_json(self, beta: bool = False) -> str:
+    def to_json(self, beta: bool = False) -> str | None:
+        """The frame to send, or None for an event the client's protocol version does not have."""
+        if beta and self.type in BETA_UNKNOWN:
+            return None
+        return json.dumps(self.wire(beta))
+
+    def wire_json(self, beta: bool = False) -> str:
         return json.dumps(self.wire(beta))
 
 
 # -- session and input ----------------------------------------------------------------------------------
 class SessionCreated(ServerEvent):
     type: Literal["session.created"] = "session.created"
-    session: SessionInfo
+    session: SessionInfo | BetaSessionInfo
 
 
 class SessionUpdated(ServerEvent):
     type: Literal["session.updated"] = "session.updated"
-    session: SessionInfo
+    session: SessionInfo | BetaSessionInfo
 
 
 class AudioCommitted(ServerEvent):
     type: Literal["input_audio_buffer.committed"] = "input_audio_buffer.committed"
+    previous_item_id: str | None = None
     item_id: str | None = None
 
 
@@ -83,7 +105,24 @@ class SpeechStopped(ServerEvent):
 
 class ItemAdded(ServerEvent):
     type: Literal["conversation.item.added"] = "conversation.item.added"
-    item: UserItem
+    previous_item_id: str | None = None
+    item: MessageItem
+
+
+class ItemDone(ServerEvent):
+    type: Literal["conversation.item.done"] = "conversation.item.done"
+    previous_item_id: str | None = None
+    item: MessageItem
+
+
+class ItemRetrieved(ServerEvent):
+    type: Literal["conversation.item.retrieved"] = "conversation.item.retrieved"
+    item: MessageItem
+
+
+class ItemDeleted(ServerEvent):
+    type: Literal["conversation.item.deleted"] = "conversation.item.deleted"
+    item_id: str
 
 
 class TranscriptionDelta(ServerEvent):
@@ -100,6 +139,7 @@ class TranscriptionCompleted(ServerEvent):
     item_id: str
     content_index: int = 0
     transcript: str
+    usage: dict[str, Any] = Field(default_factory=lambda: {"type": "duration", "seconds": 0.0})
 
 
 class ItemTruncated(ServerEvent):
@@ -122,6 +162,31 @@ class InputState(ServerEvent):
     held: bool
 
 
+class DuoSpeechStarted(ServerEvent):
+    """duo: voice activity began (before DUO has judged whether it is addressed to duo)."""
+
+    type: Literal["duo.input.speech_started"] = "duo.input.speech_started"
+    audio_start_ms: int
+    item_id: str | None = None
+
+
+class DuoSpeechStopped(ServerEvent):
+    """duo: voice activity ended."""
+
+    type: Literal["duo.input.speech_stopped"] = "duo.input.speech_stopped"
+    audio_end_ms: int
+    item_id: str | None = None
+
+
+class DuoTranscript(ServerEvent):
+    """duo: the words of one recognized slice, as heard (before DUO's judgement)."""
+
+    type: Literal["duo.input.transcript"] = "duo.input.transcript"
+    item_id: str | None = None
+    text: str
+    final: bool
+
+
 class ContextTrimmed(ServerEvent):
     """duo: the oldest turns left the model's window."""
 
@@ -141,7 +206,23 @@ class OutputItemAdded(ServerEvent):
     type: Literal["response.output_item.added"] = "response.output_item.added"
     response_id: str
     output_index: int = 0
-    item: AssistantItem
+    item: MessageItem
+
+
+class _Part(ServerEvent):
+    response_id: str
+    item_id: str
+    output_index: int = 0
+    content_index: int = 0
+    part: dict[str, Any]
+
+
+class ContentPartAdded(_Part):
+    type: Literal["response.content_part.added"] = "response.content_part.added"
+
+
+class ContentPartDone(_Part):
+    type: Literal["response.content_part.done"] = "response.content_part.done"
 
 
 class _Content(ServerEvent):
@@ -186,7 +267,7 @@ class OutputItemDone(ServerEvent):
     type: Literal["response.output_item.done"] = "response.output_item.done"
     response_id: str
     output_index: int = 0
-    item: AssistantItem
+    item: MessageItem
 
 
 class ResponseDone(ServerEvent):

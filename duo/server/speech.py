@@ -78,11 +78,12 @@ class AudioInput:
     process's batcher."""
 
     def __init__(self, recognizer: Any, batcher: Any, rate: int, slice_ms: int, pause_ms: int,
-                 burst_s: float) -> None:
+                 burst_s: float, codec: str = "pcm16") -> None:
         from duo.audio.pipeline import LiveInput
         from duo.audio.slicer import SlicerConfig
 
-        self.live = LiveInput(recognizer, rate, SlicerConfig(slice_s=slice_ms / 1000, pause_s=pause_ms / 1000))
+        self.live = LiveInput(recognizer, rate, SlicerConfig(slice_s=slice_ms / 1000, pause_s=pause_ms / 1000),
+                              codec=codec)
         self.batcher = batcher
         self.burst_s = burst_s
         self.started = time.monotonic()

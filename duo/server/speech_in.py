@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import protocol as p
+from .options import WireFormat
 from .speech import AudioInput, RateLimited, SpeechServices
 
 
@@ -26,9 +27,9 @@ class Ears(Protocol):
 
 @dataclass(frozen=True)
 class Hearing:
-    """How the stream is decoded and sliced: the input rate, slice length and the pause that ends speech."""
+    """How the stream is decoded and sliced: the wire format, slice length and the pause that ends speech."""
 
-    rate: int
+    format: WireFormat
     slice_ms: int
     pause_ms: int
 
@@ -39,6 +40,9 @@ class SpeechIn:
         self.stream: AudioInput | None = None
         self.pieces: asyncio.Queue[tuple[AudioInput, Any]] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
+        self.unreported = 0  # slices queued or being recognized
+        self.idle = asyncio.Event()
+        self.idle.set()
 
     def configure(self, hearing: Hearing) -> None:
         """New rate or slicing: the next append starts a fresh stream."""
@@ -51,7 +55,8 @@ class SpeechIn:
         if self.stream is None:
             recognizer, batcher = await self.speech.recognizer()
             h = self.hearing
-            self.stream = AudioInput(recognizer, batcher, h.rate, h.slice_ms, h.pause_ms, self.burst_s)
+            self.stream = AudioInput(recognizer, batcher, h.format.rate, h.slice_ms, h.pause_ms, self.burst_s,
+                                     h.format.codec)
             if self.task is None:
                 self.task = asyncio.create_task(self._recognize())
         try:
@@ -62,10 +67,17 @@ class SpeechIn:
             raise p.ProtocolError("invalid_audio", str(exc), event.event_id, "audio") from None
         self._report(events)
 
-    def commit(self, event: p.AudioCommit) -> None:
+    def commit(self, event: p.AudioCommit) -> bool:
+        """End the utterance being heard now; returns whether a slice of it is still to be recognized."""
         if self.stream is None:
             raise p.ProtocolError("input_audio_buffer_commit_empty", "no audio to commit", event.event_id)
+        before = self.unreported
         self._report(self.stream.commit())
+        return self.unreported > before
+
+    async def recognized_all(self) -> None:
+        """Return once every slice cut so far has been recognized and reported."""
+        await self.idle.wait()
 
     def clear(self) -> None:
         if self.stream is not None:
@@ -85,10 +97,17 @@ class SpeechIn:
             elif isinstance(e, SpeechStopped):
                 self.ears.speech_stopped(int(e.time_s * 1000))
             else:
+                self.unreported += 1
+                self.idle.clear()
                 self.pieces.put_nowait((self.stream, e))
 
     async def _recognize(self) -> None:
         """Slices in order: recognized (batched with other sessions), then reported."""
         while True:
             stream, piece = await self.pieces.get()
-            self.ears.recognized(await stream.recognize(piece))
+            try:
+                self.ears.recognized(await stream.recognize(piece))
+            finally:
+                self.unreported -= 1
+                if not self.unreported:
+                    self.idle.set()

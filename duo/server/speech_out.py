@@ -14,10 +14,34 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from duo.audio.decode import WIRE_RATE as OUTPUT_RATE
 
 from . import server_events as se
 from .speech import SpeechServices
+
+
+class Encoder:
+    """Speech (PCM16 at 24 kHz) in the session's output format: as it is, or G.711 at 8 kHz."""
+
+    def __init__(self, codec: str = "pcm16") -> None:
+        self.codec = codec
+        self.resampler: Any = None
+        if codec != "pcm16":
+            import soxr
+
+            from duo.audio.g711 import G711_RATE
+
+            self.resampler = soxr.ResampleStream(OUTPUT_RATE, G711_RATE, 1, dtype="int16", quality="HQ")
+
+    def encode(self, pcm: bytes, last: bool = False) -> bytes:
+        if self.resampler is None:
+            return pcm
+        from duo.audio import g711
+
+        samples = self.resampler.resample_chunk(np.frombuffer(pcm, dtype="<i2"), last=last)
+        return g711.encode(samples, self.codec)
 
 
 @dataclass
@@ -26,6 +50,7 @@ class Playback:
 
     response_id: str
     item_id: str
+    encoder: Encoder = field(default_factory=Encoder)
     text: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
     audio_ms: float = 0.0  # audio sent so far
@@ -45,12 +70,12 @@ class SpeechOut:
         self.services, self.send, self.on_spoken = services, send, on_spoken
         self.speaking: Playback | None = None  # audio still being produced or played
 
-    async def start(self, response_id: str, item_id: str) -> Playback | None:
+    async def start(self, response_id: str, item_id: str, codec: str = "pcm16") -> Playback | None:
         """Speak a new reply (None when speech output is off)."""
         speaker = await self.services.speaker()
         if speaker is None:
             return None
-        playback = Playback(response_id, item_id)
+        playback = Playback(response_id, item_id, Encoder(codec))
         self.speaking = playback
         playback.task = asyncio.create_task(self._speak(playback, speaker))
         return playback
@@ -83,7 +108,10 @@ class SpeechOut:
         async for chunk in speaker.aspeak(deltas()):
             playback.audio_ms += len(chunk) / 2 / OUTPUT_RATE * 1000
             playback.spoken_chars = playback.fed_chars
-            self.send(se.OutputAudioDelta(**ids, delta=base64.b64encode(chunk).decode()))
+            if audio := playback.encoder.encode(chunk):
+                self.send(se.OutputAudioDelta(**ids, delta=base64.b64encode(audio).decode()))
+        if tail := playback.encoder.encode(b"", last=True):
+            self.send(se.OutputAudioDelta(**ids, delta=base64.b64encode(tail).decode()))
         playback.spoken_chars = playback.fed_chars
         self.send(se.OutputAudioDone(**ids))
         self.on_spoken(playback)

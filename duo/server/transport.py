@@ -104,7 +104,8 @@ class Transport:
 
     async def write(self) -> None:
         while (event := await self.outbox.get()) is not None:
-            await self.ws.send_text(event.to_json(self.beta))
+            if (text := event.to_json(self.beta)) is not None:
+                await self.ws.send_text(text)
         if self._close_with is not None:
             with contextlib.suppress(Exception):
                 await self.ws.close(*self._close_with)

@@ -210,15 +210,26 @@ def test_unjudged_slices_wait_for_an_explicit_respond(tiny) -> None:
     """Pause-based turn taking and client-committed turns: no forecast, the caller says when to answer."""
     engine = Engine(tiny)
     s = engine.open_session(_config(k=1, n=4))
-    s.respond()
-    assert [e.code for e in engine.step() if isinstance(e, ev.Error)] == ["no_input"]
     s.push_slice("what is the weather", judge=False)
     s.push_slice("like tomorrow", judge=False)
     assert not any(isinstance(e, ev.StateDecided) for e in run_until_idle(engine))
-    s.respond()
+    s.respond("req_1")
     out = run_until_idle(engine)
-    assert out[0] == ev.ResponseStarted(s.id, out[0].response_id, "what is the weather like tomorrow")
+    assert out[0] == ev.ResponseStarted(s.id, out[0].response_id, "what is the weather like tomorrow", "req_1")
     assert _reply(out)[0].status is ev.ResponseStatus.LENGTH
+
+
+def test_respond_with_no_new_input_speaks_next(tiny) -> None:
+    """The assistant may speak first, or again: an empty user turn, then a reply, as in a fresh prefill."""
+    engine = Engine(tiny)
+    s = engine.open_session(_config(k=1, n=4))
+    s.respond()
+    first = run_until_idle(engine)
+    assert first[0] == ev.ResponseStarted(s.id, first[0].response_id, "")
+    assert s.turns[0] == {"role": "user", "content": ""} and s.turns[1]["role"] == "assistant"
+    s.respond()
+    assert isinstance(run_until_idle(engine)[0], ev.ResponseStarted)
+    assert [t["role"] for t in s.turns] == ["user", "assistant"] * 2
 
 
 def test_truncate_keeps_only_what_was_heard(embedded) -> None:

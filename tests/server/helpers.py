@@ -50,8 +50,14 @@ class Client:
         await self.until("session.updated")
 
     async def say(self, text: str) -> None:
-        item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
-        await self.send("conversation.item.create", item=item)
+        """Words for DUO to judge, as a duo-aware client types them (standard text items are not judged)."""
+        await self.send("duo.input.slice", text=text, final=True)
+
+    async def add_text(self, text: str, role: str = "user", **kw: Any) -> None:
+        """A standard text item: part of the conversation, answered when the client asks."""
+        kind = "input_text" if role != "assistant" else "output_text"
+        item = {"type": "message", "role": role, "content": [{"type": kind, "text": text}]}
+        await self.send("conversation.item.create", item=item, **kw)
 
 
 async def connect(url: str, **kw: Any) -> Client:

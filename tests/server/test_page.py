@@ -171,7 +171,8 @@ def test_barge_in_cuts_the_first_reply(server: InProcessServer, tmp_path: Path) 
         page.click("#open-settings")
         page.fill('input[name="incompleteTimeoutMs"]', "1000")
         page.click("#save-settings")
-        wait_applied(page, rec, lambda s: s["audio"]["input"]["turn_detection"].get("incomplete_timeout_ms") == 1000)
+        wait_applied(page, rec,
+                     lambda s: s["audio"]["input"]["turn_detection"]["duo"].get("incomplete_timeout_ms") == 1000)
         page.click("#mic")
         page.wait_for_selector('.turn.assistant[data-status="interrupted"] .cut', timeout=90_000)
         page.wait_for_function("document.querySelectorAll('.turn.assistant').length === 2"

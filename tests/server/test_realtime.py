@@ -185,11 +185,12 @@ async def test_audio_conversation_from_synthesized_speech(server: InProcessServe
     c = await connect(server.url)
     await c.configure(**ANSWER)
     await _stream(c, _speech_pcm24k(tmp_path, "what is the capital of france"))
-    await c.until("input_audio_buffer.speech_started")
+    await c.until("duo.input.speech_started")  # what duo heard, at once (duo-aware clients)
+    await c.until("duo.input.state", state="process")
+    await c.until("input_audio_buffer.speech_started")  # the standard events: a turn for duo
     await c.until("input_audio_buffer.speech_stopped")
     transcript = await c.until("conversation.item.input_audio_transcription.completed")
     assert "capital of france" in transcript["transcript"].lower()
-    assert (await c.until("duo.input.state"))["state"] == "process"
     await c.until("response.created")
     await c.ws.close()
 
@@ -312,7 +313,7 @@ async def test_client_vanishing_mid_response_frees_its_kv(server: InProcessServe
     ('{"type": "input_audio_buffer.append", "audio": "AAE="}', "invalid_audio"),  # 2 bytes: fine; see below
     ('{"type": "conversation.item.truncate", "item_id": "nope", "audio_end_ms": 10}', "item_not_found"),
     ('{"type": "session.update", "session": {"audio": {"input": {"turn_detection": {"type": "duo", '
-     '"slice_ms": 99}}}}}', "invalid_event"),
+     '"slice_ms": 99}}}}}', "invalid_value"),
     ("[1, 2]", "invalid_event"),
     pytest.param('{"type": "session.update", "session": {"instructions": "' + "a " * 9000 + '"}}', "invalid_session",
                  id="instructions-beyond-the-window"),
@@ -366,7 +367,8 @@ async def test_shipped_adapter_answers_queries_and_ignores_background_talk() -> 
     tuned = load_backbone(None, device="cpu")  # the embedded model with its shipped adapter
     with live_server(tuned) as live:
         c = await connect(live.url)
-        await c.send("session.update", session={"max_output_tokens": 12})
+        await c.send("session.update", session={"max_output_tokens": 12,  # DUO's defaults, its events on
+                                                "audio": {"input": {"turn_detection": {"type": "duo"}}}})
         await c.until("session.updated")
         await c.say("mark are you coming to the meeting at three")
         assert (await c.until("duo.input.state"))["state"] == "ignore"

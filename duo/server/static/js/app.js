@@ -87,7 +87,8 @@ function sendSessionUpdate() {
 
 // -- server events --------------------------------------------------------------------------------------
 function duoJudges() {
-  return session?.audio?.input?.turn_detection?.type === "duo";
+  // DUO's detector is reported under its published name, with its own parameters in `duo`
+  return session?.audio?.input?.turn_detection?.type === "semantic_vad";
 }
 
 function onEvent(event) {
@@ -104,22 +105,31 @@ function onEvent(event) {
       session = event.session;
       updateMode();
       break;
-    case "input_audio_buffer.speech_started":
-      setHearing(true);
-      speechStart = clock.captured(event.audio_start_ms ?? 0) ?? performance.now();
+    case "duo.input.speech_started": // raw voice activity: duck the reply until DUO has judged the speech
+      player.duck(true);
+      onSpeechStarted(event);
+      break;
+    case "duo.input.speech_stopped":
+      player.duck(false);
+      onSpeechStopped(event);
+      break;
+    case "input_audio_buffer.speech_started": // under DUO: speech judged addressed to duo
+      if (!duoJudges()) onSpeechStarted(event);
       break;
     case "input_audio_buffer.speech_stopped":
-      setHearing(false);
-      endOfInput = clock.captured(event.audio_end_ms ?? 0) ?? performance.now();
+      if (!duoJudges()) onSpeechStopped(event);
+      break;
+    case "duo.input.transcript":
+      if (event.text?.trim()) view.userSlice(event.text, { judged: true });
       break;
     case "conversation.item.input_audio_transcription.delta":
-      if (event.delta?.trim()) view.userSlice(event.delta, { judged: duoJudges() });
+      if (!duoJudges() && event.delta?.trim()) view.userSlice(event.delta, { judged: false });
       break;
     case "conversation.item.input_audio_transcription.completed":
       if (!duoJudges()) view.endUtterance();
       break;
     case "conversation.item.added":
-      if (event.item?.role === "user") {
+      if (event.item?.role === "user" && !duoJudges()) { // under DUO, typed words were shown as they went out
         const text = (event.item.content ?? []).map((c) => c.text ?? "").join(" ");
         view.userSlice(text, { typed: true, judged: duoJudges() });
         if (!duoJudges()) view.endUtterance();
@@ -127,7 +137,10 @@ function onEvent(event) {
       break;
     case "duo.input.state":
       view.userState(event);
-      if (event.state === "ignore") endOfInput = null; // not a question: nothing to time
+      if (event.state === "ignore") {
+        endOfInput = null; // not a question: nothing to time
+        player.duck(false); // not for duo: the reply goes on at full level
+      }
       break;
     case "response.created":
       onResponseCreated(event.response.id);
@@ -161,9 +174,20 @@ function onEvent(event) {
   }
 }
 
+function onSpeechStarted(event) {
+  setHearing(true);
+  speechStart = clock.captured(event.audio_start_ms ?? 0) ?? performance.now();
+}
+
+function onSpeechStopped(event) {
+  setHearing(false);
+  endOfInput = clock.captured(event.audio_end_ms ?? 0) ?? performance.now();
+}
+
 // -- replies --------------------------------------------------------------------------------------------
 function onResponseCreated(id) {
   view.closeUserTurn();
+  if (player.ducked) player.duck(false); // the new reply plays at full level
   for (const reply of replies.values()) if (reply.id !== id && isLive(reply)) interrupt(reply, "turn_detected");
   const reply = { id, itemId: null, generating: true, spoken: false, browserVoice: false, interrupted: false,
                   firstToken: false, since: endOfInput };
@@ -340,9 +364,15 @@ function sendText(event) {
     view.note("Not connected: the message was not sent.", "warn");
     return;
   }
-  connection.send({ type: "conversation.item.create",
-                    item: { type: "message", role: "user", content: [{ type: "input_text", text }] } });
-  if (!duoJudges()) connection.send({ type: "response.create" }); // without DUO, a typed message is a turn
+  if (duoJudges()) {
+    // DUO judges typed words as it judges speech; a standard text item would wait for response.create
+    connection.send({ type: "duo.input.slice", text, final: true });
+    view.userSlice(text, { typed: true, judged: true });
+  } else {
+    connection.send({ type: "conversation.item.create",
+                      item: { type: "message", role: "user", content: [{ type: "input_text", text }] } });
+    connection.send({ type: "response.create" }); // without DUO, a typed message is a turn
+  }
   endOfInput = performance.now();
   speechStart = endOfInput;
   input.value = "";
@@ -362,7 +392,8 @@ function showLatency() {
 
 function updateMode() {
   const td = session?.audio?.input?.turn_detection?.type;
-  $("mode").textContent = td === "duo" ? "DUO turn-taking" : td === "server_vad" ? "Pause-only baseline" : "Manual";
+  $("mode").textContent = td === "semantic_vad" ? "DUO turn-taking" : td === "server_vad" ? "Pause-only baseline"
+    : "Manual";
 }
 
 // -- settings -------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 
 const JITTER_S = 0.12;
 const OUTPUT_RATE = 24000; // response.output_audio.delta is PCM16 at 24 kHz
+const DUCKED = 0.25; // playback level while someone speaks over it, before DUO has judged the speech
 
 export class Player {
   /** @param {() => AudioContext} context the page's shared audio context */
@@ -15,7 +16,25 @@ export class Player {
     this.segments = []; // {source, itemId, start, duration}
     this.items = new Map(); // itemId -> {receivedMs, heardMs (of flushed segments)}
     this.nextTime = 0;
+    this.gain = null; // every source plays through it, so ducking reaches what is already scheduled
+    this.ducked = false;
     this.onChange = () => {};
+  }
+
+  output() {
+    const ctx = this.context();
+    if (!this.gain) {
+      this.gain = ctx.createGain();
+      this.gain.connect(ctx.destination);
+    }
+    return this.gain;
+  }
+
+  /** Lower playback while speech over it is being judged (`on`), or restore it. */
+  duck(on) {
+    const gain = this.output().gain;
+    gain.setTargetAtTime(on ? DUCKED : 1, this.context().currentTime, 0.03);
+    this.ducked = on;
   }
 
   /** Queue one chunk of an item's audio. */
@@ -28,7 +47,7 @@ export class Player {
     buffer.copyToChannel(samples, 0);
     const source = ctx.createBufferSource();
     source.buffer = buffer;
-    source.connect(ctx.destination);
+    source.connect(this.output());
     const now = ctx.currentTime;
     if (this.nextTime < now + 0.01) this.nextTime = now + JITTER_S; // first chunk, or an underrun
     const segment = { source, itemId, start: this.nextTime, duration: buffer.duration };
