@@ -29,7 +29,7 @@ class KVCache:
     ) -> None:
         self.block_size = block_size
         self.max_blocks = max_blocks
-        self.num_blocks = num_blocks
+        self.num_blocks = self.initial_blocks = num_blocks
         shape = (num_blocks * block_size, num_kv_heads, head_dim)
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
@@ -87,10 +87,28 @@ class KVCache:
     def free(self, blocks: list[int]) -> None:
         self._free.extend(reversed(blocks))
 
-    def grow_to(self, num_blocks: int) -> None:
-        """Grow as another pool grew (tensor parallel: every rank's pool follows rank 0's)."""
+    def resize_to(self, num_blocks: int) -> None:
+        """Grow or shrink as another pool did (tensor parallel: every rank's pool follows rank 0's)."""
         while self.num_blocks < num_blocks:
             self._grow()
+        while self.num_blocks > num_blocks and self.shrink():
+            pass
+
+    def shrink(self) -> bool:
+        """Halve the pool (never below its first size) when its upper half is all free: the memory a crowd of
+        sessions needed goes back once the crowd has left. A copy of the lower half; True if it shrank."""
+        half = max(self.initial_blocks, self.num_blocks // 2)
+        top = self.num_blocks - half
+        if top <= 0 or len(self._free) < top or sum(b >= half for b in self._free) < top:
+            return False
+        self._free = [b for b in self._free if b < half]
+        keep = half * self.block_size
+        for pool in (self.k, self.v):
+            for i, t in enumerate(pool):
+                pool[i] = t[:keep].clone()
+        self.num_blocks = half
+        self.version += 1
+        return True
 
     def _grow(self) -> None:
         """Double the pool (a copy, rare: sizing `initial_blocks` right avoids it on a GPU)."""

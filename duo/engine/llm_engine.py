@@ -162,11 +162,14 @@ class Engine:
         while self._joining:
             session = self._joining.popleft()
             self.sessions[session.id] = session
-        while self._leaving:
-            session = self.sessions.pop(self._leaving.popleft(), None)
-            if session is not None:
-                session.close()
-                events.append(ev.SessionClosed(session.id))
+        if self._leaving:
+            while self._leaving:
+                session = self.sessions.pop(self._leaving.popleft(), None)
+                if session is not None:
+                    session.close()
+                    events.append(ev.SessionClosed(session.id))
+            while self.kv.shrink():  # sessions left: a pool grown for a crowd gives its memory back
+                pass
 
         work: list[tuple[Session, Sequence, Need]] = []
         for session in list(self.sessions.values()):

@@ -114,7 +114,7 @@ class ModelRunner:
     @torch.inference_mode()
     def execute(self, step: Step, fill: Callable[[torch.Tensor], None]) -> torch.Tensor:
         """The forward of `step` on this rank; `fill` writes its payload into the device buffer it is given."""
-        self.kv.grow_to(step.num_blocks)  # the pool rank 0 planned against (other ranks grow as it grew)
+        self.kv.resize_to(step.num_blocks)  # the pool rank 0 planned against (the others follow its size)
         if step.graph:
             if self.graphs is None:
                 raise RuntimeError("a CUDA graph step reached a runner without CUDA graphs")
