@@ -17,9 +17,8 @@ from typing import Any
 
 from starlette.websockets import WebSocketDisconnect
 
-from duo.engine import EngineLoop, SessionConfig, SessionHandle
+from duo.engine import DEFAULT_INSTRUCTIONS, EngineLoop, SessionConfig, SessionHandle
 from duo.engine import events as ev
-from duo.engine.framing import DEFAULT_INSTRUCTIONS
 
 from . import objects as ob
 from . import protocol as p
