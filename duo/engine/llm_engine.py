@@ -162,14 +162,14 @@ class Engine:
         while self._joining:
             session = self._joining.popleft()
             self.sessions[session.id] = session
-        if self._leaving:
-            while self._leaving:
-                session = self.sessions.pop(self._leaving.popleft(), None)
-                if session is not None:
-                    session.close()
-                    events.append(ev.SessionClosed(session.id))
-            while self.kv.shrink():  # sessions left: a pool grown for a crowd gives its memory back
-                pass
+        left = bool(self._leaving)
+        while self._leaving:
+            session = self.sessions.pop(self._leaving.popleft(), None)
+            if session is not None:
+                session.close()
+                events.append(ev.SessionClosed(session.id))
+        while left and self.kv.shrink():  # sessions left: a pool grown for a crowd gives its memory back
+            pass
 
         work: list[tuple[Session, Sequence, Need]] = []
         for session in list(self.sessions.values()):
@@ -201,10 +201,7 @@ class Engine:
     def abort(self, exc: BaseException) -> list[ev.Event]:
         """A tick failed outside any one session's code: every session ends with an error, the engine goes on
         (empty, hence consistent) unless failures keep coming."""
-        self._failed(exc)
-        events: list[ev.Event] = []
-        for session in [*self.sessions.values(), *self._joining]:
-            events += self._close(session, "internal_error", f"the engine failed: {type(exc).__name__}: {exc}")
+        events = self._fail_all([*self.sessions.values(), *self._joining], exc)
         self._joining.clear()
         return events
 
@@ -216,11 +213,7 @@ class Engine:
             tokens, probs = choose(logits, params, gens, list(self.vocab.state_ids.values()))
         except Exception as exc:  # the forward failed: the sessions it carried end, the others go on
             log.exception("event=tick_failed sessions=%d", len({s.id for s, _, _ in group}))
-            self._failed(exc)
-            events: list[ev.Event] = []
-            for session in {s.id: s for s, _, _ in group}.values():
-                events += self._close(session, "internal_error", f"the engine failed: {type(exc).__name__}: {exc}")
-            return events
+            return self._fail_all(list({s.id: s for s, _, _ in group}.values()), exc)
         self.failed_ticks = 0
         events = []
         for (session, _, need), token, p in zip(group, tokens, probs, strict=True):
@@ -231,6 +224,12 @@ class Engine:
             except Exception as exc:
                 events += self._fail(session, exc)
         return events
+
+    def _fail_all(self, sessions: list[Session], exc: BaseException) -> list[ev.Event]:
+        """A failure of the engine, not of one session: count it, and end every session it hit."""
+        self._failed(exc)
+        message = f"the engine failed: {type(exc).__name__}: {exc}"
+        return [e for session in sessions for e in self._close(session, "internal_error", message)]
 
     def _failed(self, exc: BaseException) -> None:
         self.failed_ticks += 1

@@ -33,12 +33,12 @@ def admit(work: list[tuple[Session, Sequence, Need]], *, budget: int, kv: KVCach
     every tick. A sequence cut short this tick only writes KV (`Need.PREFILL`); the rest of its session's
     items wait for it, since they read its keys.
     """
-    by_session: dict[str, list[tuple[Session, Sequence, Need]]] = {}
-    for item in work:
-        by_session.setdefault(item[0].id, []).append(item)
     if sum(len(seq.pending) for _, seq, _ in work) <= budget:
         chosen = [(s, Chunk(seq, len(seq.pending)), need) for s, seq, need in work]
     else:
+        by_session: dict[str, list[tuple[Session, Sequence, Need]]] = {}
+        for item in work:
+            by_session.setdefault(item[0].id, []).append(item)
         chosen, heads = [], []
         for items in by_session.values():
             for s, seq, need in items:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import protocol as p
 from .options import WireFormat
 from .speech import AudioInput, RateLimited, SpeechServices
+
+if TYPE_CHECKING:
+    from duo.audio.events import TextSlice
 
 
 class Ears(Protocol):
@@ -21,8 +24,7 @@ class Ears(Protocol):
 
     def speech_started(self, audio_ms: int) -> None: ...
     def speech_stopped(self, audio_ms: int) -> None: ...
-    def recognized(self, text: Any) -> None:  # a `duo.audio.events.TextSlice`
-        ...
+    def recognized(self, text: TextSlice) -> None: ...
 
 
 @dataclass(frozen=True)
