@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+if not torch.cuda.is_available() and "triton" not in sys.modules:
+    # Triton kernels run on CPU tensors through its interpreter, chosen once, before Triton is imported
+    # (transformers' models import it).
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 

@@ -10,11 +10,12 @@ A tick's tokens are laid out flat in two groups, each a padded batch of rows for
 - prefill rows (a slice, a closed turn), padded to a common width.
 A row's slot table lists, in position order, the slots of its visible ancestry and then its own tokens,
 so "key l is visible to query j" is `l <= ctx + j`: a tree of channels becomes a batch of plain causal
-rows, and the gathered keys are O(rows x context), never O(tokens x all keys). Grouped-query heads are
-folded into the query length (a key/value head's g query heads become g queries of its row), so no
-kernel repeats keys and the masked memory-efficient kernel applies to every model. Padding (rows, query
-positions, keys) reads and writes the pool's scratch slot only; every padded query sees exactly that one
-key, so no row is ever fully masked (which would turn into NaN).
+rows. Decode rows read the pool in place on CUDA (`paged_decode.py`, a Triton kernel walking each row's
+slot table); elsewhere, and always for prefill rows, the reference path gathers each row's visible keys
+(O(rows x context), never O(tokens x all keys)) and runs masked SDPA. Grouped-query heads are folded
+into the query length (a key/value head's g query heads become g queries of its row), so no kernel
+repeats keys. Padding (rows, query positions, keys) reads and writes the pool's scratch slot only; every
+padded query sees exactly that one key, so no row is ever fully masked (which would turn into NaN).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from .kv_cache import KVCache
+from .paged_decode import paged_decode
 
 ATTN_IMPLEMENTATION = "duo"
 
@@ -46,13 +48,15 @@ class TickBatch:
     table: torch.Tensor  # [decode + prefill, L] pool slot of each row's key l
     mask_decode: torch.Tensor  # [decode, 1, 1, L] bool
     mask_prefill: torch.Tensor  # [prefill, 1, width, L] bool
+    key_len: torch.Tensor  # [decode] keys each decode row sees
     decode: int
     prefill: int
     width: int
+    paged: bool  # decode rows read the pool in place (`paged_decode`), not a gathered copy
 
     @classmethod
     def build(cls, kv: KVCache, write_slots: torch.Tensor, table: torch.Tensor, key_len: torch.Tensor,
-              ctx: torch.Tensor, q_len: torch.Tensor, width: int) -> TickBatch:
+              ctx: torch.Tensor, q_len: torch.Tensor, width: int, paged: bool = False) -> TickBatch:
         """Masks from lengths, on the device (inside a CUDA graph when captured).
 
         `key_len[r]`: keys a decode row sees (itself included); `ctx[p]`, `q_len[p]`: keys before a prefill
@@ -64,7 +68,7 @@ class TickBatch:
         j = torch.arange(width, device=table.device)
         limit = torch.where(j < q_len[:, None], ctx[:, None] + j + 1, 1)  # padded queries see key 0 only
         mask_prefill = (cols < limit[..., None])[:, None]
-        return cls(kv, write_slots, table, mask_decode, mask_prefill, decode, prefill, width)
+        return cls(kv, write_slots, table, mask_decode, mask_prefill, key_len, decode, prefill, width, paged)
 
 
 _active: TickBatch | None = None
@@ -98,22 +102,26 @@ def duo_attention(
     k_pool, v_pool = b.kv.k[module.layer_idx], b.kv.v[module.layer_idx]
     k_pool.index_copy_(0, b.write_slots, key[0].transpose(0, 1).to(k_pool.dtype))
     v_pool.index_copy_(0, b.write_slots, value[0].transpose(0, 1).to(v_pool.dtype))
-    keys = k_pool[b.table].transpose(1, 2)  # [rows, kv_heads, L, head_dim]
-    values = v_pool[b.table].transpose(1, 2)
     q = query[0].transpose(0, 1)  # [T, heads, head_dim]
     heads, head_dim = q.shape[1], q.shape[2]
-    kv_heads = keys.shape[1]
+    kv_heads = k_pool.shape[1]
     g = heads // kv_heads  # query heads per key/value head, folded into the query length below
     d, p, w = b.decode, b.prefill, b.width
+    gathered = b.table[d:] if b.paged else b.table
+    keys = k_pool[gathered].transpose(1, 2)  # [rows, kv_heads, L, head_dim]
+    values = v_pool[gathered].transpose(1, 2)
     parts = []
-    if d:  # [d, kv_heads, g, head_dim]: each kv head's query group as g queries of one row
+    if d and b.paged:
+        parts.append(paged_decode(q[:d], k_pool, v_pool, b.table[:d], b.key_len, scaling or head_dim**-0.5))
+    elif d:  # [d, kv_heads, g, head_dim]: each kv head's query group as g queries of one row
         out = F.scaled_dot_product_attention(q[:d].view(d, kv_heads, g, head_dim), keys[:d], values[:d],
                                              attn_mask=b.mask_decode, scale=scaling)
         parts.append(out.reshape(d, heads, head_dim))
     if p:  # [p, kv_heads, g * w, head_dim], the mask repeated for each query head of a group
         qp = q[d:].view(p, w, kv_heads, g, head_dim).permute(0, 2, 3, 1, 4).reshape(p, kv_heads, g * w, head_dim)
         mask = b.mask_prefill[:, :, None].expand(p, 1, g, w, -1).reshape(p, 1, g * w, -1)
-        out = F.scaled_dot_product_attention(qp, keys[d:], values[d:], attn_mask=mask, scale=scaling)
+        k_p, v_p = (keys, values) if b.paged else (keys[d:], values[d:])
+        out = F.scaled_dot_product_attention(qp, k_p, v_p, attn_mask=mask, scale=scaling)
         parts.append(out.view(p, kv_heads, g, w, head_dim).permute(0, 3, 1, 2, 4).reshape(p * w, heads, head_dim))
     return torch.cat(parts)[None], None
 

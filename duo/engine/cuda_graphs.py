@@ -23,6 +23,8 @@ from .plan import Step, TickShape, pack, plan_tick, unpack
 
 # The model over a flat tick: (ids, positions, batch, flat indices to keep) -> logits
 Forward = Callable[[torch.Tensor, torch.Tensor, TickBatch, torch.Tensor], torch.Tensor]
+# A step's device inputs (views of its payload) -> what attention reads (the runner's choice of kernels)
+Build = Callable[[dict[str, torch.Tensor], TickShape], TickBatch]
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +52,9 @@ class _Graph:
 
 
 class CudaGraphs:
-    def __init__(self, kv: KVCache, forward: Forward, device: torch.device, max_graphs: int = 96) -> None:
-        self.kv, self.forward, self.device = kv, forward, device
+    def __init__(self, kv: KVCache, forward: Forward, build: Build, device: torch.device,
+                 max_graphs: int = 96) -> None:
+        self.kv, self.forward, self.build, self.device = kv, forward, build, device
         self.max_graphs = max_graphs
         self.graphs: dict[TickShape, _Graph] = {}
         self.pool = torch.cuda.graph_pool_handle()
@@ -83,9 +86,7 @@ class CudaGraphs:
         inputs = unpack(buffer, Step(True, shape, self.kv.num_blocks))
 
         def forward() -> torch.Tensor:
-            batch = TickBatch.build(self.kv, inputs["write_slots"], inputs["table"], inputs["key_len"],
-                                    inputs["ctx"], inputs["q_len"], shape.width)
-            return self.forward(inputs["ids"], inputs["positions"], batch, inputs["row_last"])
+            return self.forward(inputs["ids"], inputs["positions"], self.build(inputs, shape), inputs["row_last"])
 
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())

@@ -61,7 +61,8 @@ class Engine:
                                     num_blocks=self.config.initial_blocks, max_blocks=self.config.max_blocks,
                                     memory_fraction=self.config.kv_memory_fraction,
                                     shards=group.size if group else 1, common=group.common_blocks if group else None)
-        self.runner = ModelRunner(backbone.model, self.kv, cuda_graphs=self.config.cuda_graphs, group=group)
+        self.runner = ModelRunner(backbone.model, self.kv, cuda_graphs=self.config.cuda_graphs,
+                                  paged_attention=self.config.paged_attention, group=group)
         self.tick_tokens = self.config.max_tick_tokens or (2048 if self.runner.device.type == "cuda" else 32)
         self.vocab = Vocab(
             tokenizer=backbone.tokenizer,

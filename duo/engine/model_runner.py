@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from . import paged_decode
 from .attention import TickBatch, tick
 from .cuda_graphs import CudaGraphs
 from .kv_cache import KVCache
@@ -39,13 +40,16 @@ SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDP
 
 class ModelRunner:
     def __init__(self, model: torch.nn.Module, kv: KVCache, *, cuda_graphs: bool = False,
-                 group: TensorParallel | None = None) -> None:
+                 paged_attention: bool = True, group: TensorParallel | None = None) -> None:
         self.model = model
         self.kv = kv
         self.group = group  # tensor parallel: rank 0 sends every step to the other ranks, which run it too
         self.device = next(model.parameters()).device
         self.forward_passes = 0
-        self.graphs = CudaGraphs(kv, self.forward, self.device) if cuda_graphs and self.device.type == "cuda" else None
+        # decode rows read the pool in place where the kernel runs; the gathered reference path otherwise
+        self.paged = paged_attention and paged_decode.available(self.device, kv.k[0].shape[-1])
+        self.graphs = (CudaGraphs(kv, self.forward, self._batch, self.device)
+                       if cuda_graphs and self.device.type == "cuda" else None)
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, batch: TickBatch,
                 keep: torch.Tensor) -> torch.Tensor:
@@ -56,7 +60,8 @@ class ModelRunner:
         return out.logits[0]
 
     def _batch(self, t: dict[str, torch.Tensor], shape: TickShape) -> TickBatch:
-        return TickBatch.build(self.kv, t["write_slots"], t["table"], t["key_len"], t["ctx"], t["q_len"], shape.width)
+        return TickBatch.build(self.kv, t["write_slots"], t["table"], t["key_len"], t["ctx"], t["q_len"], shape.width,
+                               self.paged)
 
     def tensors(self, plan: TickPlan) -> tuple[torch.Tensor, torch.Tensor, TickBatch]:
         """Device tensors of a plan, as an eager step reads them."""

@@ -1,0 +1,132 @@
+"""The in-place paged decode kernel equals the gathered reference path: alone, in a tick, and in the engine.
+
+On a CPU the kernel runs through Triton's interpreter (slow, so the shapes stay small); on a GPU the same
+comparisons run compiled, in bf16.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from duo.engine import paged_decode as pd
+from duo.engine.config import EngineConfig, SamplingParams, SessionConfig
+from duo.engine.kv_cache import KVCache
+from duo.engine.llm_engine import Engine
+from duo.engine.model_runner import ModelRunner
+from duo.engine.plan import whole
+
+from .helpers import full_tokens, reference_logits, rel_err, run_until_idle
+from .test_model_runner import _tree
+
+triton = pytest.importorskip("triton", reason="the paged kernel needs Triton (installed with the dev extra)")
+
+
+@pytest.fixture
+def interpreted(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The kernel on CPU tensors, through Triton's interpreter (tests/conftest.py chooses it where no GPU is)."""
+    if not pd.interpreted():
+        pytest.skip("Triton's interpreter is chosen only where no CUDA device is (the GPU tests below run there)")
+    monkeypatch.setattr(pd, "ON_CPU", True)
+    yield
+
+
+def _gathered(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: torch.Tensor, key_len: torch.Tensor,
+              scale: float) -> torch.Tensor:
+    rows, heads, head_dim = q.shape
+    kv_heads = k.shape[1]
+    mask = (torch.arange(table.shape[1], device=table.device) < key_len[:, None])[:, None, None, :]
+    out = F.scaled_dot_product_attention(q.view(rows, kv_heads, heads // kv_heads, head_dim),
+                                         k[table].transpose(1, 2), v[table].transpose(1, 2),
+                                         attn_mask=mask, scale=scale)
+    return out.reshape(rows, heads, head_dim)
+
+
+@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(4, 4, 16), (14, 2, 64), (9, 3, 32)])
+@pytest.mark.parametrize("min_programs", [1, 10**6])  # one pass over the keys; keys cut into splits
+def test_kernel_equals_the_gathered_reference(interpreted, monkeypatch: pytest.MonkeyPatch, heads: int,
+                                              kv_heads: int, head_dim: int, min_programs: int) -> None:
+    monkeypatch.setattr(pd, "MIN_PROGRAMS", min_programs)
+    g = torch.Generator().manual_seed(heads)
+    slots, rows, width = 3000, 4, 600
+    k, v = torch.randn(slots, kv_heads, head_dim, generator=g), torch.randn(slots, kv_heads, head_dim, generator=g)
+    table = torch.randint(1, slots, (rows, width), generator=g)
+    key_len = torch.tensor([1, 64, 65, width])  # one key (a padded row), a block's edge, one past it, all
+    q = torch.randn(rows, heads, head_dim, generator=g)
+    expected = pd.splits_for(rows, kv_heads, width)
+    assert (expected > 1) == (min_programs > 1)
+    out = pd.paged_decode(q, k, v, table, key_len, head_dim**-0.5)
+    assert out.shape == q.shape and torch.isfinite(out).all()
+    assert rel_err(out, _gathered(q, k, v, table, key_len, head_dim**-0.5)) < 1e-5
+
+
+def test_keys_past_a_rows_length_are_never_read(interpreted) -> None:
+    """What the table holds past `key_len` (another session's slots, say) changes nothing."""
+    g = torch.Generator().manual_seed(1)
+    k, v = torch.randn(500, 2, 16, generator=g), torch.randn(500, 2, 16, generator=g)
+    q = torch.randn(2, 4, 16, generator=g)
+    table = torch.randint(1, 400, (2, 128), generator=g)  # the visible keys; slots 400 on are another's
+    key_len = torch.tensor([70, 3])
+    a = pd.paged_decode(q, k, v, table, key_len, 0.25)
+    table[0, 70:], table[1, 3:] = 450, 451
+    k[450], v[451] = 1e4, -1e4
+    assert torch.equal(a, pd.paged_decode(q, k, v, table, key_len, 0.25))
+
+
+def _runner(backbone, paged: bool) -> ModelRunner:
+    kv = KVCache.for_model(backbone.model, block_size=16, num_blocks=64, max_blocks=64)
+    return ModelRunner(backbone.model, kv, paged_attention=paged)
+
+
+def test_a_tick_of_forks_and_prefills_gives_the_reference_logits(interpreted, tiny) -> None:
+    paged, gathered = _runner(tiny, True), _runner(tiny, False)
+    assert paged.paged and not gathered.paged
+    a, b = _tree(paged), _tree(gathered)
+    for _ in range(2):  # decode rows on a trunk and a channel forked mid-block, beside prefill rows
+        la, lb = paged.run(whole(a)), gathered.run(whole(b))
+        assert rel_err(la, lb) < 1e-5
+        for seq in (*a, *b):
+            seq.append([7])
+    for seq, row in zip(a, la, strict=True):
+        assert rel_err(row, reference_logits(tiny.model, full_tokens(seq)[:-1])[-1]) < 1e-4
+
+
+def test_the_engine_replies_the_same_with_the_kernel(interpreted, tiny) -> None:
+    """Greedy replies, forecasts and states of sessions whose channels fork, roll back and promote."""
+    runs = []
+    for paged in (True, False):
+        engine = Engine(tiny, EngineConfig(paged_attention=paged))
+        assert engine.runner.paged == paged
+        sessions = [engine.open_session(SessionConfig(sampling=SamplingParams(max_new_tokens=6)))
+                    for _ in range(2)]
+        for i, s in enumerate(sessions):
+            s.push_slice(f"question number {i} about")
+        events = run_until_idle(engine)
+        sessions[0].push_slice("the weather tomorrow")  # a new slice: the forecast rolls back and re-forks
+        events += run_until_idle(engine)
+        runs.append([(type(e).__name__, getattr(e, "delta", None), getattr(e, "state", None)) for e in events])
+    assert runs[0] == runs[1]
+    assert any(name == "StateDecided" for name, *_ in runs[0])
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize(("heads", "kv_heads"), [(28, 4), (12, 2), (9, 3)])
+@pytest.mark.parametrize("rows", [3, 600])
+def test_compiled_kernel_equals_the_reference_in_bf16(heads: int, kv_heads: int, rows: int) -> None:
+    g = torch.Generator(device="cuda").manual_seed(0)
+    slots, width, head_dim = 60_000, 1024, 128 if heads != 9 else 64
+    kw = {"device": "cuda", "dtype": torch.bfloat16, "generator": g}
+    k, v = torch.randn(slots, kv_heads, head_dim, **kw), torch.randn(slots, kv_heads, head_dim, **kw)
+    q = torch.randn(rows, heads, head_dim, **kw)
+    table = torch.randint(1, slots, (rows, width), device="cuda", generator=g)
+    key_len = torch.randint(1, width + 1, (rows,), device="cuda", generator=g)
+    out = pd.paged_decode(q, k, v, table, key_len, head_dim**-0.5)
+    ref = _gathered(q.float(), k.float(), v.float(), table, key_len, head_dim**-0.5)
+    assert rel_err(out.float(), ref) < 2e-2
