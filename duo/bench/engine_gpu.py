@@ -56,8 +56,9 @@ QUESTION = "please tell me a very long story about the sea"
 FILLER = "we talked about the weather the trains the garden and what to cook for dinner tonight"
 
 
-def load(arch: str, device: str, group: TensorParallel | None = None) -> Backbone:
-    embedded = load_backbone(None, adapter="auto", device=device, dtype="bfloat16")
+def load(arch: str, device: str, group: TensorParallel | None = None, model: str | None = None) -> Backbone:
+    """`model` (default: the embedded default) is benched as is, or lends its tokenizer to a random `arch`."""
+    embedded = load_backbone(model, adapter="auto", device=device, dtype="bfloat16")
     if arch == "embedded":
         if group is not None:
             raise SystemExit("--tensor-parallel needs a larger --arch than the embedded model")
@@ -113,10 +114,11 @@ def history(backbone: Backbone, context: int) -> list[dict[str, str]]:
 class Workload:
     """`n` sessions streaming replies, each hearing background speech every `slice_s` seconds."""
 
-    def __init__(self, backbone: Backbone, n: int, context: int, k: int, slice_s: float, growth: int) -> None:
+    def __init__(self, backbone: Backbone, n: int, context: int, k: int, slice_s: float, growth: int,
+                 paged: bool = True) -> None:
         blocks = n * ((context + growth + 64) // 16 + 8) + 64  # the conversation, the reply, an input channel
         self.engine = Engine(backbone, EngineConfig(initial_blocks=blocks, max_blocks=2 * blocks,
-                                                    max_sessions=max(n, 1)))
+                                                    max_sessions=max(n, 1), paged_attention=paged))
         config = SessionConfig(forecast_tokens=k, thresholds=Thresholds(process=2.0, ignore=0.0),  # ignore all
                                sampling=SamplingParams(max_new_tokens=4096, ignore_eos=True))
         turns = history(backbone, context)
@@ -209,7 +211,8 @@ def release() -> None:
 def capacity(backbone: Backbone, args: argparse.Namespace) -> list[dict]:
     rows = []
     for n in args.sessions:
-        w = Workload(backbone, n, args.context, args.forecast_tokens, args.slice_s, growth=1024)
+        w = Workload(backbone, n, args.context, args.forecast_tokens, args.slice_s, growth=1024,
+                     paged=args.attention == "paged")
         row = {"bench": "capacity", **w.run(args.seconds)}
         w.close()
         row["realtime"] = row["tick_ms_p99"] <= 50 and row["tokens_per_s_min"] >= 20
@@ -346,10 +349,12 @@ def floor(backbone: Backbone, args: argparse.Namespace) -> list[dict]:
     weights = local_bytes(backbone.model)
     group = backbone.parallel
     for n in args.sessions:
-        w = Workload(backbone, n, args.context, args.forecast_tokens, args.slice_s, growth=1024)
+        w = Workload(backbone, n, args.context, args.forecast_tokens, args.slice_s, growth=1024,
+                     paged=args.attention == "paged")
         duo = w.run(args.seconds / 2)
         w.close()
-        w = Workload(backbone, n, args.context, args.forecast_tokens, args.slice_s, growth=1024)
+        w = Workload(backbone, n, args.context, args.forecast_tokens, args.slice_s, growth=1024,
+                     paged=args.attention == "paged")
         plain = w.run(args.seconds / 2, slices=False)
         kv_bytes = n * duo["context_mean"] * w.engine.kv.bytes_per_token  # this GPU's kv heads
         w.close()
@@ -419,6 +424,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bench", choices=["passes", "capacity", "floor", "kv"])
     parser.add_argument("--arch", default="embedded", choices=["embedded", *ARCHS])
+    parser.add_argument("--model", default=None, help="checkpoint or embedded name (default: the embedded default)")
     parser.add_argument("--sessions", type=int, nargs="+", default=None)
     parser.add_argument("--context", type=int, default=512)
     parser.add_argument("--seconds", type=float, default=8.0)
@@ -429,6 +435,8 @@ def main() -> None:
     parser.add_argument("--forecast-tokens", type=int, default=4)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tensor-parallel", type=int, default=1, help="GPUs of this host to split the model over")
+    parser.add_argument("--attention", default="paged", choices=["paged", "gather"],
+                        help="decode attention: in place over the paged pool, or the gathered reference path")
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args()
     defaults = {"passes": [1, 8, 32], "capacity": [64, 128, 192, 256, 320, 384], "floor": [64, 128], "kv": [1]}
@@ -440,7 +448,7 @@ def main() -> None:
             os.execv(argv[0], argv)
         group = TensorParallel.join(args.tensor_parallel)
         args.naive_max = 0  # the naive baseline runs the model outside the engine, on rank 0 alone
-    backbone = load(args.arch, args.device, group)
+    backbone = load(args.arch, args.device, group, args.model)
     if group is not None:  # every rank, before the followers start following
         hidden = backbone.model.config.hidden_size
         args.allreduce_ms = {n: allreduce_ms(group, n + n // 4 + 1, hidden) for n in args.sessions}
@@ -451,7 +459,7 @@ def main() -> None:
     rows = {"passes": passes, "capacity": capacity, "floor": floor, "kv": kv}[args.bench](backbone, args)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     for r in rows:
-        r.update(arch=args.arch, device=device, gpus=group.size if group else 1)
+        r.update(arch=args.arch, device=device, gpus=group.size if group else 1, attention=args.attention)
     if group is not None:
         group.close()
     if args.json_out:
