@@ -111,7 +111,8 @@ async def test_a_stop_after_the_first_clause_sends_nothing_more() -> None:
 async def test_the_server_wires_the_setting_and_the_histogram() -> None:
     server = Server(Settings(tts="espeak-ng", tts_first_clause_words=6))
     speaker = await server.speech.speaker()
-    assert speaker.first_clause_words == 6 and Settings().tts_first_clause_words == FIRST_CLAUSE_WORDS
+    assert speaker.first_clause_words == 6
+    assert Settings().tts_first_clause_words == SpeechServices().first_clause_words == FIRST_CLAUSE_WORDS
     voice = Voice(server.speech)
     playback = await voice.out.start("resp_1", "item_1")
     assert playback is not None
