@@ -6,6 +6,7 @@ Modules (import the one you need; heavy libraries load inside them, not here):
   `AudioSlice`).
 - `whisper_model`, `asr`, `transcriber`, `batcher`: Whisper loading, batched decoding, per-stream slice ->
   `TextSlice` recognition, and cross-session batching for the server.
-- `tts`: sentence-by-sentence speech output (`Speaker`), Piper or espeak-ng.
+- `tts`, `sentences`: speech output (`Speaker`), Piper or espeak-ng, a reply's first clause then sentence by
+  sentence.
 - `events`, `errors`: the types other parts of duo consume and catch.
 """

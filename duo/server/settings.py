@@ -36,6 +36,10 @@ class Settings(BaseModel):
                                                "id/path")
     tts: str = Field("auto", description="speech output: auto (Piper if installed, else espeak-ng), piper, "
                                           "espeak-ng, none")
+    tts_first_clause_words: int = Field(4, ge=0, le=100, description="a reply is spoken from its first clause "
+                                        "(cut at a comma, semicolon, colon or dash) once it holds this many "
+                                        "words, or before and/but/or... after twice as many; the rest sentence "
+                                        "by sentence; 0: from the first whole sentence")
     # network
     host: str = Field("127.0.0.1", description="bind address; anything but loopback requires API keys")
     port: int = Field(8000, ge=0, le=65535)

@@ -28,6 +28,8 @@ class SpeechServices:
     _speaker: Any = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     on_recognized: Callable[[float], None] | None = None  # seconds from a slice queued to its text (load)
+    on_first_audio: Callable[[float], None] | None = None  # seconds from a reply's first text to its first audio
+    first_clause_words: int = 4  # a reply is spoken from its first clause of this many words (0: first sentence)
 
     async def recognizer(self) -> tuple[Any, Any]:
         async with self._lock:
@@ -49,7 +51,8 @@ class SpeechServices:
             if self._speaker is None and self.tts_backend != "none":
                 from duo.audio.tts import Speaker, load_voice
 
-                self._speaker = Speaker(await asyncio.to_thread(load_voice, self.tts_backend))
+                self._speaker = Speaker(await asyncio.to_thread(load_voice, self.tts_backend),
+                                        first_clause_words=self.first_clause_words)
             return self._speaker
 
     async def close(self) -> None:

@@ -1,8 +1,8 @@
 """A session's voice: reply text in, `response.output_audio.delta` events out, then the playback clock.
 
-A reply is spoken as its text streams (sentence by sentence, in a worker thread). When its audio is all
-out, the response is done; the reply then stays *speaking* for as long as the client takes to play it,
-so speech during playback is a barge-in too. Stopping cancels synthesis at once.
+A reply is spoken as its text streams (its first clause, then sentence by sentence, in a worker thread). When
+its audio is all out, the response is done; the reply then stays *speaking* for as long as the client takes to
+play it, so speech during playback is a barge-in too. Stopping cancels synthesis at once.
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ class Playback:
     audio_ms: float = 0.0  # audio sent so far
     fed_chars: int = 0  # reply characters the voice has taken in
     spoken_chars: int = 0  # characters taken in when the newest audio chunk was made (an upper bound)
+    text_at: float = 0.0  # monotonic time of its first text delta (0: none yet)
+    first_audio_s: float | None = None  # from its first text delta to its first audio chunk sent
 
     def heard_chars(self, audio_end_ms: float) -> int:
         """Characters of the reply the client played in `audio_end_ms`, at an even rate over what was spoken."""
@@ -81,6 +83,8 @@ class SpeechOut:
         return playback
 
     def feed(self, playback: Playback, delta: str) -> None:
+        if not playback.text_at:
+            playback.text_at = time.monotonic()
         playback.text.put_nowait(delta)
 
     def end(self, playback: Playback) -> None:
@@ -97,6 +101,11 @@ class SpeechOut:
     def close(self) -> None:
         self.stop()
 
+    def _first_audio(self, playback: Playback) -> None:
+        playback.first_audio_s = time.monotonic() - playback.text_at
+        if self.services.on_first_audio is not None:
+            self.services.on_first_audio(playback.first_audio_s)
+
     async def _speak(self, playback: Playback, speaker: Any) -> None:
         async def deltas() -> AsyncIterator[str]:
             while (delta := await playback.text.get()) is not None:
@@ -110,6 +119,8 @@ class SpeechOut:
             playback.spoken_chars = playback.fed_chars
             if audio := playback.encoder.encode(chunk):
                 self.send(se.OutputAudioDelta(**ids, delta=base64.b64encode(audio).decode()))
+                if playback.first_audio_s is None:
+                    self._first_audio(playback)
         if tail := playback.encoder.encode(b"", last=True):
             self.send(se.OutputAudioDelta(**ids, delta=base64.b64encode(tail).decode()))
         playback.spoken_chars = playback.fed_chars

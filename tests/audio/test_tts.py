@@ -16,16 +16,10 @@ from duo.audio.asr import DecodeRequest, Recognizer
 from duo.audio.decode import resample
 from duo.audio.errors import SynthesisError
 from duo.audio.textnorm import wer
-from duo.audio.tts import OUTPUT_RATE, EspeakTts, PiperTts, SentenceSplitter, Speaker, load_voice
+from duo.audio.tts import OUTPUT_RATE, EspeakTts, PiperTts, Speaker, load_voice
 from tests.audio.conftest import need
 
 REPLY = "The timer is set for ten minutes. I will remind you when it rings. Anything else?"
-
-
-def split_sentences(text: str) -> list[str]:
-    """All sentences of a whole text, as the streaming splitter yields them."""
-    splitter = SentenceSplitter()
-    return splitter.push(text) + splitter.flush()
 
 
 @pytest.fixture(scope="module")
@@ -43,20 +37,6 @@ def piper() -> PiperTts:
 
 def pcm(chunks: list[bytes]) -> np.ndarray:
     return np.frombuffer(b"".join(chunks), "<i2").astype(np.float32) / 32768.0
-
-
-def test_sentence_splitting() -> None:
-    assert split_sentences('Hi there! Dr. Smith said "Go." It is 3.5 km away... OK?\nNext') == [
-        "Hi there!", 'Dr. Smith said "Go."', "It is 3.5 km away...", "OK?", "Next"]
-    splitter, released = SentenceSplitter(), []
-    for token in ["The wea", "ther is sun", "ny. It will ", "rain", " tomorrow"]:
-        released.append(splitter.push(token))
-    assert released == [[], [], ["The weather is sunny."], [], []] and splitter.flush() == ["It will rain tomorrow"]
-    assert split_sentences(" ... ") == []
-    long = "first we go north, then we turn left at the old mill, " * 5 + "and then we are there."
-    pieces = split_sentences(long)
-    assert len(pieces) > 1 and all(len(p) <= 180 for p in pieces) and " ".join(pieces) == long
-    assert all(len(p) <= 180 for p in split_sentences("word " * 100))
 
 
 def test_chunks_are_pcm16_24k_of_the_chosen_size(espeak: EspeakTts) -> None:
@@ -84,6 +64,35 @@ def test_streamed_text_is_spoken_sentence_by_sentence(espeak: EspeakTts) -> None
     deltas = ["The timer ", "is set. ", "I will remind", " you."]
     assert len(list(speaker.speak(iter(deltas)))) > 10
     assert spoken == ["The timer is set.", "I will remind you."]
+
+
+TWO_SENTENCES = "The capital of France is Paris, which is also its largest city. It has been so for centuries."
+
+
+def test_first_audio_comes_after_the_first_clause_not_the_first_sentence(espeak: EspeakTts) -> None:
+    """Streamed word by word, the first chunk is out before the first sentence's end has even been read, and
+    it is the first clause's audio; with clauses off it waits for the whole sentence."""
+    words = [(" " if i else "") + w for i, w in enumerate(TWO_SENTENCES.split(" "))]
+    sentence_end = next(i for i, w in enumerate(words) if w.endswith("."))
+
+    def first_chunk(speaker: Speaker) -> tuple[int, list[bytes]]:
+        """(words read when the first chunk came out, the chunks made before the next word was read)."""
+        read = []
+        stream = speaker.speak(read.append(w) or w for w in words)
+        first = next(stream)
+        at, chunks = len(read), [first]
+        for chunk in stream:
+            if len(read) > at:
+                break
+            chunks.append(chunk)
+        return at, chunks
+
+    at, chunks = first_chunk(Speaker(espeak, first_clause_words=4))
+    assert words[at - 2] == " Paris," and at - 1 < sentence_end  # the clause and the word that confirms it
+    assert b"".join(chunks) == b"".join(Speaker(espeak).render("The capital of France is Paris,"))
+    at, chunks = first_chunk(Speaker(espeak, first_clause_words=0))
+    assert at - 1 > sentence_end  # the whole first sentence (and the word after it) was read first
+    assert b"".join(chunks) == b"".join(Speaker(espeak).render(TWO_SENTENCES.split(". ")[0] + "."))
 
 
 def test_cancel_stops_the_sync_stream_at_once(espeak: EspeakTts) -> None:
@@ -126,6 +135,8 @@ def test_backend_choice_and_errors(espeak: EspeakTts) -> None:
         load_voice("festival")
     with pytest.raises(SynthesisError):
         Speaker(espeak, chunk_s=0)
+    with pytest.raises(SynthesisError):
+        Speaker(espeak, first_clause_words=-1)
     has_piper = importlib.util.find_spec("piper") is not None
     with pytest.raises(SynthesisError, match="Piper voice" if has_piper else "not installed"):
         PiperTts("/nonexistent/voice.onnx")

@@ -39,7 +39,7 @@ const clock = new StreamClock();
 const replyLatency = new Stat();
 const stopLatency = new Stat();
 const view = new ConversationView($("turns"), $("conversation"), $("empty"));
-const player = new Player(context);
+const player = new Player(context, settings.playbackLeadMs);
 const voice = new BrowserVoice();
 const mic = new Microphone(context, onChunk);
 const connection = new Connection({ onEvent, onState });
@@ -410,6 +410,7 @@ function closeSettings() {
   const previousKey = settings.apiKey;
   settings = readForm($("settings-form"), settings, serverInstructions);
   saveSettings(settings);
+  player.setLead(settings.playbackLeadMs);
   if (!settings.voice) {
     player.flush();
     voice.stop();

@@ -1,18 +1,30 @@
 // Speech playback: PCM16 chunks scheduled back to back behind a small jitter buffer.
 //
 // Each chunk becomes an AudioBufferSourceNode started at an exact time on the audio clock, so chunks
-// join without gaps. Playback starts `JITTER_S` after the first chunk (and after any underrun), which
-// absorbs network and synthesis jitter. Because every chunk's start time is known, how much of an item
-// was actually heard is exact, and a flush stops everything at once.
+// join without gaps. The first chunk plays as soon as it arrives, a short lead later (and so does a chunk
+// after an underrun): the server sends each rendered piece of a reply at once, so only network jitter is
+// left to absorb. A chunk of the same item arriving just after the queue ran dry is such jitter: the lead
+// grows a step (up to LEAD_MAX_S) and shrinks back a half step with each new item. A longer gap is a pause
+// in the reply's text, which no buffer would cure. Because every chunk's start time is known, how much of
+// an item was actually heard is exact, and a flush stops everything at once.
 
-const JITTER_S = 0.12;
+export const LEAD_MS = 60; // the default lead: enough for the audio clock to schedule the chunk
+const LEAD_MAX_S = 0.3;
+const LEAD_STEP_S = 0.02;
+const JITTER_GAP_S = 0.25; // a queue dry for less than this before a chunk came is an underrun
 const OUTPUT_RATE = 24000; // response.output_audio.delta is PCM16 at 24 kHz
 const DUCKED = 0.25; // playback level while someone speaks over it, before DUO has judged the speech
 
 export class Player {
-  /** @param {() => AudioContext} context the page's shared audio context */
-  constructor(context) {
+  /**
+   * @param {() => AudioContext} context the page's shared audio context
+   * @param {number} leadMs the least time between a chunk's arrival and its start, when nothing is queued
+   */
+  constructor(context, leadMs = LEAD_MS) {
     this.context = context;
+    this.setLead(leadMs);
+    this.underruns = 0;
+    this.lastItem = null;
     this.segments = []; // {source, itemId, start, duration}
     this.items = new Map(); // itemId -> {receivedMs, heardMs (of flushed segments)}
     this.nextTime = 0;
@@ -37,6 +49,11 @@ export class Player {
     this.ducked = on;
   }
 
+  /** The least lead (from the settings); any growth after underruns starts again from it. */
+  setLead(ms) {
+    this.minLead = this.lead = ms / 1000;
+  }
+
   /** Queue one chunk of an item's audio. */
   enqueue(itemId, pcm) {
     const ctx = this.context();
@@ -49,7 +66,15 @@ export class Player {
     source.buffer = buffer;
     source.connect(this.output());
     const now = ctx.currentTime;
-    if (this.nextTime < now + 0.01) this.nextTime = now + JITTER_S; // first chunk, or an underrun
+    if (itemId !== this.lastItem) this.lead = Math.max(this.minLead, this.lead - LEAD_STEP_S / 2);
+    if (this.nextTime < now + 0.01) { // nothing left queued: the item's first chunk, or an underrun
+      if (itemId === this.lastItem && this.nextTime > 0 && now - this.nextTime < JITTER_GAP_S) {
+        this.underruns += 1;
+        this.lead = Math.min(LEAD_MAX_S, this.lead + LEAD_STEP_S);
+      }
+      this.nextTime = now + this.lead;
+    }
+    this.lastItem = itemId;
     const segment = { source, itemId, start: this.nextTime, duration: buffer.duration };
     source.onended = () => {
       this.segments = this.segments.filter((s) => s !== segment);

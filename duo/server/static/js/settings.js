@@ -1,5 +1,7 @@
 // Settings: what the user chose, kept in localStorage, and the session.update they amount to.
 
+import { LEAD_MS } from "./player.js";
+
 const KEY = "duo.settings.v1";
 export const INPUT_RATE = 16000; // what the server's recognizer works at: the least to send
 
@@ -13,6 +15,7 @@ export const DEFAULTS = Object.freeze({
   actBeforePause: false,
   incompleteTimeoutMs: 3000, // 0: an utterance judged incomplete waits for more speech however long
   voice: true,
+  playbackLeadMs: LEAD_MS, // the player's least lead before a first chunk plays
   maxTokens: 256,
   apiKey: "",
 });
@@ -24,6 +27,7 @@ const LIMITS = {
   processThreshold: [0, 1],
   ignoreThreshold: [0, 1],
   incompleteTimeoutMs: [0, 60000],
+  playbackLeadMs: [20, 500],
   maxTokens: [1, 4096],
 };
 
@@ -99,6 +103,7 @@ export function fillForm(form, settings) {
   f.actBeforePause.checked = settings.actBeforePause;
   f.incompleteTimeoutMs.value = settings.incompleteTimeoutMs;
   f.voice.checked = settings.voice;
+  f.playbackLeadMs.value = settings.playbackLeadMs;
   f.maxTokens.value = settings.maxTokens;
   f.apiKey.value = settings.apiKey;
   syncForm(form);
@@ -119,6 +124,7 @@ export function readForm(form, previous, serverInstructions) {
     actBeforePause: f.actBeforePause.checked,
     incompleteTimeoutMs: Math.round(Number(f.incompleteTimeoutMs.value)),
     voice: f.voice.checked,
+    playbackLeadMs: Math.round(Number(f.playbackLeadMs.value)),
     maxTokens: Math.round(Number(f.maxTokens.value)),
     apiKey: f.apiKey.value.trim(),
   });
