@@ -42,7 +42,7 @@ class SessionHandle:
         self.session.push_slice(text, final, judge, partial)
         self.loop.wake()
 
-    def withdraw(self, response_id: str) -> None:
+    def withdraw(self, response_id: str | None = None) -> None:
         self.session.withdraw(response_id)
         self.loop.wake()
 

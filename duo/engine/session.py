@@ -173,12 +173,13 @@ class Session:
         """
         self.inbox.append(("slice", (text, final, judge, partial)))
 
-    def withdraw(self, response_id: str) -> None:
-        """The user went on speaking: take back the reply `response_id` that answered their words, unheard.
+    def withdraw(self, response_id: str | None = None) -> None:
+        """The user went on speaking: take back the reply that answered their words, unheard.
 
         Only the newest turn can be taken back, and only while nothing came after it: its tokens leave the
         cache and the words are the input channel again, so what the user says next joins the same turn.
-        A reply it had interrupted stays ended. Ends it with `ResponseDone` status `withdrawn`.
+        A reply it had interrupted stays ended. Ends it with `ResponseDone` status `withdrawn`. With no
+        `response_id`, whichever reply the newest promotion started, if any (none: nothing happens).
         """
         self.inbox.append(("withdraw", response_id))
 
@@ -381,9 +382,13 @@ class Session:
             self.revocable.old.release()
             self.revocable = None
 
-    def _withdraw(self, response_id: str) -> list[ev.Event]:
+    def _withdraw(self, response_id: str | None) -> list[ev.Event]:
         """Undo the promotion that started `response_id` (see `withdraw`)."""
         rec, self.revocable = self.revocable, None
+        if response_id is None:
+            if rec is None:
+                return []
+            response_id = rec.response_id
         reply = self.reply if self.reply is not None else (self.closed[-1] if self.closed else None)
         if rec is None or rec.response_id != response_id or reply is None or reply.id != response_id:
             if rec is not None:
