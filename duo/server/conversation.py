@@ -92,6 +92,7 @@ class Conversation:
                 self.listener.clear()
                 self.turns.withdraw()
                 self.turns.confirmed = self.turns.words_final = True
+                self.turns.open_utterances = 0
                 self.buffered = False
                 if self.user.item is not None and not self.user.item.announced:
                     self.user.drop()

@@ -49,6 +49,7 @@ class Turns:
         self.confirmed = self.words_final = True  # the silence confirmed the turn; its last words are recognized
         self.early_ms: int | None = None  # where the speech ended, after an early close not yet confirmed
         self.may_answer = False  # judged words of the unconfirmed turn went to the engine: a reply may be coming
+        self.open_utterances = 0  # heard but their final slice not yet recognized
         self.ducked = False
 
     def judged_as(self, event: ev.StateDecided) -> None:
@@ -147,11 +148,10 @@ class Turns:
     def withdraw(self) -> None:
         """The user went on: a reply to the unconfirmed turn (held, or still on its way from the engine) is
         taken back unheard, and the words stay the input."""
-        if not self.may_answer:
+        if not self.may_answer:  # stays set until the turn is confirmed: a judgement may still be in flight
             return
-        self.may_answer = False
-        rid = self.held.withdraw()
-        log.info("session=%s event=withdraw response=%s", self.id, rid)
+        if (rid := self.held.withdraw()) is not None:
+            log.info("session=%s event=withdraw response=%s", self.id, rid)
         self.handle.withdraw()  # the engine's newest promotion, if it is this turn's
         if self.answered is not None:  # the input's provisional tail becomes the settled words it was
             self.handle.push_slice(self.answered, False, judge=False)
@@ -175,6 +175,7 @@ class Turns:
         self.stop_waiting()
         self.ended = False
         self.confirmed = self.words_final = False
+        self.open_utterances += 1
         self.complete(False)  # the newest judgement is of words before this speech
         if resumed and self.early_ms is not None:  # an early close was wrong: the same turn goes on
             self.metrics.early_closes_resumed.inc()
@@ -220,12 +221,15 @@ class Turns:
             if text.text:
                 self.heard(text.text, False, partial=True, spoken=True)
             return
-        self.user.heard(text.text, text.final, spoken=True, seconds=text.end_s - text.start_s)
-        if text.text:
-            self.heard(text.text, text.final, spoken=True)
-        elif text.final:
-            self.paused()
         if text.final:
+            self.open_utterances = max(0, self.open_utterances - 1)
+        final = text.final and not self.open_utterances  # not if the speaker went on after an early close
+        self.user.heard(text.text, final, spoken=True, seconds=text.end_s - text.start_s)
+        if text.text:
+            self.heard(text.text, final, spoken=True)
+        elif final:
+            self.paused()
+        if final:
             self.words_final = True
             self.release()
         td = self.options.turn_detection
