@@ -243,7 +243,7 @@ class Conversation:
             return Hearing(self.options.input_format, slice_ms, pause_ms)
         d = duo.params
         partial = d.partial_ms if d.partial_ms is not None else self.partial_ms
-        return Hearing(self.options.input_format, slice_ms, pause_ms, d.early_pause_ms, d.confirm, partial)
+        return Hearing(self.options.input_format, slice_ms, pause_ms, d.early, d.confirm, partial)
 
     # -- engine events ---------------------------------------------------------------------------------
     async def _pump(self, handle: SessionHandle) -> None:

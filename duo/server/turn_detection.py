@@ -54,18 +54,15 @@ class DuoParams(BaseModel):
     # if the user goes on).
     speculate: bool = True
 
-    @model_validator(mode="after")
-    def _pauses(self) -> DuoParams:
-        if self.early_pause_ms is not None and self.early_pause_ms > self.pause_ms:
-            raise ValueError("early_pause_ms must not exceed pause_ms")
-        if self.confirm_ms is not None and self.confirm_ms < (self.early_pause_ms or 0):
-            raise ValueError("confirm_ms must not be shorter than early_pause_ms")
-        return self
+    @property
+    def early(self) -> int | None:
+        """The short pause, never longer than the pause itself."""
+        return None if self.early_pause_ms is None else min(self.early_pause_ms, self.pause_ms)
 
     @property
     def confirm(self) -> int:
-        """The silence that confirms an early close."""
-        return self.confirm_ms if self.confirm_ms is not None else self.pause_ms
+        """The silence that confirms an early close (never shorter than the early pause)."""
+        return max(self.confirm_ms if self.confirm_ms is not None else self.pause_ms, self.early or 0)
 
 
 DUO_KEYS = frozenset(DuoParams.model_fields)

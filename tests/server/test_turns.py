@@ -187,3 +187,28 @@ async def test_partials_leave_the_kv_of_a_fresh_prefill_of_the_final_words(serve
         for pool, ref in ((kv.k[layer], fresh.keys), (kv.v[layer], fresh.values)):
             assert torch.allclose(pool[slots].transpose(0, 1), ref[0, :, inp.seq.base :], rtol=1e-4, atol=1e-5)
     await c.ws.close()
+
+
+async def test_speech_judged_process_over_a_spoken_reply_stops_it_and_is_answered(server: InProcessServer,
+                                                                                 tmp_path) -> None:
+    c = await connect(server.url)
+    td = {"type": "duo", "forecast_tokens": 1, "partial_ms": 300, **ANSWER}
+    await c.send("session.update", session={"output_modalities": ["audio"], "max_output_tokens": 120,
+                                            "audio": {"input": {"turn_detection": td}}})
+    await c.until("session.updated")
+    silenced = metric(server, "duo_interruption_silence_seconds_count")
+    await c.add_text("tell me a long story about a dragon")
+    await c.send("response.create")
+    reply = (await c.until("response.created"))["response"]["id"]
+    await c.until("response.output_audio.delta")
+    await send_audio(c, np.concatenate([spoken(tmp_path, "stop, what time is it"), silence(1500)]))
+    assert (await c.until("duo.output_audio.duck"))["response_id"] == reply
+    done = await c.until("response.done")
+    assert done["response"]["id"] == reply and done["response"]["status"] == "cancelled"
+    assert done["response"]["status_details"]["reason"] == "turn_detected"
+    assert (await c.until("duo.output_audio.restore"))["reason"] == "interrupted"
+    answer = await c.until("response.created")
+    assert answer["response"]["id"] != reply
+    await c.until("response.done")
+    assert metric(server, "duo_interruption_silence_seconds_count") == silenced + 1
+    await c.ws.close()
