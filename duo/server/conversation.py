@@ -151,7 +151,7 @@ class Conversation:
 
     def _configure_listening(self) -> None:
         self.listener.configure(self._hearing())
-        self.user.duo_events = self.options.duo_events
+        self.user.duo_events = self.turns.ducking.events = self.options.duo_events
         self.user.vad_events = self.options.turn_detection is not None
         self.user.complete_at_end = not self.turns.judged
 

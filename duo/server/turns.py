@@ -23,7 +23,7 @@ from duo.engine import SessionHandle
 from duo.engine import events as ev
 
 from . import protocol as p
-from . import server_events as se
+from .ducking import Ducking
 from .held import Held, Release
 from .metrics import Metrics
 from .options import SessionOptions
@@ -50,7 +50,8 @@ class Turns:
         self.early_ms: int | None = None  # where the speech ended, after an early close not yet confirmed
         self.may_answer = False  # judged words of the unconfirmed turn went to the engine: a reply may be coming
         self.open_utterances = 0  # heard but their final slice not yet recognized
-        self.ducked = False
+        self.ducking = Ducking(user.send, responses.voice, metrics)
+        self.restore = self.ducking.restore
 
     def judged_as(self, event: ev.StateDecided) -> None:
         """DUO's judgement of the input: `process` makes it a user turn, `ignore` drops it unseen."""
@@ -194,7 +195,7 @@ class Turns:
                 self.responses.stop_speaking("turn_detected")  # the baseline: any speech stops the reply
                 self.cancel("turn_detected")
             elif self.judged and self.responses.voice.speaking is not None:
-                self.duck(audio_ms, at)
+                self.ducking.duck(audio_ms, at)
 
     def speech_stopped(self, audio_ms: int, at: float, early: bool = False) -> None:
         self.responses.end_of_input = at
@@ -235,27 +236,6 @@ class Turns:
         td = self.options.turn_detection
         if text.final and isinstance(td, p.ServerVadTurnDetection) and td.create_response and text.utterance_text:
             self.answer_now()
-
-    def duck(self, audio_ms: int, at: float) -> None:
-        """Speech over the reply being spoken: the client lowers its volume while DUO judges the speech."""
-        if self.ducked:
-            return
-        self.ducked = True
-        playback = self.responses.voice.speaking
-        if self.options.duo_events:
-            self.user.send(se.DuoDuck(response_id=playback.response_id if playback else None,
-                                      audio_start_ms=audio_ms))
-        self.metrics.duck_latency.observe(max(0.0, time.monotonic() - at))
-
-    def restore(self, reason: str) -> None:
-        """The speech over the reply is judged (or the reply stopped): full volume again."""
-        if not self.ducked:
-            return
-        self.ducked = False
-        playback = self.responses.voice.speaking
-        if self.options.duo_events:
-            self.user.send(se.DuoRestore(response_id=playback.response_id if playback else None,
-                                         reason=reason))  # type: ignore[arg-type]
 
     def begin_input(self, spoken: bool) -> None:
         """A new user input item starts unless one is open; remembers whether it began over a reply."""

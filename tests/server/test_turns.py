@@ -86,7 +86,7 @@ async def test_an_early_close_is_withdrawn_unheard_when_speech_resumes(server: I
     await send_audio(c, np.concatenate([spoken(tmp_path, "what is the capital"), silence(100)]))
     await c.until("duo.input.state", state="process")  # a partial judged: the short pause may end the words
     held = await until(lambda: conv.held.response_id if len(conv.held.events) > 2 else None, "a held reply")
-    await send_audio(c, silence(400))
+    await send_audio(c, silence(600))  # past the short pause, well within the confirmation window
     await until(lambda: conv.turns.early_ms is not None, "the early close")
     assert not [e for e in c.events if e["type"] == "response.created"]  # nothing of it is out yet
     await send_audio(c, np.concatenate([spoken(tmp_path, "of france"), silence(2500)]))  # within the 1.5 s
