@@ -58,6 +58,7 @@ class Turns:
         if event.state == "ignore":
             self.responses.barge_start = 0.0  # speech meant for someone else is no barge-in
             self.user.drop()
+            self.provisional = None  # the engine let go of the words, partial ones too
             self.restore("ignore")
         elif event.state == "process":
             self.user.announce()  # addressed to duo: now standard clients hear of it

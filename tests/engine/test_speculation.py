@@ -81,7 +81,7 @@ def test_a_withdrawn_speculative_reply_leaves_the_words_as_if_never_answered(bac
     started = next(e for e in out if isinstance(e, ev.ResponseStarted))
     assert started.speculative and [e.held for e in out if isinstance(e, ev.StateDecided)] == [True]
     assert s.turns[-1]["role"] == "assistant"  # the short reply even ended before the user went on
-    s.withdraw(started.response_id)
+    s.withdraw()  # the newest promotion's reply, named or not
     out = engine.step()
     done = next(e for e in out if isinstance(e, ev.ResponseDone))
     assert done.status is ev.ResponseStatus.WITHDRAWN and done.num_tokens > 0
@@ -105,6 +105,8 @@ def test_a_withdrawn_speculative_reply_leaves_the_words_as_if_never_answered(bac
 def test_withdraw_refuses_anything_but_the_newest_promotion(tiny) -> None:
     engine = Engine(tiny)
     s = engine.open_session(_config(P, n=4))
+    s.withdraw()  # nothing was promoted: nothing happens
+    assert run_until_idle(engine) == []
     s.push_slice("hello there")
     out = run_until_idle(engine)
     rid = next(e for e in out if isinstance(e, ev.ResponseStarted)).response_id
