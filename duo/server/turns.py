@@ -111,15 +111,16 @@ class Turns:
         text = text.strip()
         if final and not spoken:
             self.responses.end_of_input = time.monotonic()
-        same = self.provisional is not None and text == self.provisional
+        before = self.provisional
+        same = before is not None and text == before
         if partial and same:
             return
         self.stop_waiting()
         self.ended = final and not partial
         judge = self.judged and not (self.user.item is not None and self.user.item.committed)
         self.provisional = text if partial else None
-        if same and final and self.held.holding:
-            self.answered = text  # the held reply answered these very words: it stands
+        if final and self.held.holding and (same or not text):
+            self.answered = before  # the held reply answered these very words (or no more came): it stands
         else:
             self.withdraw()  # words it did not answer: a held reply is moot
             self.handle.push_slice(text, final and not partial, judge=judge, partial=partial)
