@@ -1,7 +1,10 @@
 """A session's microphone: `input_audio_buffer.*` audio in; speech starts, stops and recognized slices out.
 
 Audio is decoded and cut into slices (2 s, closed at pauses) as it arrives; slices are recognized in order,
-batched with other sessions'. What the speech means for the conversation (a turn, a barge-in, an answer) is
+batched with other sessions'. Every `partial_ms` of speech (and as each pause begins) the open slice is also
+recognized provisionally, a partial that newer audio waits behind being skipped. The owner's newest judgement
+(`judged_complete`) lets the slicer end speech after the short pause; the end is then confirmed by silence or
+resumed by speech. What the speech means for the conversation (a turn, a barge-in, an answer) is
 decided by the owner, told through `Ears`: this module knows nothing of turns or replies.
 """
 

@@ -200,6 +200,7 @@ async def test_speech_judged_process_over_a_spoken_reply_stops_it_and_is_answere
                                             "audio": {"input": {"turn_detection": td}}})
     await c.until("session.updated")
     silenced = metric(server, "duo_interruption_silence_seconds_count")
+    first_audio = metric(server, "duo_first_audio_seconds_count")
     await c.add_text("tell me a long story about a dragon")
     await c.send("response.create")
     reply = (await c.until("response.created"))["response"]["id"]
@@ -214,4 +215,5 @@ async def test_speech_judged_process_over_a_spoken_reply_stops_it_and_is_answere
     assert answer["response"]["id"] != reply
     await c.until("response.done")
     assert metric(server, "duo_interruption_silence_seconds_count") == silenced + 1
+    assert metric(server, "duo_first_audio_seconds_count") == first_audio + 1  # the answer, timed from the speech
     await c.ws.close()
