@@ -207,6 +207,8 @@ class Conversation:
             self.restore = True  # after this response, the session's own settings and conversation again
         tag = p.new_id("req")
         self.requests[tag] = request
+        self.turns.withdraw()  # the client's response answers the input: a held reply of DUO's gives way
+        self.turns.may_answer = False  # and no later withdrawal may take the client's response back
         self.turns.answer_now(tag)
 
     async def _rewrite(self, event_id: str | None, config: SessionConfig | None = None) -> None:

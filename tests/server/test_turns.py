@@ -217,3 +217,18 @@ async def test_speech_judged_process_over_a_spoken_reply_stops_it_and_is_answere
     assert metric(server, "duo_interruption_silence_seconds_count") == silenced + 1
     assert metric(server, "duo_first_audio_seconds_count") == first_audio + 1  # the answer, timed from the speech
     await c.ws.close()
+
+
+async def test_response_create_while_a_reply_is_held_answers_once(server: InProcessServer) -> None:
+    c = await connect(server.url)
+    await c.configure(**ANSWER)
+    conv = conversation_of(server, c)
+    await c.send("duo.input.slice", text="what is the capital of france", final=False, partial=True)
+    held = await until(lambda: conv.held.response_id if len(conv.held.events) > 1 else None, "a held reply")
+    await c.send("response.create", response={"metadata": {"asked": "yes"}})
+    created = await c.until("response.created")
+    done = await c.until("response.done")
+    assert created["response"]["metadata"] == {"asked": "yes"} and done["response"]["status"] == "completed"
+    assert mentions(c.events, held) == [] and sum(e["type"] == "response.created" for e in c.events) == 1
+    assert [t["role"] for t in conv.handle.session.turns] == ["user", "assistant"]
+    await c.ws.close()
