@@ -127,6 +127,7 @@ class Conversation:
                 if reply is self.responses.reply and reply.playback is not None:
                     self.turns.cancel("client_cancelled")  # still generating: it ends where the listener stopped
                 if heard is not None:
+                    self.turns.withdraw()  # a held reply's promotion could not be undone after the cut
                     self.handle.truncate(reply.id, heard)  # the model keeps only what was heard
                 self.send(se.ItemTruncated(item_id=event.item_id, content_index=event.content_index,
                                            audio_end_ms=event.audio_end_ms))
@@ -186,6 +187,7 @@ class Conversation:
         self.send(se.ItemDone(previous_item_id=before, item=item))
         if appended and item.role == "user":
             if text:
+                self.turns.withdraw()  # the words DUO held a reply for are input again, and this text joins them
                 self.handle.push_slice(text, True, judge=False)
         else:
             await self._rewrite(event.event_id)
