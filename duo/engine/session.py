@@ -484,7 +484,7 @@ class Session:
         own = inp.seq.tokens[drop : inp.kept]
         inp.seq.release()
         inp.seq = Sequence(self.kv, own, parent=self.last)
-        inp.kept = len(inp.seq)
+        inp.kept, inp.tail = len(inp.seq), max(0, inp.tail - drop)
         if judging:
             inp.judge()
 
