@@ -241,13 +241,7 @@ class Conversation:
         return dataclasses.replace(config, instructions=f"{base}\n{extra}")
 
     def _hearing(self) -> Hearing:
-        slice_ms, pause_ms = self.options.slicing_ms
-        duo = self.options.duo
-        if duo is None or not self.turns.judged:  # the plain pause: nothing judges the words early
-            return Hearing(self.options.input_format, slice_ms, pause_ms)
-        d = duo.params
-        partial = d.partial_ms if d.partial_ms is not None else self.partial_ms
-        return Hearing(self.options.input_format, slice_ms, pause_ms, d.early, d.confirm, partial)
+        return Hearing.of(self.options, self.turns.judged, self.partial_ms)
 
     # -- engine events ---------------------------------------------------------------------------------
     async def _pump(self, handle: SessionHandle) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import protocol as p
-from .options import WireFormat
+from .options import SessionOptions, WireFormat
 from .speech import AudioInput, RateLimited, SpeechServices
 
 if TYPE_CHECKING:
@@ -44,6 +44,18 @@ class Hearing:
     early_pause_ms: int | None = None
     confirm_ms: int | None = None
     partial_ms: int = 0
+
+    @classmethod
+    def of(cls, options: SessionOptions, judged: bool, partial_ms: int) -> Hearing:
+        """A session's hearing; without DUO judging the words, only the plain pause ends speech.
+        `partial_ms`: the server's interval for partials, unless the session set its own."""
+        slice_ms, pause_ms = options.slicing_ms
+        duo = options.duo
+        if duo is None or not judged:
+            return cls(options.input_format, slice_ms, pause_ms)
+        d = duo.params
+        partial = d.partial_ms if d.partial_ms is not None else partial_ms
+        return cls(options.input_format, slice_ms, pause_ms, d.early, d.confirm, partial)
 
 
 class SpeechIn:
