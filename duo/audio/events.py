@@ -17,6 +17,7 @@ class SpeechStarted:
 
     utterance_id: int
     time_s: float
+    resumed: bool = False  # it follows an early close within its confirmation window: the same turn goes on
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,18 @@ class SpeechStopped:
     """The speaker paused for the configured pause length (-> `input_audio_buffer.speech_stopped`).
 
     `time_s` is where the speech ended, i.e. the start of the pause, not the moment the pause was confirmed.
+    `early`: closed after the short pause the owner allowed (`Slicer.early_ok`); a `PauseConfirmed` or a
+    resumed `SpeechStarted` follows.
     """
+
+    utterance_id: int
+    time_s: float
+    early: bool = False
+
+
+@dataclass(frozen=True)
+class PauseConfirmed:
+    """The silence after an early close lasted the confirmation window: the turn has ended."""
 
     utterance_id: int
     time_s: float
@@ -40,6 +52,7 @@ class AudioSlice:
     end_s: float
     final: bool
     audio: np.ndarray = field(repr=False)
+    partial: bool = False  # the open slice so far, to recognize provisionally (final: it ends at a pause)
 
 
 @dataclass(frozen=True)
@@ -60,7 +73,8 @@ class TextSlice:
     utterance_text: str
     no_speech_prob: float
     language: str | None = None
+    partial: bool = False  # provisional: the words of the open slice so far, which the slice itself replaces
 
 
-Event = SpeechStarted | SpeechStopped | AudioSlice
+Event = SpeechStarted | SpeechStopped | PauseConfirmed | AudioSlice
 """What `Slicer.push` returns, in time order."""

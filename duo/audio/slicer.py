@@ -2,7 +2,10 @@
 
 Each 32 ms frame gets a Silero speech probability. Idle, a run of speech frames starts an utterance (with a
 little pre-roll so the onset is not clipped). Speaking, frames accumulate into the current slice, which
-closes as non-final when it reaches `slice_s`, or as final when the speaker has been silent for `pause_s`.
+closes as non-final when it reaches `slice_s`, or as final when the speaker has been silent for `pause_s`,
+or already after `early_pause_s` while the owner says the words are complete (`early_ok`, DUO's `process`):
+then speech within `confirm_s` of the pause's start resumes the same turn, and silence confirms it.
+`partial` hands out the open slice so far for provisional recognition.
 Hysteresis as in Silero's own iterator: a pause starts below `threshold - 0.15` and only a frame above
 `threshold` cancels it. Silence outside an utterance produces nothing.
 """
@@ -17,7 +20,7 @@ import numpy as np
 
 from duo.audio.decode import SAMPLE_RATE
 from duo.audio.errors import AudioError, AudioFormatError
-from duo.audio.events import AudioSlice, Event, SpeechStarted, SpeechStopped
+from duo.audio.events import AudioSlice, Event, PauseConfirmed, SpeechStarted, SpeechStopped
 from duo.audio.vad import FRAME, SileroVad, VadState
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,8 @@ class SlicerConfig:
     neg_threshold: float | None = None
     min_speech_s: float = 0.064
     pre_roll_s: float = 0.2
+    early_pause_s: float | None = None  # the short pause that closes speech judged complete (`early_ok`)
+    confirm_s: float | None = None  # silence after an early close that ends the turn (default `pause_s`)
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.slice_s <= 4.0:
@@ -45,6 +50,14 @@ class SlicerConfig:
             raise AudioError(f"neg_threshold must be within (0, threshold], got {self.neg_threshold}")
         if not 0.0 <= self.min_speech_s <= 1.0 or not 0.0 <= self.pre_roll_s <= 1.0:
             raise AudioError("min_speech_s and pre_roll_s must be within 0..1 s")
+        if self.early_pause_s is not None and not 0.05 <= self.early_pause_s <= self.pause_s:
+            raise AudioError(f"early_pause_s must be within 0.05..pause_s s, got {self.early_pause_s}")
+        if self.confirm_s is not None and not (self.early_pause_s or 0.05) <= self.confirm_s <= 3.0:
+            raise AudioError(f"confirm_s must be within early_pause_s..3.0 s, got {self.confirm_s}")
+
+    @property
+    def confirm(self) -> float:
+        return self.confirm_s if self.confirm_s is not None else self.pause_s
 
     @property
     def low(self) -> float:
@@ -69,6 +82,10 @@ class Slicer:
         self._slice_start = 0  # in samples
         self._silence_start: int | None = None  # sample where the current pause began
         self._min_frames = max(1, round(self.config.min_speech_s * SAMPLE_RATE / FRAME))
+        self.early_ok = False  # the owner's newest judgement of the words: complete (the short pause ends them)
+        self._tentative: int | None = None  # after an early close: the sample where its pause began
+        self._partial_at = 0  # sample of the open slice's newest partial
+        self._paused_partial = False  # the current pause has had its partial
         self._pre_roll = int(self.config.pre_roll_s * SAMPLE_RATE)
 
     @property
@@ -112,27 +129,51 @@ class Slicer:
         if not self._speaking:
             self._history = np.concatenate([self._history, frame])[-(self._pre_roll + FRAME * self._min_frames) :]
             self._speech_run = self._speech_run + 1 if prob >= cfg.threshold else 0
-            if self._speech_run < self._min_frames:
-                return []
             onset = now - self._speech_run * FRAME
+            confirmed: list[Event] = []
+            if self._tentative is not None and onset - self._tentative >= cfg.confirm * SAMPLE_RATE:
+                confirmed = [PauseConfirmed(self._utterance, self._tentative / SAMPLE_RATE)]
+                self._tentative = None
+            if self._speech_run < self._min_frames:
+                return confirmed
+            resumed, self._tentative = self._tentative is not None, None
             self._speaking, self._utterance, self._index = True, self._utterance + 1, 0
-            self._silence_start = None
+            self._silence_start, self._partial_at, self._paused_partial = None, 0, False
             kept = self._history[-min(self._history.size, now - onset + self._pre_roll) :]
             self._slice, self._slice_start = [kept], now - kept.size
-            log.debug("speech_started utterance=%d t=%.3f", self._utterance, onset / SAMPLE_RATE)
-            return [SpeechStarted(self._utterance, onset / SAMPLE_RATE)]
+            log.debug("speech_started utterance=%d t=%.3f resumed=%s", self._utterance, onset / SAMPLE_RATE,
+                      resumed)
+            return [*confirmed, SpeechStarted(self._utterance, onset / SAMPLE_RATE, resumed)]
         self._slice.append(frame)
         if prob >= cfg.threshold:
-            self._silence_start = None
+            self._silence_start, self._paused_partial = None, False
         elif prob < cfg.low and self._silence_start is None:
             self._silence_start = start
-        if self._silence_start is not None and now - self._silence_start >= cfg.pause_s * SAMPLE_RATE:
-            return self._close(final=True)
+        if self._silence_start is not None:
+            silent = now - self._silence_start
+            if silent >= cfg.pause_s * SAMPLE_RATE:
+                return self._close(final=True)
+            if self.early_ok and cfg.early_pause_s is not None and silent >= cfg.early_pause_s * SAMPLE_RATE:
+                return self._close(final=True, early=True)
         if now - self._slice_start >= cfg.slice_s * SAMPLE_RATE - FRAME / 2:
             return self._close(final=False)
         return []
 
-    def _close(self, final: bool) -> list[Event]:
+    def partial(self, every_s: float) -> AudioSlice | None:
+        """The open slice so far, to recognize provisionally: every `every_s` of speech, and once as each
+        pause begins (`final`: no word is cut there). None when none is due; `every_s` <= 0: never."""
+        if not self._speaking or every_s <= 0:
+            return None
+        now = self._frames * FRAME
+        at_pause = self._silence_start is not None and not self._paused_partial
+        if not at_pause and now - max(self._partial_at, self._slice_start) < every_s * SAMPLE_RATE:
+            return None
+        self._partial_at, self._paused_partial = now, self._paused_partial or at_pause
+        audio = np.concatenate(self._slice) if self._slice else np.zeros(0, dtype=np.float32)
+        return AudioSlice(self._utterance, self._index, self._slice_start / SAMPLE_RATE, now / SAMPLE_RATE,
+                          at_pause, audio, partial=True)
+
+    def _close(self, final: bool, early: bool = False) -> list[Event]:
         now = self._frames * FRAME
         audio = np.concatenate(self._slice) if self._slice else np.zeros(0, dtype=np.float32)
         piece = AudioSlice(
@@ -141,11 +182,13 @@ class Slicer:
         log.debug("slice utterance=%d index=%d final=%s end=%.3f", self._utterance, self._index, final,
                   now / SAMPLE_RATE)
         self._slice, self._slice_start, self._index = [], now, self._index + 1
+        self._partial_at = now
         if not final:
             return [piece]
         stop = self._silence_start if self._silence_start is not None else now
         self._speaking, self._speech_run, self._history = False, 0, np.zeros(0, dtype=np.float32)
-        return [SpeechStopped(self._utterance, stop / SAMPLE_RATE), piece]
+        self._tentative = stop if early else None
+        return [SpeechStopped(self._utterance, stop / SAMPLE_RATE, early), piece]
 
     def flush(self) -> list[Event]:
         """End of input (stream closed or buffer committed): close the open utterance as final."""
@@ -159,7 +202,7 @@ class Slicer:
 
     def clear(self) -> None:
         """Drop the open utterance without a slice (the client cleared its input buffer)."""
-        self._speaking, self._speech_run, self._slice = False, 0, []
+        self._speaking, self._speech_run, self._slice, self._tentative = False, 0, [], None
         self._pending, self._history = np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)
         self._slice_start = self._frames * FRAME
 

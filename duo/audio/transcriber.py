@@ -4,8 +4,9 @@ Design (re-decode the open utterance with a forced prefix): for every slice, Whi
 utterance so far (one 30 s encoder window costs the same for 2 s or 20 s of audio) with the words already
 handed out forced as the decoder's prefix, and only the continuation is new. A word the 2 s cut split in two
 is not committed: a non-final slice holds back its last word, which the next slice re-decodes from the whole
-audio. A final (pause-closed) slice commits everything. Past `max_window_s` the window restarts at the previous
-slice and older text moves to the `<|startofprev|>` prompt. New text is dropped when Whisper itself judges the
+audio. A partial (the open slice so far) is decoded the same way and commits nothing. A final
+(pause-closed) slice commits everything. Past `max_window_s` the window restarts at the previous slice
+and older text moves to the `<|startofprev|>` prompt. New text is dropped when Whisper itself judges the
 window to be no speech: no-speech probability high and mean log-probability low (Whisper's own rule), or
 no-speech probability very high on its own (Whisper's confident " you" on silence passes the first rule).
 """
@@ -73,20 +74,28 @@ class StreamTranscriber:
         utt = self._utt
         if piece.index != len(utt.audio):
             raise AudioError(f"slice {piece.index} of utterance {piece.utterance_id} arrived out of order")
+        if piece.partial:  # decoded like the slice it will become, committing nothing
+            self._expect = (piece.utterance_id, piece.index)
+            return self._request(utt, [*utt.audio, np.asarray(piece.audio, dtype=np.float32)], utt.commits,
+                                 piece.audio.size)
         utt.audio.append(np.asarray(piece.audio, dtype=np.float32))
         utt.commits.append([])
         while sum(a.size for a in utt.audio[utt.window_first :]) > cfg.max_window_s * SAMPLE_RATE:
             utt.window_first = min(len(utt.audio) - 1, max(utt.window_first + 1, len(utt.audio) - 2))
             if utt.window_first == len(utt.audio) - 1:
                 break
-        window = np.concatenate(utt.audio[utt.window_first :])[-int(28 * SAMPLE_RATE) :]
+        self._expect = (piece.utterance_id, piece.index)
+        return self._request(utt, utt.audio, utt.commits[:-1], piece.audio.size)
+
+    def _request(self, utt: _Utterance, audio: list[np.ndarray], commits: list[list[int]], new: int) -> DecodeRequest:
+        """Decode the window's audio with its committed words forced as the prefix, older ones as prompt."""
+        window = np.concatenate(audio[utt.window_first :])[-int(28 * SAMPLE_RATE) :]
         if window.size < SAMPLE_RATE // 10:  # too short for a spectrogram worth decoding: pad with silence
             window = np.pad(window, (0, SAMPLE_RATE // 10 - window.size))
-        prefix = [t for c in utt.commits[utt.window_first :] for t in c]
-        prompt = [t for c in utt.commits[: utt.window_first] for t in c]
-        new_s = piece.audio.size / SAMPLE_RATE + 1.0  # the held-back word's audio is in the earlier slice
-        budget = int(12 + cfg.tokens_per_second * new_s)
-        self._expect = (piece.utterance_id, piece.index)
+        prefix = [t for c in commits[utt.window_first :] for t in c]
+        prompt = [t for c in commits[: utt.window_first] for t in c]
+        new_s = new / SAMPLE_RATE + 1.0  # the held-back word's audio is in the earlier slice
+        budget = int(12 + self.config.tokens_per_second * new_s)
         return DecodeRequest(window, prefix, prompt, utt.language, budget)
 
     def finish(self, piece: AudioSlice, result: DecodeResult) -> TextSlice:
@@ -104,17 +113,20 @@ class StreamTranscriber:
             new = []
         elif not piece.final and cfg.hold_back_last_word:
             new = new[: _last_word_start(tok, new)]
-        utt.commits[-1] = new
-        before = [t for c in utt.commits[:-1] for t in c]
+        if piece.partial:
+            before = [t for c in utt.commits for t in c]
+        else:
+            utt.commits[-1] = new
+            before = [t for c in utt.commits[:-1] for t in c]
         text = self.recognizer.text(new).strip()
         full = self.recognizer.text(before + new).strip()
         log.debug("slice_text utterance=%d index=%d final=%s no_speech=%.2f silent=%s words=%d",
                   piece.utterance_id, piece.index, piece.final, result.no_speech_prob, silent, len(text.split()))
-        if piece.final:
+        if piece.final and not piece.partial:
             self._utt = None
         self._expect = None
         return TextSlice(piece.utterance_id, piece.index, piece.start_s, piece.end_s, piece.final, text, full,
-                         result.no_speech_prob, utt.language)
+                         result.no_speech_prob, utt.language, piece.partial)
 
 
 def _last_word_start(tokenizer, tokens: list[int]) -> int:

@@ -86,6 +86,9 @@ class SessionConfig:
     # A `process` forecast on a slice cut by the length limit (the user is still speaking) waits for a
     # pause before the reply starts, as in the paper's case study (process + silence). False acts at once.
     process_waits_for_pause: bool = True
+    # While it waits, start the reply at once when no reply is running (a speculative reply): the owner keeps
+    # it unheard until the pause and takes it back (`Session.withdraw`) if the user goes on.
+    speculate: bool = False
     sampling: SamplingParams = field(default_factory=SamplingParams)
 
     def __post_init__(self) -> None:

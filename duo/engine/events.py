@@ -13,6 +13,7 @@ class ResponseStatus(StrEnum):
     INTERRUPTED = "interrupted"  # a new input was promoted while it spoke (barge-in)
     CANCELLED = "cancelled"  # the client asked it to stop
     LENGTH = "length"  # max_new_tokens or the context window was reached
+    WITHDRAWN = "withdrawn"  # taken back unheard: the user went on speaking (`Session.withdraw`)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class ResponseStarted(Event):
     response_id: str
     input_text: str
     request: str | None = None  # the tag of the `respond` that started it (None: DUO's own decision)
+    speculative: bool = False  # started on a `process` before the speaker's pause (may be withdrawn)
 
 
 @dataclass(frozen=True)

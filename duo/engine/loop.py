@@ -38,8 +38,12 @@ class SessionHandle:
     def id(self) -> str:
         return self.session.id
 
-    def push_slice(self, text: str, final: bool = True, judge: bool = True) -> None:
-        self.session.push_slice(text, final, judge)
+    def push_slice(self, text: str, final: bool = True, judge: bool = True, partial: bool = False) -> None:
+        self.session.push_slice(text, final, judge, partial)
+        self.loop.wake()
+
+    def withdraw(self, response_id: str | None = None) -> None:
+        self.session.withdraw(response_id)
         self.loop.wake()
 
     def respond(self, request: str | None = None) -> None:

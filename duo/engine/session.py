@@ -60,6 +60,13 @@ class InputChannel:
     forecast: list[int] = field(default_factory=list)
     probs: dict[State, float] | None = None
     held: bool = False  # judged `process`, waiting for the pause
+    provisional: bool = False  # the newest words are a partial transcript, replaced by the next slice
+    tail: int = 0  # own tokens before the newest words (where a provisional tail is cut back to)
+
+    @property
+    def settled(self) -> list[str]:
+        """The words of every slice but a provisional tail."""
+        return self.texts[:-1] if self.provisional else self.texts
 
     @property
     def judging(self) -> bool:
@@ -76,17 +83,46 @@ class InputChannel:
         self.seq.append([self.prediction_id])
         self.forecast, self.probs = [], None
 
-    def add(self, ids: list[int], text: str, final: bool, judge: bool) -> None:
-        """A new slice of words; it supersedes a judgement still running."""
+    def add(self, ids: list[int], text: str, final: bool, judge: bool, partial: bool = False) -> bool:
+        """A new slice of words; it supersedes a judgement still running and replaces a provisional tail.
+
+        A slice whose tokens are the provisional tail's settles it in place (returns True): its KV and its
+        judgement, done or in flight, stand.
+        """
+        if self.provisional and self.seq.tokens[self.tail : self.kept] == ids:
+            self.provisional, self.final = partial, final
+            return True
+        self.drop_tail()
         self.rollback()
+        self.tail = len(self.seq)
         self.seq.append(ids)
         self.kept = len(self.seq)
         self.texts.append(text.strip())
-        self.final, self.held = final, False
+        self.final, self.held, self.provisional = final, False, partial
         if judge:
             self.judge()
         else:
             self.forecast, self.probs = [], None
+        return False
+
+    def drop_tail(self) -> None:
+        """Cut a provisional tail back off: the cache is again a prefill of the settled words."""
+        if self.provisional:
+            self.rollback()
+            self.seq.truncate(self.tail)
+            self.kept, self.provisional, self.held = self.tail, False, False
+            self.texts.pop()
+            self.forecast, self.probs = [], None
+
+
+@dataclass
+class Revocable:
+    """What undoes the newest promotion: the input channel it consumed and the sequence it continued."""
+
+    response_id: str
+    input: InputChannel
+    old: Sequence  # holds the session's reference while the record lives
+    turn: int  # index of the user turn the promotion appended
 
 
 @dataclass
@@ -118,6 +154,7 @@ class Session:
         self.closed: deque[Reply] = deque(maxlen=CLOSED_KEPT)  # ended replies, newest last
         self.stale: list[Sequence] = []  # earlier turns re-closed by a truncate, prefilled in the next tick
         self.input: InputChannel | None = None
+        self.revocable: Revocable | None = None  # the newest promotion, while it can still be taken back
         self.inbox: deque[tuple[str, Any]] = deque()
         self.generator: torch.Generator | None = None
         if not config.sampling.greedy:
@@ -126,13 +163,25 @@ class Session:
                                        else int(torch.randint(1 << 62, ())))
 
     # -- called by the owner, any time: queued, applied at the start of the next tick --------------------
-    def push_slice(self, text: object, final: bool = True, judge: bool = True) -> None:
+    def push_slice(self, text: object, final: bool = True, judge: bool = True, partial: bool = False) -> None:
         """A slice of the user's speech as text. `final`: it ended at a pause, not at the length limit.
 
         `judge=False` appends it without a forecast: the caller decides when to answer (`respond`), as
-        pause-based turn taking and client-committed turns do.
+        pause-based turn taking and client-committed turns do. `partial`: a provisional transcript of the
+        words being spoken; the next slice replaces it exactly (rolled back to the settled words, which
+        stay cached), or settles it in place when it holds the same tokens.
         """
-        self.inbox.append(("slice", (text, final, judge)))
+        self.inbox.append(("slice", (text, final, judge, partial)))
+
+    def withdraw(self, response_id: str | None = None) -> None:
+        """The user went on speaking: take back the reply that answered their words, unheard.
+
+        Only the newest turn can be taken back, and only while nothing came after it: its tokens leave the
+        cache and the words are the input channel again, so what the user says next joins the same turn.
+        A reply it had interrupted stays ended. Ends it with `ResponseDone` status `withdrawn`. With no
+        `response_id`, whichever reply the newest promotion started, if any (none: nothing happens).
+        """
+        self.inbox.append(("withdraw", response_id))
 
     def respond(self, request: str | None = None) -> None:
         """Answer the input heard so far now, without waiting for a `process` forecast; with no input, the
@@ -171,7 +220,10 @@ class Session:
             elif kind == "respond":
                 out += self._respond(arg)
             elif kind == "truncate":
+                self._settle()
                 self._truncate(*arg)
+            elif kind == "withdraw":
+                out += self._withdraw(arg)
         return out
 
     def work(self) -> list[tuple[Sequence, Need]]:
@@ -200,6 +252,7 @@ class Session:
 
     def close(self) -> None:
         """Return every KV block this session holds."""
+        self._settle()
         for seq in self._live():
             seq.release()
         self.reply = self.input = None
@@ -218,11 +271,14 @@ class Session:
     def _error(self, code: str, message: str) -> list[ev.Event]:
         return [ev.Error(self.id, code, message)]
 
-    def _on_slice(self, text: object, final: bool, judge: bool = True) -> list[ev.Event]:
+    def _on_slice(self, text: object, final: bool, judge: bool = True, partial: bool = False) -> list[ev.Event]:
         if not isinstance(text, str):
             return self._error("invalid_input", f"a slice must be text, got {type(text).__name__}")
-        ids = self.framing.slice_ids(text, first=self.input is None or not self.input.texts)
+        self._settle()
+        ids = self.framing.slice_ids(text, first=self.input is None or not self.input.settled)
         if not ids:
+            if self.input is not None and not partial:
+                self.input.drop_tail()  # the words it held were not said after all
             return self._on_pause() if final else []
         out: list[ev.Event] = []
         overhead = len(self.framing.assistant_close) + len(self.framing.user_open) + len(
@@ -238,7 +294,8 @@ class Session:
         assert inp is not None
         if inp.seq.total_len + len(ids) + overhead > self.vocab.max_context:
             return [*out, *self._error("context_full", "the conversation has no room for this slice")]
-        inp.add(ids, text, final, judge)
+        if inp.add(ids, text, final, judge, partial) and final and inp.held:
+            out += self._promote()  # the judgement of these very words was `process`, waiting for this pause
         return out
 
     def _fork(self) -> list[ev.Event]:
@@ -275,6 +332,7 @@ class Session:
         state = self.config.thresholds.decide(inp.probs)
         inp.rollback()
         held = state is State.PROCESS and not inp.final and self.config.process_waits_for_pause
+        speculate = held and self.config.speculate and self.reply is None
         decided = ev.StateDecided(
             self.id, state, dict(inp.probs), inp.texts[-1], " ".join(inp.texts),
             self.vocab.tokenizer.decode(inp.forecast), held=held,
@@ -284,15 +342,21 @@ class Session:
             self.input = None
         elif state is State.PROCESS:
             inp.held = held
-            if not held:
-                return [decided, *self._promote()]
+            if not held or speculate:
+                return [decided, *self._promote(speculative=speculate)]
         return [decided]
 
-    def _promote(self, request: str | None = None) -> list[ev.Event]:
-        """The input channel becomes the output channel; a reply in progress is cut where it forked."""
+    def _promote(self, request: str | None = None, speculative: bool = False) -> list[ev.Event]:
+        """The input channel becomes the output channel; a reply in progress is cut where it forked.
+
+        `speculative`: the words were judged `process` before the speaker's pause; the reply starts now and
+        the caller keeps it unheard until the pause confirms the turn (or takes it back, `withdraw`).
+        """
         inp, old = self.input, self.last
         assert inp is not None
         out: list[ev.Event] = []
+        self._settle()
+        revocable = inp.seq.parent is old
         if self.reply is not None:
             out += self._finish(ev.ResponseStatus.INTERRUPTED, context_len=inp.seq.parent_len)
         if inp.seq.parent is old and inp.seq.parent_len < len(old):
@@ -303,11 +367,44 @@ class Session:
         inp.seq.append(self.framing.user_close_assistant_open)
         user_text = " ".join(inp.texts)
         self.turns.append({"role": "user", "content": user_text})
-        old.release()
         self.last, self.input = inp.seq, None
         rid = new_id("resp")
         self.reply = Reply(rid, inp.seq, len(inp.seq), user_text, IncrementalDetokenizer(self.vocab.tokenizer))
-        return [*out, ev.ResponseStarted(self.id, rid, user_text, request)]
+        if revocable:  # the session's reference on the old sequence moves to the withdrawal record
+            self.revocable = Revocable(rid, inp, old, len(self.turns) - 1)
+        else:
+            old.release()
+        return [*out, ev.ResponseStarted(self.id, rid, user_text, request, speculative)]
+
+    def _settle(self) -> None:
+        """The newest promotion stands: the old sequence's reference goes."""
+        if self.revocable is not None:
+            self.revocable.old.release()
+            self.revocable = None
+
+    def _withdraw(self, response_id: str | None) -> list[ev.Event]:
+        """Undo the promotion that started `response_id` (see `withdraw`)."""
+        rec, self.revocable = self.revocable, None
+        if response_id is None:
+            if rec is None:
+                return []
+            response_id = rec.response_id
+        reply = self.reply if self.reply is not None else (self.closed[-1] if self.closed else None)
+        if rec is None or rec.response_id != response_id or reply is None or reply.id != response_id:
+            if rec is not None:
+                rec.old.release()
+            return self._error("not_withdrawn", f"response {response_id} can no longer be taken back")
+        tokens = len(reply.detok.ids)
+        if self.reply is reply:
+            self.reply = None
+        else:
+            self.closed.pop()
+        inp = rec.input
+        inp.seq.truncate(inp.kept)
+        del self.turns[rec.turn :]
+        self.last, self.input = rec.old, inp
+        inp.final = False
+        return [ev.ResponseDone(self.id, response_id, ev.ResponseStatus.WITHDRAWN, reply.detok.text, tokens)]
 
     # -- output channel --------------------------------------------------------------------------------
     def _on_output_token(self, token: int) -> list[ev.Event]:
@@ -387,7 +484,7 @@ class Session:
         own = inp.seq.tokens[drop : inp.kept]
         inp.seq.release()
         inp.seq = Sequence(self.kv, own, parent=self.last)
-        inp.kept = len(inp.seq)
+        inp.kept, inp.tail = len(inp.seq), max(0, inp.tail - drop)
         if judging:
             inp.judge()
 

@@ -23,6 +23,7 @@ from duo.engine import events as ev
 from . import objects as ob
 from . import protocol as p
 from . import server_events as se
+from .held import Release
 from .items import ROOT, Items
 from .metrics import Metrics
 from .options import SessionOptions, output_tokens
@@ -54,7 +55,11 @@ class Conversation:
         self.pump: asyncio.Task[None] | None = None
         self.closed = False
         self.buffered = False  # audio appended since the last commit or clear
-        self.turns = Turns(session_id, self.handle, self.options, self.user, self.responses, metrics)
+        cuda = str(getattr(loop.engine.backbone, "device", "cpu")).startswith("cuda")
+        self.partial_ms = settings.partial_ms if settings.partial_ms is not None else (300 if cuda else 0)
+        self.turns = Turns(session_id, self.handle, self.options, self.user, self.responses, metrics,
+                           lambda complete: self.listener.judged_complete(complete))
+        self.held = self.turns.held
         self.listener = SpeechIn(speech, settings.audio_burst_s, self.turns, self._hearing())
 
     def start(self) -> None:
@@ -85,6 +90,9 @@ class Conversation:
                 self._commit(event)
             case p.AudioClear():
                 self.listener.clear()
+                self.turns.withdraw()
+                self.turns.confirmed = self.turns.words_final = True
+                self.turns.open_utterances = 0
                 self.buffered = False
                 if self.user.item is not None and not self.user.item.announced:
                     self.user.drop()
@@ -104,8 +112,9 @@ class Conversation:
                 await self._rewrite(event.event_id)
             case p.DuoInputSlice():
                 self.turns.begin_input(spoken=False)
-                self.user.heard(event.text, event.final, spoken=False)
-                self.turns.heard(event.text, event.final)
+                if not event.partial:
+                    self.user.heard(event.text, event.final, spoken=False)
+                self.turns.heard(event.text, event.final and not event.partial, partial=event.partial)
             case p.ResponseCreate():
                 await self.listener.recognized_all()  # a committed buffer is answered to its end
                 await self._create_response(event)
@@ -118,6 +127,7 @@ class Conversation:
                 if reply is self.responses.reply and reply.playback is not None:
                     self.turns.cancel("client_cancelled")  # still generating: it ends where the listener stopped
                 if heard is not None:
+                    self.turns.withdraw()  # a held reply's promotion could not be undone after the cut
                     self.handle.truncate(reply.id, heard)  # the model keeps only what was heard
                 self.send(se.ItemTruncated(item_id=event.item_id, content_index=event.content_index,
                                            audio_end_ms=event.audio_end_ms))
@@ -142,7 +152,7 @@ class Conversation:
 
     def _configure_listening(self) -> None:
         self.listener.configure(self._hearing())
-        self.user.duo_events = self.options.duo_events
+        self.user.duo_events = self.turns.ducking.events = self.options.duo_events
         self.user.vad_events = self.options.turn_detection is not None
         self.user.complete_at_end = not self.turns.judged
 
@@ -155,6 +165,8 @@ class Conversation:
         more = self.listener.commit(event) or self.listener.unreported > 0  # slices still being recognized
         item = self.user.open(spoken=True)
         item.committed = True
+        self.turns.confirmed = True  # the client ended the turn: a held reply goes out once its words are in
+        self.turns.release()
         self.user.announce()
         if not more:  # nothing left to recognize: it is complete as it stands
             self.user.close(now=True)
@@ -175,6 +187,7 @@ class Conversation:
         self.send(se.ItemDone(previous_item_id=before, item=item))
         if appended and item.role == "user":
             if text:
+                self.turns.withdraw()  # the words DUO held a reply for are input again, and this text joins them
                 self.handle.push_slice(text, True, judge=False)
         else:
             await self._rewrite(event.event_id)
@@ -196,6 +209,8 @@ class Conversation:
             self.restore = True  # after this response, the session's own settings and conversation again
         tag = p.new_id("req")
         self.requests[tag] = request
+        self.turns.withdraw()  # the client's response answers the input: a held reply of DUO's gives way
+        self.turns.may_answer = False  # and no later withdrawal may take the client's response back
         self.turns.answer_now(tag)
 
     async def _rewrite(self, event_id: str | None, config: SessionConfig | None = None) -> None:
@@ -212,6 +227,7 @@ class Conversation:
             self.handle.close()
             return
         self.responses.ended("cancelled", "client_cancelled")
+        self.held.release()  # the old engine session's held reply went with it
         self.user.drop()
         if history.pending:
             self.handle.push_slice(history.pending, True, judge=False)
@@ -225,7 +241,7 @@ class Conversation:
         return dataclasses.replace(config, instructions=f"{base}\n{extra}")
 
     def _hearing(self) -> Hearing:
-        return Hearing(self.options.input_format, *self.options.slicing_ms)
+        return Hearing.of(self.options, self.turns.judged, self.partial_ms)
 
     # -- engine events ---------------------------------------------------------------------------------
     async def _pump(self, handle: SessionHandle) -> None:
@@ -246,6 +262,21 @@ class Conversation:
             await self.transport.close(1011)
 
     async def on_engine_event(self, event: ev.Event) -> None:
+        """An engine event, unless it belongs to a reply held until the user's turn is confirmed."""
+        if isinstance(event, Release):
+            for held in self.held.release():
+                await self._apply(held)
+            return
+        if isinstance(event, ev.ResponseDone) and event.status is ev.ResponseStatus.WITHDRAWN:
+            log.info("session=%s event=reply_withdrawn response=%s tokens=%d", self.id, event.response_id,
+                     event.num_tokens)
+            self.metrics.withdrawn_replies.inc()
+            self.metrics.discarded_tokens.inc(event.num_tokens)
+        if self.held.take(event) or (isinstance(event, ev.ResponseStarted) and self.turns.holds(event)):
+            return
+        await self._apply(event)
+
+    async def _apply(self, event: ev.Event) -> None:
         match event:
             case ev.StateDecided():
                 self.metrics.states.labels(str(event.state)).inc()
@@ -256,6 +287,7 @@ class Conversation:
                         input_text=event.input_text, forecast=event.forecast, held=event.held))
                 self.turns.judged_as(event)
             case ev.ResponseStarted():
+                self.turns.restore("interrupted")  # a ducked reply is cut by this one
                 request = self.requests.pop(event.request or "", None)
                 if self.user.item is not None:  # the reply answers it: a user turn, complete as it stands
                     self.user.announce()

@@ -34,6 +34,20 @@ class Metrics:
         self.barge_in_latency = Histogram("duo_barge_in_latency_seconds",
                                           "start of interrupting speech to reply stopped", registry=r,
                                           buckets=_LATENCY)
+        self.first_audio = Histogram("duo_first_audio_seconds", "end of user speech to the reply's first audio",
+                                     registry=r, buckets=_LATENCY)
+        self.interruption_silence = Histogram("duo_interruption_silence_seconds", "end of interrupting speech "
+                                              "to the reply silenced (0 when silenced before it ended)",
+                                              registry=r, buckets=_LATENCY)
+        self.duck_latency = Histogram("duo_duck_latency_seconds", "onset of speech over a reply to the duck "
+                                      "event sent", registry=r, buckets=(0.025, *_LATENCY))
+        self.early_closes = Counter("duo_early_closes", "utterances closed after the short pause", registry=r)
+        self.early_closes_resumed = Counter("duo_early_closes_resumed", "early closes the speaker went on from "
+                                            "within the confirmation window (their reply withdrawn)", registry=r)
+        self.withdrawn_replies = Counter("duo_withdrawn_replies", "replies started before the turn was confirmed "
+                                         "and taken back unheard", registry=r)
+        self.discarded_tokens = Counter("duo_speculative_tokens_discarded", "reply tokens generated and thrown "
+                                        "away by withdrawn replies", registry=r)
         self.errors = Counter("duo_errors", "error events sent", ["code"], registry=r)
         self.kv_blocks = Gauge("duo_kv_blocks", "KV cache blocks of the engine's pool", ["state"], registry=r)
         self.recognition_seconds = Histogram("duo_recognition_seconds", "a slice of speech queued to recognized",

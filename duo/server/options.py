@@ -84,6 +84,7 @@ class SessionOptions:
             forecast_tokens=params.forecast_tokens,
             thresholds=Thresholds(process=params.process_threshold, ignore=params.ignore_threshold),
             process_waits_for_pause=not params.act_before_pause,
+            speculate=params.speculate and self.duo is not None,
             sampling=SamplingParams(temperature=self.temperature, top_p=self.top_p,
                                     max_new_tokens=self.max_output_tokens),
         )

@@ -269,6 +269,9 @@ class DuoInputSlice(_In):
     type: Literal["duo.input.slice"]
     text: str = Field(max_length=100_000)
     final: bool = True
+    # A provisional transcript of the words being said (a recognizer's partial): it replaces the previous
+    # partial, and the next slice replaces it; never final.
+    partial: bool = False
 
 
 ClientEvent = Annotated[

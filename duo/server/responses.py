@@ -26,6 +26,7 @@ _STATUS = {  # engine status -> (Realtime status, reason)
     ev.ResponseStatus.INTERRUPTED: ("cancelled", "turn_detected"),
     ev.ResponseStatus.CANCELLED: ("cancelled", "client_cancelled"),
     ev.ResponseStatus.LENGTH: ("incomplete", "max_output_tokens"),
+    ev.ResponseStatus.WITHDRAWN: ("cancelled", "turn_detected"),  # only if it was shown before it was taken back
 }
 MAX_ITEMS = 32  # recent assistant items that can still be truncated
 
@@ -74,11 +75,14 @@ class Responses:
                  conversation_id: str) -> None:
         self.transport, self.metrics, self.items, self.conversation_id = transport, metrics, items, conversation_id
         self.send = transport.send
-        self.voice = SpeechOut(speech, self.send, self._spoken)
+        self.voice = SpeechOut(speech, self._send_spoken, self._spoken)
         self.reply: Reply | None = None  # being generated
         self.replies: dict[str, Reply] = {}  # by item id, the newest MAX_ITEMS
         self.end_of_input = 0.0  # when the user last finished speaking (reply latency)
         self.barge_start = 0.0  # when speech over a reply began (barge-in latency)
+        self.interrupt_end: float | None = None  # when the interrupting speech ended, the reply still sounding
+        self.silenced_at: float | None = None  # when a barge-in silenced the reply, its speech still going on
+        self.timed_audio: str | None = None  # the newest response whose first audio was timed
 
     @property
     def busy(self) -> bool:
@@ -194,8 +198,33 @@ class Responses:
 
     def _barge_in_done(self) -> None:
         if self.barge_start:
-            self.metrics.barge_in_latency.observe(time.monotonic() - self.barge_start)
+            now = time.monotonic()
+            self.metrics.barge_in_latency.observe(now - self.barge_start)
             self.barge_start = 0.0
+            if self.interrupt_end is not None:
+                self.metrics.interruption_silence.observe(max(0.0, now - self.interrupt_end))
+                self.interrupt_end = None
+            else:
+                self.silenced_at = now
+
+    def interruption_ended(self, at: float) -> None:
+        """The user's speech ended at `at`: if it interrupted a reply, time the silence from there."""
+        if self.silenced_at is not None:
+            self.metrics.interruption_silence.observe(max(0.0, self.silenced_at - at))
+            self.silenced_at = None
+        elif self.barge_start:
+            self.interrupt_end = at
+
+    def interruption_reset(self) -> None:
+        self.interrupt_end = self.silenced_at = None
+
+    def _send_spoken(self, event: se.ServerEvent) -> None:
+        """The voice's events; the first audio of a reply times the wait from the end of the user's speech."""
+        if isinstance(event, se.OutputAudioDelta) and event.response_id != self.timed_audio:
+            self.timed_audio = event.response_id
+            if self.end_of_input:
+                self.metrics.first_audio.observe(time.monotonic() - self.end_of_input)
+        self.send(event)
 
     def _finish(self, reply: Reply, status: str, reason: str | None) -> None:
         if reply.done_sent:

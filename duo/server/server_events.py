@@ -178,6 +178,23 @@ class DuoSpeechStopped(ServerEvent):
     item_id: str | None = None
 
 
+class DuoDuck(ServerEvent):
+    """duo: speech began over a reply being spoken: lower its volume while DUO judges the speech."""
+
+    type: Literal["duo.output_audio.duck"] = "duo.output_audio.duck"
+    response_id: str | None = None
+    audio_start_ms: int
+
+
+class DuoRestore(ServerEvent):
+    """duo: the speech over the reply was not a turn (`ignore`, or it ended unfinished): full volume again,
+    the reply goes on; or the reply stopped (`interrupted`)."""
+
+    type: Literal["duo.output_audio.restore"] = "duo.output_audio.restore"
+    response_id: str | None = None
+    reason: Literal["ignore", "incomplete", "interrupted", "ended"]
+
+
 class DuoTranscript(ServerEvent):
     """duo: the words of one recognized slice, as heard (before DUO's judgement)."""
 

@@ -34,6 +34,10 @@ class Settings(BaseModel):
     asr_model: str = Field("auto", description="speech recognition: auto (base on CUDA, where it costs little and "
                                                "hears far better; tiny.en on a CPU), tiny.en, base, or a Whisper "
                                                "id/path")
+    partial_ms: int | None = Field(None, ge=0, le=5000,
+                                   description="re-recognize the words being spoken this often (ms), so DUO judges "
+                                               "them before the pause; 0: whole slices only; default: 300 on "
+                                               "CUDA, 0 on a CPU (where recognition cannot afford it)")
     tts: str = Field("auto", description="speech output: auto (Piper if installed, else espeak-ng), piper, "
                                           "espeak-ng, none")
     tts_first_clause_words: int = Field(4, ge=0, le=100, description="a reply is spoken from its first clause "

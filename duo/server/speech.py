@@ -81,12 +81,15 @@ class AudioInput:
     process's batcher."""
 
     def __init__(self, recognizer: Any, batcher: Any, rate: int, slice_ms: int, pause_ms: int,
-                 burst_s: float, codec: str = "pcm16") -> None:
+                 burst_s: float, codec: str = "pcm16", early_pause_ms: int | None = None,
+                 confirm_ms: int | None = None) -> None:
         from duo.audio.pipeline import LiveInput
         from duo.audio.slicer import SlicerConfig
 
-        self.live = LiveInput(recognizer, rate, SlicerConfig(slice_s=slice_ms / 1000, pause_s=pause_ms / 1000),
-                              codec=codec)
+        early = early_pause_ms / 1000 if early_pause_ms is not None else None
+        confirm = confirm_ms / 1000 if confirm_ms is not None else None
+        self.live = LiveInput(recognizer, rate, SlicerConfig(slice_s=slice_ms / 1000, pause_s=pause_ms / 1000,
+                                                             early_pause_s=early, confirm_s=confirm), codec=codec)
         self.batcher = batcher
         self.burst_s = burst_s
         self.started = time.monotonic()

@@ -41,6 +41,28 @@ class DuoParams(BaseModel):
     # Send this session DUO's own `duo.*` events (raw voice activity, judgements). Strict clients refuse
     # events they do not know, so only the `duo` alias turns them on by default.
     events: bool = False
+    # Speech whose newest judgement is `process` ends after this much silence instead of `pause_ms` (null:
+    # always wait `pause_ms`). The reply it starts stays unheard until the turn is confirmed.
+    early_pause_ms: int | None = Field(200, ge=50, le=3000)
+    # Silence after an early close that confirms the turn and releases its reply; speech before then joins
+    # the same turn and the reply is withdrawn unheard (null: `pause_ms`).
+    confirm_ms: int | None = Field(None, ge=50, le=3000)
+    # Re-recognize the words being spoken this often (and once as each pause begins) so their judgement is
+    # ready when the silence starts; 0: only whole slices; null: the server's `partial_ms`.
+    partial_ms: int | None = Field(None, ge=0, le=5000)
+    # Start the reply on a `process` before the pause (kept unheard until the turn is confirmed, discarded
+    # if the user goes on).
+    speculate: bool = True
+
+    @property
+    def early(self) -> int | None:
+        """The short pause, never longer than the pause itself."""
+        return None if self.early_pause_ms is None else min(self.early_pause_ms, self.pause_ms)
+
+    @property
+    def confirm(self) -> int:
+        """The silence that confirms an early close (never shorter than the early pause)."""
+        return max(self.confirm_ms if self.confirm_ms is not None else self.pause_ms, self.early or 0)
 
 
 DUO_KEYS = frozenset(DuoParams.model_fields)

@@ -147,3 +147,64 @@ def test_speech_regions_agree_with_the_call_annotation(call_dir: Path) -> None:
     assert recall >= 0.95 and precision >= 0.9, (recall, precision)
     assert starts[0] == pytest.approx(6.69, abs=0.2)  # first "Hello?"
     assert len(starts) >= 2  # the 0.43 s silence after it ends the first utterance
+
+
+def _trimmed(x: np.ndarray) -> np.ndarray:
+    """Speech without the synthesizer's silent padding, so the pauses are the test's own."""
+    first, last = voiced(x)
+    return x[int(first * 16_000) : int(last * 16_000) + 1]
+
+
+def _feed(slicer: Slicer, x: np.ndarray, chunk: int = 512) -> list[Event]:
+    events: list[Event] = []
+    for i in range(0, x.size, chunk):
+        events += slicer.push(x[i : i + chunk])
+    return events
+
+
+def test_early_close_resumes_within_the_window_and_is_confirmed_by_silence(synth) -> None:
+    from duo.audio.events import PauseConfirmed
+
+    speech, gap = _trimmed(synth("what is the capital")), np.zeros(6400, np.float32)  # 400 ms: past the early pause
+    cfg = SlicerConfig(pause_s=0.5, early_pause_s=0.2, confirm_s=0.8)
+    slicer = Slicer(cfg)
+    slicer.early_ok = True  # the owner's judgement: the words are complete
+    events = _feed(slicer, np.concatenate([speech, gap]))
+    stop = [e for e in events if isinstance(e, SpeechStopped)]
+    assert len(stop) == 1 and stop[0].early and slices(events)[-1].final  # closed after ~200 ms, not 500
+    events = _feed(slicer, np.concatenate([_trimmed(synth("of france")), np.zeros(16_000, np.float32)]))
+    started = [e for e in events if isinstance(e, SpeechStarted)]
+    assert len(started) == 1 and started[0].resumed  # within 800 ms of the pause: the same turn goes on
+    assert [e for e in events if isinstance(e, PauseConfirmed)] == [
+        PauseConfirmed(started[0].utterance_id, next(e for e in events if isinstance(e, SpeechStopped)).time_s)]
+
+    late = Slicer(cfg)
+    late.early_ok = True
+    events = _feed(late, np.concatenate([speech, np.zeros(16_000, np.float32), synth("of france")]))
+    kinds = [type(e).__name__ for e in events if not isinstance(e, AudioSlice)]
+    assert kinds[:4] == ["SpeechStarted", "SpeechStopped", "PauseConfirmed", "SpeechStarted"]
+    assert not [e for e in events if isinstance(e, SpeechStarted)][-1].resumed  # after the window: a new turn
+
+
+def test_without_early_ok_the_long_pause_holds(synth) -> None:
+    slicer = Slicer(SlicerConfig(pause_s=0.5, early_pause_s=0.2))
+    events = _feed(slicer, np.concatenate([_trimmed(synth("what is the capital")), np.zeros(4800, np.float32)]))
+    assert not [e for e in events if isinstance(e, SpeechStopped)]  # 300 ms of silence: still speaking
+    events = _feed(slicer, np.zeros(8000, np.float32))
+    assert [e.early for e in events if isinstance(e, SpeechStopped)] == [False]
+
+
+def test_partials_come_every_interval_and_once_at_each_pause(synth) -> None:
+    slicer = Slicer(SlicerConfig(pause_s=0.5))
+    x = np.concatenate([synth("what is the capital of france"), np.zeros(16_000, np.float32)])
+    partials: list[AudioSlice] = []
+    for i in range(0, x.size, 1600):
+        events = slicer.push(x[i : i + 1600])
+        if (piece := slicer.partial(0.3)) is not None:
+            partials.append(piece)
+        if any(isinstance(e, AudioSlice) for e in events):
+            break
+    assert len(partials) >= 3 and all(p.partial for p in partials)
+    assert [p.final for p in partials].count(True) >= 1 and partials[-1].final  # the pause's own partial
+    assert all(b.end_s - a.end_s >= 0.3 - 1e-6 or b.final for a, b in itertools.pairwise(partials))
+    assert slicer.partial(0.0) is None

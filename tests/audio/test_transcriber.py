@@ -117,3 +117,26 @@ def test_misuse_is_reported(tiny: Recognizer) -> None:
         t.transcribe(AudioSlice(0, 3, 0.0, 1.0, False, np.zeros(16_000, np.float32)))
     with pytest.raises(AudioError):
         TranscriberConfig(max_window_s=40)
+
+
+def test_partials_commit_nothing_and_foretell_the_slice(tiny: Recognizer, synth: Callable[..., np.ndarray]) -> None:
+    """A partial of the open slice reads its words so far; the slices after it come out as without it."""
+    from duo.audio.slicer import Slicer
+
+    x = np.concatenate([synth("Set a timer for ten minutes."), np.zeros(16_000, np.float32)])
+
+    def hear(with_partials: bool) -> tuple[list[TextSlice], list[TextSlice]]:
+        slicer, stream = Slicer(SlicerConfig(slice_s=1.0)), StreamTranscriber(tiny)
+        partial_texts, slice_texts = [], []
+        for i in range(0, x.size, 1600):
+            pieces = [e for e in slicer.push(x[i : i + 1600]) if isinstance(e, AudioSlice)]
+            if with_partials and (piece := slicer.partial(0.3)) is not None:
+                partial_texts.append(stream.transcribe(piece))
+            slice_texts += [stream.transcribe(p) for p in pieces]
+        return partial_texts, slice_texts
+
+    partials, with_them = hear(True)
+    assert with_them == hear(False)[1] and with_them[-1].final  # nothing committed by a partial
+    assert partials and all(p.partial for p in partials)
+    paused = [p for p in partials if p.final]  # at the pause: the words of the last slice, none held back
+    assert paused and normalize(paused[-1].utterance_text) == normalize(with_them[-1].utterance_text)

@@ -196,7 +196,8 @@ def test_barge_in_cuts_the_first_reply(server: InProcessServer, tmp_path: Path) 
         assert [t["item_id"] for t in truncate] == [item]
         assert 0 <= truncate[0]["audio_end_ms"] <= audio_ms  # what was played of what arrived
         assert any(e["item_id"] == item for e in rec.of("conversation.item.truncated"))
-        assert rec.of("duo.input.speech_started")  # raw voice activity, which the page ducks playback on
+        assert rec.of("duo.input.speech_started")  # raw voice activity
+        assert rec.of("duo.output_audio.duck")  # speech over the spoken reply, which the page ducks playback on
         assert not rec.of("error")
     assert not rec.errors, rec.errors
 

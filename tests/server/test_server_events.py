@@ -23,7 +23,7 @@ def _wire(event: se.ServerEvent, beta: bool = False) -> dict:
 def test_every_event_type_has_one_model() -> None:
     models = [m for m in vars(se).values() if isinstance(m, type) and issubclass(m, se.ServerEvent)]
     types = [m.model_fields["type"].default for m in models if isinstance(m.model_fields["type"].default, str)]
-    assert len(types) == len(set(types)) == 31
+    assert len(types) == len(set(types)) == 33
     assert set(se.BETA_NAMES) <= set(types)
 
 

@@ -105,13 +105,17 @@ function onEvent(event) {
       session = event.session;
       updateMode();
       break;
-    case "duo.input.speech_started": // raw voice activity: duck the reply until DUO has judged the speech
-      player.duck(true);
+    case "duo.input.speech_started": // raw voice activity
       onSpeechStarted(event);
       break;
     case "duo.input.speech_stopped":
-      player.duck(false);
       onSpeechStopped(event);
+      break;
+    case "duo.output_audio.duck": // speech over the reply: lower it while DUO judges the speech
+      player.duck(true);
+      break;
+    case "duo.output_audio.restore": // judged not a turn (the reply goes on), or the reply stopped
+      player.duck(false);
       break;
     case "input_audio_buffer.speech_started": // under DUO: speech judged addressed to duo
       if (!duoJudges()) onSpeechStarted(event);
@@ -137,10 +141,7 @@ function onEvent(event) {
       break;
     case "duo.input.state":
       view.userState(event);
-      if (event.state === "ignore") {
-        endOfInput = null; // not a question: nothing to time
-        player.duck(false); // not for duo: the reply goes on at full level
-      }
+      if (event.state === "ignore") endOfInput = null; // not a question: nothing to time
       break;
     case "response.created":
       onResponseCreated(event.response.id);

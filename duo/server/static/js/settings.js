@@ -14,6 +14,9 @@ export const DEFAULTS = Object.freeze({
   ignoreThreshold: 0.5,
   actBeforePause: false,
   incompleteTimeoutMs: 3000, // 0: an utterance judged incomplete waits for more speech however long
+  earlyPauseMs: 200, // speech judged `process` ends after this much silence; 0: always the full pause
+  partialMs: 0, // re-recognize the words being said this often; 0: the server's default (300 on CUDA, off on CPU)
+  speculate: true, // start the reply on a `process` before the pause (held until the turn is confirmed)
   voice: true,
   playbackLeadMs: LEAD_MS, // the player's least lead before a first chunk plays
   maxTokens: 256,
@@ -27,6 +30,8 @@ const LIMITS = {
   processThreshold: [0, 1],
   ignoreThreshold: [0, 1],
   incompleteTimeoutMs: [0, 60000],
+  earlyPauseMs: [0, 3000],
+  partialMs: [0, 5000],
   playbackLeadMs: [20, 500],
   maxTokens: [1, 4096],
 };
@@ -81,6 +86,11 @@ export function sessionPatch(settings) {
           // 0 in the form: wait however long (the server's null); the server's floor is 200 ms
           incomplete_timeout_ms:
             settings.incompleteTimeoutMs > 0 ? Math.max(200, settings.incompleteTimeoutMs) : null,
+          // the short pause is at least the server's 50 ms floor and never longer than the pause itself
+          early_pause_ms: settings.earlyPauseMs > 0 ? Math.min(settings.pauseMs, Math.max(50, settings.earlyPauseMs))
+            : null,
+          partial_ms: settings.partialMs > 0 ? settings.partialMs : null,
+          speculate: settings.speculate,
         };
   const session = {
     output_modalities: settings.voice ? ["audio"] : ["text"],
@@ -102,6 +112,9 @@ export function fillForm(form, settings) {
   f.ignoreThreshold.value = settings.ignoreThreshold;
   f.actBeforePause.checked = settings.actBeforePause;
   f.incompleteTimeoutMs.value = settings.incompleteTimeoutMs;
+  f.earlyPauseMs.value = settings.earlyPauseMs;
+  f.partialMs.value = settings.partialMs;
+  f.speculate.checked = settings.speculate;
   f.voice.checked = settings.voice;
   f.playbackLeadMs.value = settings.playbackLeadMs;
   f.maxTokens.value = settings.maxTokens;
@@ -123,6 +136,9 @@ export function readForm(form, previous, serverInstructions) {
     ignoreThreshold: Number(f.ignoreThreshold.value),
     actBeforePause: f.actBeforePause.checked,
     incompleteTimeoutMs: Math.round(Number(f.incompleteTimeoutMs.value)),
+    earlyPauseMs: Math.round(Number(f.earlyPauseMs.value)),
+    partialMs: Math.round(Number(f.partialMs.value)),
+    speculate: f.speculate.checked,
     voice: f.voice.checked,
     playbackLeadMs: Math.round(Number(f.playbackLeadMs.value)),
     maxTokens: Math.round(Number(f.maxTokens.value)),
@@ -138,6 +154,7 @@ export function syncForm(form) {
     if (out) out.value = Number(f[name].value).toFixed(2);
   }
   const duo = f.turnDetection.value === "duo";
-  const duoOnly = ["sliceMs", "processThreshold", "ignoreThreshold", "actBeforePause", "incompleteTimeoutMs"];
+  const duoOnly = ["sliceMs", "processThreshold", "ignoreThreshold", "actBeforePause", "incompleteTimeoutMs",
+                   "earlyPauseMs", "partialMs", "speculate"];
   for (const name of duoOnly) f[name].disabled = !duo;
 }

@@ -1,0 +1,52 @@
+"""Held replies: kept in order until released, and nothing of a withdrawn one gets through."""
+
+from __future__ import annotations
+
+from duo.engine import events as ev
+from duo.server.held import Held
+from duo.server.turn_detection import DuoParams, DuoTurnDetection
+
+
+def _reply(rid: str, status: ev.ResponseStatus = ev.ResponseStatus.COMPLETED) -> list[ev.Event]:
+    return [ev.ResponseStarted("s", rid, "hi"), ev.TextDelta("s", rid, "Hel"), ev.TextDelta("s", rid, "lo"),
+            ev.ResponseDone("s", rid, status, "Hello", 2)]
+
+
+def test_held_events_are_released_in_order_and_others_pass() -> None:
+    held = Held()
+    started, *rest = _reply("r1")
+    held.hold(started)
+    assert all(held.take(e) for e in rest) and held.holding
+    assert not held.take(ev.TextDelta("s", "r0", "x"))  # another reply's events go on
+    assert not held.take(ev.StateDecided("s", "process", {}, "a", "a", "p"))  # type: ignore[arg-type]
+    assert held.release() == [started, *rest] and not held.holding and held.release() == []
+
+
+def test_a_withdrawn_reply_is_dropped_to_its_last_event() -> None:
+    held = Held()
+    started, delta, *_ = _reply("r1")
+    held.hold(started)
+    held.take(delta)
+    assert held.withdraw() == "r1" and held.release() == []
+    late = [ev.TextDelta("s", "r1", "x"), ev.ResponseDone("s", "r1", ev.ResponseStatus.WITHDRAWN, "x", 3)]
+    assert all(held.take(e) for e in late) and not held.withdrawn  # forgotten once the engine confirms
+    assert held.withdraw() is None
+
+
+def test_a_reply_withdrawn_before_its_id_was_asked_for_leaves_nothing_held() -> None:
+    held = Held()
+    started, delta, *_ = _reply("r2")
+    held.hold(started)
+    held.take(delta)
+    assert held.take(ev.ResponseDone("s", "r2", ev.ResponseStatus.WITHDRAWN, "x", 1))
+    assert not held.holding and held.release() == []
+
+
+def test_the_short_pause_never_exceeds_the_pause() -> None:
+    assert DuoParams().early == 200 and DuoParams().confirm == 500 and DuoParams().speculate
+    short = DuoParams(pause_ms=150)
+    assert short.early == 150 and short.confirm == 150
+    assert DuoParams(early_pause_ms=None, confirm_ms=300).early is None
+    assert DuoParams(confirm_ms=100).confirm == 200  # never shorter than the early pause
+    reported = DuoTurnDetection(type="duo", partial_ms=300).reported()["duo"]
+    assert reported["partial_ms"] == 300 and reported["early_pause_ms"] == 200 and reported["confirm_ms"] is None

@@ -1,0 +1,234 @@
+"""Turn taking against the live server: early closes, held and withdrawn replies, partials, ducking.
+
+Real speech (espeak-ng) and typed slices drive the real engine (embedded model). Audio is sent in steps and
+the test waits for the server's own state between them, so what the slicer hears never races the judgement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import subprocess
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from duo.server.inprocess import InProcessServer
+
+from .helpers import Client, connect, live_server
+
+ANSWER = {"process_threshold": 0.0}  # the untuned model cannot forecast: force the state through the real path
+IGNORE = {"process_threshold": 1.0, "ignore_threshold": 0.0}
+UNFINISHED = {"process_threshold": 1.0, "ignore_threshold": 1.0}
+RATE = 24_000
+
+
+@pytest.fixture(scope="module")
+def server(embedded) -> Iterator[InProcessServer]:
+    with live_server(embedded, tts="espeak-ng") as live:
+        yield live
+
+
+def spoken(tmp_path, text: str) -> np.ndarray:
+    """`text` spoken by espeak-ng as 24 kHz PCM16, its silent padding cut so the pauses are the test's own."""
+    wav = tmp_path / "s.wav"
+    subprocess.run(["espeak-ng", "-w", str(wav), text], check=True)
+    raw = subprocess.run(["sox", str(wav), "-t", "raw", "-r", str(RATE), "-e", "signed", "-b", "16", "-c", "1", "-"],
+                         check=True, capture_output=True).stdout
+    pcm = np.frombuffer(raw, dtype="<i2")
+    loud = np.flatnonzero(np.abs(pcm) > 600)
+    return pcm[loud[0] : loud[-1] + 1]
+
+
+def silence(ms: int) -> np.ndarray:
+    return np.zeros(RATE * ms // 1000, dtype="<i2")
+
+
+async def send_audio(c: Client, pcm: np.ndarray) -> None:
+    step = RATE // 10  # 100 ms
+    for i in range(0, len(pcm), step):
+        await c.send("input_audio_buffer.append", audio=base64.b64encode(pcm[i : i + step].tobytes()).decode())
+        await asyncio.sleep(0.02)
+
+
+async def until(cond: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    """Wait for a condition on the server's state (it runs in its own thread)."""
+    for _ in range(int(timeout / 0.05)):
+        if value := cond():
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def conversation_of(server: InProcessServer, c: Client) -> Any:
+    sid = c.events[0]["session"]["id"]
+    return next(s for s in server.state.sessions if s.id == sid).conversation
+
+
+def metric(server: InProcessServer, name: str) -> float:
+    return server.state.metrics.registry.get_sample_value(name) or 0.0
+
+
+def mentions(events: list[dict[str, Any]], response_id: str) -> list[dict[str, Any]]:
+    """Every event the client got that names `response_id`."""
+    return [e for e in events if e.get("response_id") == response_id
+            or (isinstance(e.get("response"), dict) and e["response"].get("id") == response_id)]
+
+
+async def test_an_early_close_is_withdrawn_unheard_when_speech_resumes(server: InProcessServer, tmp_path) -> None:
+    c = await connect(server.url)
+    await c.configure(**ANSWER, early_pause_ms=200, pause_ms=1500, partial_ms=300, incomplete_timeout_ms=None)
+    conv = conversation_of(server, c)
+    resumed = metric(server, "duo_early_closes_resumed_total")
+    await send_audio(c, np.concatenate([spoken(tmp_path, "what is the capital"), silence(100)]))
+    await c.until("duo.input.state", state="process")  # a partial judged: the short pause may end the words
+    held = await until(lambda: conv.held.response_id if len(conv.held.events) > 2 else None, "a held reply")
+    await send_audio(c, silence(600))  # past the short pause, well within the confirmation window
+    await until(lambda: conv.turns.early_ms is not None, "the early close")
+    assert not [e for e in c.events if e["type"] == "response.created"]  # nothing of it is out yet
+    await send_audio(c, np.concatenate([spoken(tmp_path, "of france"), silence(2500)]))  # within the 1.5 s
+    created = await c.until("response.created")
+    done = await c.until("response.done")
+    assert created["response"]["id"] != held and done["response"]["id"] == created["response"]["id"]
+    assert mentions(c.events, held) == []  # not one event of the withdrawn reply reached the client
+    assert metric(server, "duo_early_closes_resumed_total") == resumed + 1
+    transcripts = [e["transcript"] for e in c.events
+                   if e["type"] == "conversation.item.input_audio_transcription.completed"]
+    heard = [e["text"] for e in c.events if e["type"] == "duo.input.transcript" and e["text"]]
+    assert len(heard) >= 2 and transcripts == [" ".join(heard)]  # both utterances' words in one user item
+    user_turns = [t["content"] for t in conv.handle.session.turns if t["role"] == "user"]
+    assert user_turns == transcripts  # one turn for the model too: the words after the resume joined it
+    await c.ws.close()
+
+
+async def test_a_speculative_reply_is_discarded_when_the_user_goes_on(server: InProcessServer) -> None:
+    c = await connect(server.url)
+    await c.configure(**ANSWER)
+    conv = conversation_of(server, c)
+    discarded, withdrawn = metric(server, "duo_speculative_tokens_discarded_total"), metric(
+        server, "duo_withdrawn_replies_total")
+    await c.send("duo.input.slice", text="what is the capital", final=False, partial=True)
+    assert (await c.until("duo.input.state"))["held"]  # `process`, before the pause
+    held = await until(lambda: conv.held.response_id if len(conv.held.events) > 3 else None, "a held reply")
+    await c.send("duo.input.slice", text="what is the capital of france", final=False, partial=True)
+    await until(lambda: metric(server, "duo_withdrawn_replies_total") > withdrawn, "the withdrawal")
+    assert metric(server, "duo_speculative_tokens_discarded_total") >= discarded + 3
+    await c.until("duo.input.state")
+    kept = await until(lambda: conv.held.response_id if len(conv.held.events) > 1 else None, "a second held reply")
+    withdrawn = metric(server, "duo_withdrawn_replies_total")
+    await c.send("duo.input.slice", text="what is the capital of france", final=True)  # the turn ends
+    created = await c.until("response.created")
+    await c.until("response.done")
+    assert created["response"]["id"] == kept != held  # the reply to these very words goes out, as it stands
+    assert metric(server, "duo_withdrawn_replies_total") == withdrawn and mentions(c.events, held) == []
+    assert sum(e["type"] == "response.created" for e in c.events) == 1
+    assert [t for t in conv.handle.session.turns if t["role"] == "user"] == [
+        {"role": "user", "content": "what is the capital of france"}]
+    await c.ws.close()
+
+
+async def test_speech_over_a_spoken_reply_ducks_it_and_ignore_restores_it(server: InProcessServer,
+                                                                          tmp_path) -> None:
+    c = await connect(server.url)
+    td = {"type": "duo", "forecast_tokens": 1, "partial_ms": 300, **IGNORE}
+    await c.send("session.update", session={"output_modalities": ["audio"], "max_output_tokens": 120,
+                                            "audio": {"input": {"turn_detection": td}}})
+    await c.until("session.updated")
+    ducks = metric(server, "duo_duck_latency_seconds_count")
+    await c.add_text("tell me a long story about a dragon")
+    await c.send("response.create")
+    reply = (await c.until("response.created"))["response"]["id"]
+    await c.until("response.output_audio.delta")
+    await send_audio(c, np.concatenate([spoken(tmp_path, "and then she said the meeting moved to thursday"),
+                                        silence(1000)]))
+    duck = await c.until("duo.output_audio.duck")
+    assert duck["response_id"] == reply and duck["audio_start_ms"] >= 0
+    assert (await c.until("duo.input.state"))["state"] == "ignore"
+    restore = await c.until("duo.output_audio.restore")
+    assert restore["reason"] == "ignore" and restore["response_id"] == reply
+    done = await c.until("response.done", timeout=180)
+    assert done["response"]["id"] == reply and done["response"]["status"] != "cancelled"  # it went on unbroken
+    assert sum(e["type"] == "response.created" for e in c.events) == 1
+    assert metric(server, "duo_duck_latency_seconds_count") == ducks + 1
+    await c.ws.close()
+
+
+async def test_partials_leave_the_kv_of_a_fresh_prefill_of_the_final_words(server: InProcessServer,
+                                                                          tmp_path) -> None:
+    c = await connect(server.url)
+    await c.configure(**UNFINISHED, partial_ms=300, incomplete_timeout_ms=None)
+    conv = conversation_of(server, c)
+    speech = spoken(tmp_path, "please remind me tomorrow morning to water the plants on the balcony")
+    assert len(speech) > 2.5 * RATE  # more than one 2 s slice
+    await send_audio(c, speech[: int(1.2 * RATE)])  # less than a slice: only a partial can be judged now
+    await c.until("duo.input.state")
+    assert not [e for e in c.events if e["type"] == "duo.input.transcript"]
+    await send_audio(c, np.concatenate([speech[int(1.2 * RATE) :], silence(1500)]))
+    await c.until("duo.input.transcript", final=True)
+    session = conv.handle.session
+    inp = await until(lambda: session.input if session.input is not None and not session.has_work()
+                      and not session.input.judging and session.input.final else None, "the final judgement")
+    words = [e["text"] for e in c.events if e["type"] == "duo.input.transcript" and e["text"]]
+    framing = session.framing
+    expected = list(framing.user_open)
+    for i, text in enumerate(words):
+        expected += framing.slice_ids(text, first=i == 0)
+    assert not inp.provisional and inp.seq.tokens[: inp.kept] == expected  # exactly the final words
+    tokens: list[int] = []
+    for anc, n in inp.seq.ancestry():
+        tokens += anc.tokens[:n]
+    tokens += inp.seq.tokens[: inp.kept]
+    with torch.inference_mode():
+        out = server.state.backbone.model(input_ids=torch.tensor([tokens]), use_cache=True)
+    cache = out["cache"] if "cache" in out else out["past_key_values"]
+    kv, slots = server.state.loop.engine.kv, inp.seq.slots(0, inp.kept)
+    for layer in range(len(kv.k)):
+        fresh = cache.layers[layer]
+        for pool, ref in ((kv.k[layer], fresh.keys), (kv.v[layer], fresh.values)):
+            assert torch.allclose(pool[slots].transpose(0, 1), ref[0, :, inp.seq.base :], rtol=1e-4, atol=1e-5)
+    await c.ws.close()
+
+
+async def test_speech_judged_process_over_a_spoken_reply_stops_it_and_is_answered(server: InProcessServer,
+                                                                                 tmp_path) -> None:
+    c = await connect(server.url)
+    td = {"type": "duo", "forecast_tokens": 1, "partial_ms": 300, **ANSWER}
+    await c.send("session.update", session={"output_modalities": ["audio"], "max_output_tokens": 120,
+                                            "audio": {"input": {"turn_detection": td}}})
+    await c.until("session.updated")
+    silenced = metric(server, "duo_interruption_silence_seconds_count")
+    first_audio = metric(server, "duo_first_audio_seconds_count")
+    await c.add_text("tell me a long story about a dragon")
+    await c.send("response.create")
+    reply = (await c.until("response.created"))["response"]["id"]
+    await c.until("response.output_audio.delta")
+    await send_audio(c, np.concatenate([spoken(tmp_path, "stop, what time is it"), silence(1500)]))
+    assert (await c.until("duo.output_audio.duck"))["response_id"] == reply
+    done = await c.until("response.done")
+    assert done["response"]["id"] == reply and done["response"]["status"] == "cancelled"
+    assert done["response"]["status_details"]["reason"] == "turn_detected"
+    assert (await c.until("duo.output_audio.restore"))["reason"] == "interrupted"
+    answer = await c.until("response.created")
+    assert answer["response"]["id"] != reply
+    await c.until("response.done")
+    assert metric(server, "duo_interruption_silence_seconds_count") == silenced + 1
+    assert metric(server, "duo_first_audio_seconds_count") == first_audio + 1  # the answer, timed from the speech
+    await c.ws.close()
+
+
+async def test_response_create_while_a_reply_is_held_answers_once(server: InProcessServer) -> None:
+    c = await connect(server.url)
+    await c.configure(**ANSWER)
+    conv = conversation_of(server, c)
+    await c.send("duo.input.slice", text="what is the capital of france", final=False, partial=True)
+    held = await until(lambda: conv.held.response_id if len(conv.held.events) > 1 else None, "a held reply")
+    await c.send("response.create", response={"metadata": {"asked": "yes"}})
+    created = await c.until("response.created")
+    done = await c.until("response.done")
+    assert created["response"]["metadata"] == {"asked": "yes"} and done["response"]["status"] == "completed"
+    assert mentions(c.events, held) == [] and sum(e["type"] == "response.created" for e in c.events) == 1
+    assert [t["role"] for t in conv.handle.session.turns] == ["user", "assistant"]
+    await c.ws.close()
