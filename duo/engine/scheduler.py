@@ -33,8 +33,8 @@ def admit(work: list[tuple[Session, Sequence, Need]], *, budget: int, kv: KVCach
     every tick. A sequence cut short this tick only writes KV (`Need.PREFILL`); the rest of its session's
     items wait for it, since they read its keys.
     """
-    if sum(len(seq.pending) for _, seq, _ in work) <= budget:
-        chosen = [(s, Chunk(seq, len(seq.pending)), need) for s, seq, need in work]
+    if sum(seq.num_pending for _, seq, _ in work) <= budget:
+        chosen = [(s, Chunk(seq, seq.num_pending), need) for s, seq, need in work]
     else:
         by_session: dict[str, list[tuple[Session, Sequence, Need]]] = {}
         for item in work:
@@ -42,16 +42,16 @@ def admit(work: list[tuple[Session, Sequence, Need]], *, budget: int, kv: KVCach
         chosen, heads = [], []
         for items in by_session.values():
             for s, seq, need in items:
-                if len(seq.pending) > 1:
+                if seq.num_pending > 1:
                     heads.append((s, seq, need))
                     break
                 chosen.append((s, Chunk(seq, 1), need))
         left = max(budget - len(chosen), MIN_PREFILL)
-        for s, seq, need in sorted(heads, key=lambda h: len(h[1].pending)):
+        for s, seq, need in sorted(heads, key=lambda h: h[1].num_pending):
             if left <= 0:
                 break
-            n = min(len(seq.pending), left)
-            chosen.append((s, Chunk(seq, n), need if n == len(seq.pending) else Need.PREFILL))
+            n = min(seq.num_pending, left)
+            chosen.append((s, Chunk(seq, n), need if n == seq.num_pending else Need.PREFILL))
             left -= n
     return _fit_kv(chosen, kv)
 

@@ -156,7 +156,7 @@ class Session:
 
     # -- called by the engine between ticks ------------------------------------------------------------
     def has_work(self) -> bool:
-        return bool(self.inbox) or any(s.pending for s in self._live() + self.stale)
+        return bool(self.inbox) or any(s.num_pending for s in self._live() + self.stale)
 
     def apply_inbox(self) -> list[ev.Event]:
         out: list[ev.Event] = []
@@ -175,11 +175,11 @@ class Session:
         return out
 
     def work(self) -> list[tuple[Sequence, Need]]:
-        items = [(seq, Need.PREFILL) for seq in self.stale if seq.refs and seq.pending]  # before what sees them
+        items = [(seq, Need.PREFILL) for seq in self.stale if seq.refs and seq.num_pending]  # before what sees them
         self.stale = []
-        if self.last.pending:
+        if self.last.num_pending:
             items.append((self.last, Need.OUTPUT if self.reply else Need.PREFILL))
-        if self.input is not None and self.input.seq.pending:  # judged: <|prediction|> follows the kept tokens
+        if self.input is not None and self.input.seq.num_pending:  # judged: <|prediction|> follows the kept tokens
             items.append((self.input.seq, Need.FORECAST if self.input.judging else Need.PREFILL))
         return items
 
