@@ -27,7 +27,7 @@ from .kv_cache import KVCache
 from .loader import Backbone
 from .model_runner import ModelRunner
 from .plan import Chunk
-from .sampler import choose
+from .sampler import choose, rows
 from .scheduler import admit
 from .sequence import Sequence
 from .session import Need, Session, Vocab
@@ -70,6 +70,7 @@ class Engine:
             stop_ids=backbone.stop_ids | _turn_markers(backbone.tokenizer),
             max_context=min(self.config.max_context or backbone.max_context, backbone.max_context),
         )
+        self._state_ids = list(self.vocab.state_ids.values())
         self.sessions: dict[str, Session] = {}
         self._joining: deque[Session] = deque()
         self._leaving: deque[str] = deque()
@@ -210,17 +211,18 @@ class Engine:
             logits = self.runner.run([chunk for _, chunk, _ in group])
             params = [s.config.sampling if need is Need.OUTPUT else None for s, _, need in group]
             gens = [s.generator if need is Need.OUTPUT else None for s, _, need in group]
-            tokens, probs = choose(logits, params, gens, list(self.vocab.state_ids.values()))
+            result = self.runner.download(choose(logits, params, gens, self._state_ids))
+            tokens, probs = rows(result.wait())  # on CUDA the host waits here, and only here, for the device
         except Exception as exc:  # the forward failed: the sessions it carried end, the others go on
             log.exception("event=tick_failed sessions=%d", len({s.id for s, _, _ in group}))
             return self._fail_all(list({s.id: s for s, _, _ in group}.values()), exc)
         self.failed_ticks = 0
         events = []
-        for (session, _, need), token, p in zip(group, tokens, probs, strict=True):
+        for i, ((session, _, need), token) in enumerate(zip(group, tokens, strict=True)):
             if session.id not in self.sessions:
                 continue
-            try:
-                events += session.advance(need, token, p)
+            try:  # only a forecast reads the states: the others skip building the list
+                events += session.advance(need, token, probs[i].tolist() if need is Need.FORECAST else [])
             except Exception as exc:
                 events += self._fail(session, exc)
         return events

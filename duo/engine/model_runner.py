@@ -27,6 +27,7 @@ from .attention import TickBatch, tick
 from .cuda_graphs import CudaGraphs
 from .kv_cache import KVCache
 from .plan import Chunk, Step, TickPlan, TickShape, exact_shape, pack, plan_tick, unpack
+from .staging import Download, Staging
 
 if TYPE_CHECKING:
     from .parallel import TensorParallel
@@ -46,6 +47,7 @@ class ModelRunner:
         self.device = next(model.parameters()).device
         self.forward_passes = 0
         self.graphs = CudaGraphs(kv, self.forward, self.device) if cuda_graphs and self.device.type == "cuda" else None
+        self.staging = Staging(self.device)  # pinned memory on CUDA: no copy of a tick blocks the host
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, batch: TickBatch,
                 keep: torch.Tensor) -> torch.Tensor:
@@ -75,9 +77,12 @@ class ModelRunner:
         graph_shape = None if (self.graphs is None or all_logits) else self.graphs.shape_for(shape)
         logits = None
         if graph_shape is not None:
-            plan = plan_tick(chunks, graph_shape)
+            payload = self.staging.payload
+            out = None if payload is None else payload.take(Step(True, graph_shape, 0).size).numpy()
+            plan = plan_tick(chunks, graph_shape, out=out)  # written straight into the pinned staging buffer
+            rows = self.staging.upload(plan.rows)
             try:
-                logits = self.lead(plan)[torch.from_numpy(plan.rows).to(self.device)]
+                logits = self.lead(plan)[rows]
             except RuntimeError:  # a model whose forward cannot be captured still runs, eagerly
                 log.exception("event=cuda_graphs_disabled shape=%s", graph_shape)
                 self.graphs = None
@@ -103,13 +108,20 @@ class ModelRunner:
         host = torch.from_numpy(pack(plan, keep))
         if self.group is not None:
             self.group.send(step)
+        payload = self.staging.payload if plan.flat is not None and keep is None else None
 
         def fill(buffer: torch.Tensor) -> None:
             buffer.copy_(host, non_blocking=True)
+            if payload is not None:
+                payload.mark()  # the staging buffer is rewritten only once this copy has run
             if self.group is not None:
                 self.group.broadcast(buffer)
 
         return self.execute(step, fill)
+
+    def download(self, t: torch.Tensor) -> Download:
+        """Copy a tick's result to the host without waiting for it (`Download.wait` does)."""
+        return self.staging.download(t)
 
     @torch.inference_mode()
     def execute(self, step: Step, fill: Callable[[torch.Tensor], None]) -> torch.Tensor:

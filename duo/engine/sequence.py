@@ -90,7 +90,10 @@ class Sequence:
 
     def visible_slots(self, own: int) -> np.ndarray:
         """`np.concatenate(self.key_slots(own))`, from a cache that a decode step extends instead of rebuilding."""
-        if self._visible is None:
+        visible = self._visible
+        if visible is not None and len(visible) >= self.base + own:  # a decode step inside its last block
+            return visible[: self.base + own]
+        if visible is None:
             self._visible = np.concatenate(self.key_slots(len(self.blocks) * self.kv.block_size))
         self.slots(0, own)  # allocates the blocks `own` needs (and lists them)
         return self._visible[: self.base + own]
