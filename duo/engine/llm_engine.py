@@ -22,6 +22,7 @@ from duo.ids import new_id
 
 from . import events as ev
 from .config import EngineConfig, Mode, SamplingParams, SessionConfig
+from .cuda_graphs import PREFILL_ROWS, PREFILL_WIDTH
 from .framing import DEFAULT_INSTRUCTIONS, ChatFraming
 from .kv_cache import KVCache
 from .loader import Backbone
@@ -57,12 +58,11 @@ class Engine:
         group = backbone.parallel  # tensor parallel: this is rank 0's engine, or one a follower built like it
         if group is not None and group.leader:
             group.open_engine(self.config)
+        cuda = backbone.device.type == "cuda"
         self.kv = KVCache.for_model(backbone.model, block_size=self.config.block_size,
                                     num_blocks=self.config.initial_blocks, max_blocks=self.config.max_blocks,
-                                    memory_fraction=self.config.kv_memory_fraction,
+                                    memory_fraction=self.config.kv_memory_fraction, fixed=cuda,
                                     shards=group.size if group else 1, common=group.common_blocks if group else None)
-        self.runner = ModelRunner(backbone.model, self.kv, cuda_graphs=self.config.cuda_graphs, group=group)
-        self.tick_tokens = self.config.max_tick_tokens or (2048 if self.runner.device.type == "cuda" else 32)
         self.vocab = Vocab(
             tokenizer=backbone.tokenizer,
             prediction_id=backbone.prediction_id,
@@ -70,6 +70,10 @@ class Engine:
             stop_ids=backbone.stop_ids | _turn_markers(backbone.tokenizer),
             max_context=min(self.config.max_context or backbone.max_context, backbone.max_context),
         )
+        # graphs for every tick `max_sessions` can plan: a reply and an input channel each, the whole window
+        self.runner = ModelRunner(backbone.model, self.kv, cuda_graphs=self.config.cuda_graphs, group=group,
+                                  max_rows=2 * self.config.max_sessions, max_keys=self.vocab.max_context)
+        self.tick_tokens = self.config.max_tick_tokens or (2048 if cuda else 32)
         self._state_ids = list(self.vocab.state_ids.values())
         self.sessions: dict[str, Session] = {}
         self._joining: deque[Session] = deque()
@@ -137,7 +141,8 @@ class Engine:
 
     def warmup(self) -> None:
         """Run one short turn through every stage of a tick (prefill, forecast, reply), so the first client
-        pays no first-run cost; on CUDA this captures the graphs of the shapes it meets."""
+        pays no first-run cost; on CUDA, then capture the graph of every tick shape `max_sessions` sessions
+        can produce (admission keeps every tick inside them), so no live tick stalls on a capture."""
         config = SessionConfig(sampling=SamplingParams(max_new_tokens=4))
         session = self.open_session(config, session_id="warmup")
         session.push_slice("hello")
@@ -148,6 +153,9 @@ class Engine:
             self.step()
         self.close_session(session.id)
         self.step()
+        captured = self.runner.warmup()  # then every other shape the graphs cover
+        if self.runner.graphs is not None:
+            log.info("event=cuda_graphs_ready captured=%d graphs=%d", captured, len(self.runner.graphs.graphs))
 
     def close_session(self, session_id: str) -> None:
         """The session leaves at the next tick and its KV returns to the pool."""
@@ -182,7 +190,9 @@ class Engine:
         if not work:
             return events
 
-        admitted = admit(work, budget=self.tick_tokens, kv=self.kv)
+        graphs = self.runner.graphs is not None  # prefills are cut to what a graph holds
+        admitted = admit(work, budget=self.tick_tokens, kv=self.kv, rows=PREFILL_ROWS if graphs else None,
+                         width=PREFILL_WIDTH if graphs else None)
         for session in admitted.refused:
             log.warning("session=%s event=kv_full free_blocks=%d", session.id, self.kv.num_free)
             events += self._close(session, "kv_full", "the server has no memory left for this conversation")

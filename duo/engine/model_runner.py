@@ -40,13 +40,18 @@ SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDP
 
 class ModelRunner:
     def __init__(self, model: torch.nn.Module, kv: KVCache, *, cuda_graphs: bool = False,
-                 group: TensorParallel | None = None) -> None:
+                 group: TensorParallel | None = None, max_rows: int | None = None,
+                 max_keys: int | None = None) -> None:
+        """`max_rows`, `max_keys`: the largest tick the graphs must cover (decode rows, keys a row)."""
         self.model = model
         self.kv = kv
         self.group = group  # tensor parallel: rank 0 sends every step to the other ranks, which run it too
         self.device = next(model.parameters()).device
         self.forward_passes = 0
-        self.graphs = CudaGraphs(kv, self.forward, self.device) if cuda_graphs and self.device.type == "cuda" else None
+        self.graphs = None
+        if cuda_graphs and self.device.type == "cuda":
+            limits = {k: v for k, v in (("max_rows", max_rows), ("max_keys", max_keys)) if v is not None}
+            self.graphs = CudaGraphs(kv, self.forward, self.device, **limits)
         self.staging = Staging(self.device)  # pinned memory on CUDA: no copy of a tick blocks the host
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, batch: TickBatch,
@@ -138,13 +143,24 @@ class ModelRunner:
         t = unpack(buffer, step)
         return self.forward(t["ids"], t["positions"], self._batch(t, step.shape), t["keep"])
 
-    def warmup(self, shapes: list[TickShape]) -> None:
-        """Capture the graphs of `shapes` ahead of traffic, so no tick pays for a capture.
+    def warmup(self, shapes: list[TickShape] | None = None) -> int:
+        """Capture the graphs of `shapes` (every shape the graphs cover by default) ahead of traffic, so no
+        tick pays for a capture; returns how many were captured.
 
         Each capture is an all-padding step (it touches the scratch slot only), so every rank of a
         tensor-parallel group captures it too.
         """
-        for shape in shapes:
-            padded = None if self.graphs is None else self.graphs.shape_for(shape)
+        if self.graphs is None:
+            return 0
+        captured = 0
+        for shape in self.graphs.shapes() if shapes is None else shapes:
+            padded = self.graphs.shape_for(shape) if self.graphs is not None else None
             if padded is not None and self.graphs is not None and padded not in self.graphs.graphs:
-                self.lead(plan_tick([], padded))
+                try:
+                    self.lead(plan_tick([], padded))
+                except RuntimeError:  # as in `run`: a model whose forward cannot be captured runs eagerly
+                    log.exception("event=cuda_graphs_disabled shape=%s", padded)
+                    self.graphs = None
+                    break
+                captured += 1
+        return captured

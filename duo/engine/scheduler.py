@@ -25,16 +25,22 @@ class Admission:
     refused: list[Session] = field(default_factory=list)  # no KV for their work: to be closed with an error
 
 
-def admit(work: list[tuple[Session, Sequence, Need]], *, budget: int, kv: KVCache) -> Admission:
+def admit(work: list[tuple[Session, Sequence, Need]], *, budget: int, kv: KVCache, rows: int | None = None,
+          width: int | None = None) -> Admission:
     """Chunks of `work` (items of one session in chain order) for one tick.
 
     When the budget is short, the shortest prefills go first (a spoken slice, a closed turn: what someone
     is waiting for) and the longest takes what is left, so a long input delays no one and still advances
     every tick. A sequence cut short this tick only writes KV (`Need.PREFILL`); the rest of its session's
-    items wait for it, since they read its keys.
+    items wait for it, since they read its keys. With CUDA graphs, `rows` and `width` bound the tick's
+    prefill rows and their tokens to the largest graph: longer prefills go in chunks, the extra rows wait.
     """
-    if sum(seq.num_pending for _, seq, _ in work) <= budget:
-        chosen = [(s, Chunk(seq, seq.num_pending), need) for s, seq, need in work]
+    pending = [seq.num_pending for _, seq, _ in work]
+    prefills = [n for n in pending if n > 1]
+    fits = (sum(pending) <= budget and (rows is None or len(prefills) <= rows)
+            and (width is None or max(prefills, default=0) <= width))
+    if fits:
+        chosen = [(s, Chunk(seq, n), need) for (s, seq, need), n in zip(work, pending, strict=True)]
     else:
         by_session: dict[str, list[tuple[Session, Sequence, Need]]] = {}
         for item in work:
@@ -47,10 +53,10 @@ def admit(work: list[tuple[Session, Sequence, Need]], *, budget: int, kv: KVCach
                     break
                 chosen.append((s, Chunk(seq, 1), need))
         left = max(budget - len(chosen), MIN_PREFILL)
-        for s, seq, need in sorted(heads, key=lambda h: h[1].num_pending):
+        for s, seq, need in sorted(heads, key=lambda h: h[1].num_pending)[:rows]:
             if left <= 0:
                 break
-            n = min(seq.num_pending, left)
+            n = min(seq.num_pending, left, width or left)
             chosen.append((s, Chunk(seq, n), need if n == seq.num_pending else Need.PREFILL))
             left -= n
     return _fit_kv(chosen, kv)
