@@ -66,9 +66,15 @@ def bucket(shape: TickShape, decode: tuple[int, ...] = DECODE, keys: tuple[int, 
     return TickShape(d, prefill[0], prefill[1], k)
 
 
-def all_shapes(decode: tuple[int, ...], keys: tuple[int, ...]) -> list[TickShape]:
-    """Every bucket a tick can fall into, largest first (the shared pool reaches its peak with the first)."""
-    shapes = [TickShape(d, p, w, k) for d in decode for p, w in PREFILL for k in keys if d + p]
+def all_shapes(decode: tuple[int, ...], keys: tuple[int, ...], max_cells: int | None = None) -> list[TickShape]:
+    """Every bucket a tick can fall into, largest first (the shared pool reaches its peak with the first).
+
+    `max_cells` bounds a shape's slot table (rows x keys): rows that all see that many keys would need more KV
+    than the pool holds, and the table's gather more memory than is left. The smallest key bucket is kept for
+    every row count, so any number of sessions with short contexts runs as a graph.
+    """
+    shapes = [TickShape(d, p, w, k) for d in decode for p, w in PREFILL for k in keys
+              if d + p and (k == keys[0] or max_cells is None or (d + p) * k <= max_cells)]
     return sorted(shapes, key=lambda s: (s.tokens * s.keys, s.tokens), reverse=True)
 
 
@@ -86,20 +92,24 @@ class CudaGraphs:
                  max_keys: int = KEYS[-1]) -> None:
         self.kv, self.forward, self.device = kv, forward, device
         self.decode, self.keys = decode_buckets(max_rows), key_buckets(max_keys)
+        self.max_cells = 2 * kv.num_blocks * kv.block_size  # each of a session's two rows sees its context once
         self.graphs: dict[TickShape, _Graph] = {}
         self.pool = torch.cuda.graph_pool_handle()
         self.version = kv.version
         shapes = self.shapes()
+        self._covered = set(shapes)
         self._inputs = torch.zeros(max(Step(True, s, 0).size for s in shapes), dtype=torch.int64, device=device)
         self._rows = max(s.decode + s.prefill for s in shapes)
         self._logits: torch.Tensor | None = None  # [rows, vocab], allocated by the first capture
 
     def shapes(self) -> list[TickShape]:
         """Every shape a graph is kept for, largest first."""
-        return all_shapes(self.decode, self.keys)
+        return all_shapes(self.decode, self.keys, self.max_cells)
 
     def shape_for(self, shape: TickShape) -> TickShape | None:
-        return bucket(shape, self.decode, self.keys)
+        """The graph shape that holds `shape`, or None: it runs eagerly."""
+        padded = bucket(shape, self.decode, self.keys)
+        return padded if padded in self._covered else None
 
     def get(self, shape: TickShape) -> _Graph:
         """The graph of `shape`, captured now if it is new. Fill its `buffer`, then `replay`."""
