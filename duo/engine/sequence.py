@@ -9,6 +9,7 @@ are reference counted, so a sequence's blocks go back to the pool when nothing c
 from __future__ import annotations
 
 import itertools
+import weakref
 
 import numpy as np
 
@@ -24,11 +25,12 @@ class Sequence:
         self.kv = kv
         self.parent = parent
         self.parent_len = 0 if parent is None else (len(parent) if parent_len is None else parent_len)
-        self.children: list[Sequence] = []  # sequences continuing a prefix of this one (their caches follow it)
+        # sequences continuing a prefix of this one (their caches follow it); weak: no cycle keeps a pool alive
+        self.children: weakref.WeakSet[Sequence] = weakref.WeakSet()
         if parent is not None:
             assert self.parent_len <= len(parent)
             parent.refs += 1
-            parent.children.append(self)
+            parent.children.add(self)
         self.base = 0 if parent is None else parent.base + self.parent_len
         self.tokens = list(tokens)
         self.num_cached = 0
@@ -101,7 +103,7 @@ class Sequence:
     def _changed(self) -> None:
         """Own blocks or the visible ancestry changed: this cache and every descendant's are stale."""
         self._visible = None
-        for child in self.children:
+        for child in list(self.children):
             child._changed()
 
     def truncate(self, n: int) -> None:
@@ -138,6 +140,6 @@ class Sequence:
             self._slot_array = None
             self._changed()
             if self.parent is not None:
-                self.parent.children.remove(self)
+                self.parent.children.discard(self)
                 self.parent.release()
                 self.parent = None

@@ -126,7 +126,7 @@ def test_the_slot_cache_extends_by_a_block_and_follows_a_cut_ancestor() -> None:
     child.reattach(15)
     assert np.array_equal(child.visible_slots(23), np.concatenate(child.key_slots(23)))
     child.release()
-    assert root.children == [] and root.refs == 1
+    assert not root.children and root.refs == 1
 
 
 @pytest.mark.parametrize("graph", [True, False])
@@ -142,3 +142,21 @@ def test_a_plan_is_its_own_payload(graph: bool) -> None:
     if graph:  # the very staging memory, no copy
         assert np.shares_memory(flat, out)
     assert (out[Step(True, shape, 0).size :] == -7).all()  # nothing written past the plan
+
+
+def test_a_tree_of_sequences_is_freed_without_the_collector() -> None:
+    """Children are held weakly: dropping a conversation frees its pool by reference counting alone."""
+    import gc
+    import weakref
+
+    kv = _kv()
+    root = Sequence(kv, list(range(20)))
+    child = Sequence(kv, [1, 2], parent=root, parent_len=10)
+    child.visible_slots(2)
+    alive = weakref.ref(kv)
+    gc.disable()
+    try:
+        del kv, root, child
+        assert alive() is None
+    finally:
+        gc.enable()
