@@ -63,10 +63,14 @@ def admit(work: list[tuple[Session, Sequence, Need]], *, budget: int, kv: KVCach
 
 
 def _fit_kv(chosen: list[tuple[Session, Chunk, Need]], kv: KVCache) -> Admission:
+    available = kv.num_free + kv.max_blocks - kv.num_blocks
+    # A chunk of n tokens adds at most n // block_size + 1 blocks: when the pool holds that for every chunk,
+    # nobody is refused and the per-session count is moot (most ticks of a pool with room).
+    if sum(c.n for _, c, _ in chosen) // kv.block_size + len(chosen) <= available:
+        return Admission(run=chosen)
     need: dict[str, int] = {}
     for s, chunk, _ in chosen:
         need[s.id] = need.get(s.id, 0) + chunk.new_blocks
-    available = kv.num_free + kv.max_blocks - kv.num_blocks
     refused: set[str] = set()
     for sid, blocks in need.items():
         if blocks > available:
