@@ -86,12 +86,17 @@ class TickPlan:
 
 
 def exact_shape(chunks: list[Chunk]) -> TickShape:
-    return TickShape(
-        decode=sum(c.n == 1 for c in chunks),
-        prefill=sum(c.n > 1 for c in chunks),
-        width=max((c.n for c in chunks if c.n > 1), default=0),
-        keys=max((c.keys for c in chunks), default=0),
-    )
+    """The smallest shape that holds `chunks` (one pass: it runs every tick over every row)."""
+    decode = prefill = width = keys = 0
+    for c in chunks:
+        n = c.n
+        if n == 1:
+            decode += 1
+        else:
+            prefill += 1
+            width = max(width, n)
+        keys = max(keys, c.seq.base + c.seq.num_cached + n)
+    return TickShape(decode=decode, prefill=prefill, width=width, keys=keys)
 
 
 def plan_tick(chunks: list[Chunk], shape: TickShape, out: np.ndarray | None = None) -> TickPlan:
