@@ -92,7 +92,7 @@ def exact_shape(chunks: list[Chunk]) -> TickShape:
         n = c.n
         if n == 1:
             decode += 1
-        else:
+        elif n > 1:
             prefill += 1
             width = max(width, n)
         keys = max(keys, c.seq.base + c.seq.num_cached + n)
