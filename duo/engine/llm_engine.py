@@ -21,6 +21,7 @@ import torch
 from duo.ids import new_id
 
 from . import events as ev
+from .channels import Need, Vocab
 from .config import EngineConfig, Mode, SamplingParams, SessionConfig
 from .cuda_graphs import PREFILL_ROWS, PREFILL_WIDTH
 from .framing import DEFAULT_INSTRUCTIONS, ChatFraming
@@ -31,7 +32,7 @@ from .plan import Chunk
 from .sampler import choose, rows
 from .scheduler import admit
 from .sequence import Sequence
-from .session import Need, Session, Vocab
+from .session import Session
 
 log = logging.getLogger(__name__)
 MAX_FAILED_TICKS = 3  # failed ticks in a row after which the engine counts as broken

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .channels import Need
 from .kv_cache import KVCache
 from .plan import Chunk
 from .sequence import Sequence
-from .session import Need, Session
+from .session import Session
 
 MIN_PREFILL = 32  # prefill tokens a tick admits even when decode rows fill the budget: long inputs progress
 

@@ -9,8 +9,6 @@ per sequence that asked for logits.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 import torch
@@ -18,86 +16,17 @@ import torch
 from duo.ids import new_id
 
 from . import events as ev
+from .channels import InputChannel, Need, Reply, Vocab
 from .config import SessionConfig, State
 from .detokenizer import IncrementalDetokenizer
 from .framing import ChatFraming
 from .kv_cache import KVCache
 from .sequence import Sequence
 
+__all__ = ["CLOSED_KEPT", "SLICE_RESERVE", "InputChannel", "Need", "Reply", "Session", "Vocab"]
+
 SLICE_RESERVE = 128  # tokens kept free for the user's next utterance when trimming the context
 CLOSED_KEPT = 32  # ended replies that can still be truncated
-
-
-class Need(Enum):
-    """What a sequence in a tick wants from its logits."""
-
-    PREFILL = 0  # nothing: it only writes KV
-    OUTPUT = 1  # the reply's next token
-    FORECAST = 2  # the input channel's next forecast token (and, first, the state)
-
-
-@dataclass(frozen=True)
-class Vocab:
-    """Backbone facts the state machine needs."""
-
-    tokenizer: Any
-    prediction_id: int
-    state_ids: dict[State, int]
-    stop_ids: frozenset[int]
-    max_context: int
-
-
-@dataclass
-class InputChannel:
-    """The user's words so far in a forked channel; a judgement appends `<|prediction|>` and the forecast,
-    and is always rolled back to the words (`kept`), so the cache equals a prefill of the words alone."""
-
-    seq: Sequence
-    prediction_id: int
-    kept: int = 0  # own tokens that survive a rollback (framing + slices)
-    texts: list[str] = field(default_factory=list)
-    final: bool = False  # the newest slice ended at the speaker's pause
-    forecast: list[int] = field(default_factory=list)
-    probs: dict[State, float] | None = None
-    held: bool = False  # judged `process`, waiting for the pause
-
-    @property
-    def judging(self) -> bool:
-        """A judgement is queued or in flight."""
-        return len(self.seq) > self.kept
-
-    def rollback(self) -> None:
-        """Back to the words: `<|prediction|>` and any forecast leave the channel."""
-        self.seq.truncate(self.kept)
-
-    def judge(self) -> None:
-        """Forecast the state of the words so far (again, if a judgement was in flight)."""
-        self.rollback()
-        self.seq.append([self.prediction_id])
-        self.forecast, self.probs = [], None
-
-    def add(self, ids: list[int], text: str, final: bool, judge: bool) -> None:
-        """A new slice of words; it supersedes a judgement still running."""
-        self.rollback()
-        self.seq.append(ids)
-        self.kept = len(self.seq)
-        self.texts.append(text.strip())
-        self.final, self.held = final, False
-        if judge:
-            self.judge()
-        else:
-            self.forecast, self.probs = [], None
-
-
-@dataclass
-class Reply:
-    id: str
-    seq: Sequence
-    start: int  # own index of the first generated token
-    input_text: str
-    detok: IncrementalDetokenizer
-    end: int | None = None  # once ended: own index where the reply's tokens in context stop (its close follows)
-    turn: int = -1  # once ended: index of its assistant turn in `Session.turns`
 
 
 class Session:
