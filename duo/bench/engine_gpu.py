@@ -36,7 +36,7 @@ from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM, St
 
 from duo.engine.attention import ATTN_IMPLEMENTATION, register_attention
 from duo.engine.config import EngineConfig, Mode, SamplingParams, SessionConfig, Thresholds
-from duo.engine.cuda_graphs import DECODE, PREFILL, bucket
+from duo.engine.cuda_graphs import PREFILL
 from duo.engine.follower import follow
 from duo.engine.llm_engine import Engine
 from duo.engine.loader import Backbone, load_backbone
@@ -147,14 +147,17 @@ class Workload:
         return [len(s.reply.detok.ids) if s.reply else 0 for s in self.sessions]
 
     def warm_graphs(self) -> None:
-        """Capture the shapes this load produces before timing it (rows: replies plus forecasting inputs)."""
+        """Capture the shapes this load produces before timing it (rows: replies plus forecasting inputs).
+
+        A load above the largest bucket has no graph to capture: its ticks run eagerly (and say so in the row).
+        """
         graphs = self.engine.runner.graphs
         if graphs is None:
             return
         n, longest = len(self.sessions), max(s.last.total_len for s in self.sessions)
-        top = bucket(TickShape(n + n // 4 + 1, 0, 0, 1))  # replies plus the inputs being judged at once
-        rows = [d for d in DECODE if n <= d <= (top.decode if top else DECODE[-1])]
-        shapes = {bucket(TickShape(d, p, w if p else 0, keys)) for d in rows
+        top = graphs.shape_for(TickShape(n + n // 4 + 1, 0, 0, 1))  # replies plus the inputs judged at once
+        rows = [d for d in graphs.decode if n <= d <= (top.decode if top else graphs.decode[-1])]
+        shapes = {graphs.shape_for(TickShape(d, p, w if p else 0, keys)) for d in rows
                   for p, w in PREFILL[:5] for keys in range(longest, longest + self.growth + 1, 128)}
         self.engine.runner.warmup(sorted((s for s in shapes if s is not None),
                                          key=lambda s: (s.decode, s.prefill, s.keys)))

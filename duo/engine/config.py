@@ -100,12 +100,13 @@ class SessionConfig:
 class EngineConfig:
     mode: Mode = Mode.DUO
     block_size: int = 16
-    # KV blocks reserved at start; the pool doubles when it runs out, up to max_blocks. On CUDA, None
-    # reserves `kv_memory_fraction` of the memory free after loading the model, once: growing copies the
-    # pool and invalidates captured graphs.
+    # KV blocks reserved at start; on a CPU the pool doubles when it runs out, up to max_blocks. On CUDA it
+    # never grows (growing would move the tensors captured graphs read; admission refuses what does not fit),
+    # and None reserves `kv_memory_fraction` of the memory free after loading the model.
     initial_blocks: int | None = None
     kv_memory_fraction: float = 0.4
     max_blocks: int = 1 << 16
+    # Sessions open at once; on CUDA the graphs cover the ticks this many can plan (two rows each).
     max_sessions: int = 256
     # Context window; None takes the model's `max_position_embeddings`.
     max_context: int | None = None

@@ -1,12 +1,18 @@
 """Captured CUDA graphs of the tick forward, one per bucketed tick shape.
 
 A decode tick of a 7B model is hundreds of small kernels; launched one by one from Python they cost more
-than the math. A graph replays them in one launch. Shapes are bucketed (rows, prefill rows and width, keys)
-so a few dozen graphs cover a serving day; a tick whose shape has no bucket runs eagerly, exactly the same
-computation. A graph reads its inputs as views of one static flat buffer (the step's payload, `plan.pack`)
-that the runner refills each tick, with one copy or, on the other ranks of a tensor-parallel group, by
-receiving rank 0's broadcast into it. Graphs share one memory pool (they never run concurrently).
-Reallocating the KV pool (`KVCache._grow`) drops them all.
+than the math. A graph replays them in one launch. Shapes are bucketed (rows, prefill rows and width, keys),
+and the buckets are made to cover every tick the engine can plan: decode rows up to what its `max_sessions`
+produce (a reply and an input being judged each), keys up to its context window, prefill rows and width up
+to the largest bucket (admission cuts longer prefills into chunks that fit, `scheduler.py`). `Engine.warmup`
+captures all of them before the server says it is ready, so no live tick pays for a capture.
+
+Graphs never run concurrently, so they share everything that does not depend on the shape: one memory pool,
+one flat input buffer (the step's payload, `plan.pack`, of the largest shape; a graph reads its inputs as
+views of its start, refilled each tick with one copy or, on the other ranks of a tensor-parallel group, by
+receiving rank 0's broadcast into it) and one logits buffer the graph writes its rows into. A graph therefore
+costs little memory of its own, and hundreds fit. Reallocating the KV pool (which a fixed pool on CUDA never
+does) would drop them all.
 """
 
 from __future__ import annotations
@@ -29,61 +35,104 @@ Build = Callable[[dict[str, torch.Tensor], TickShape], TickBatch]
 log = logging.getLogger(__name__)
 
 DECODE = (0, 1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 144, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768,
-          896, 1024, 1280, 1536, 2048)  # rows: up to 1,024 sessions, each a reply and an input being judged
-PREFILL = ((0, 0), (1, 32), (2, 32), (4, 32), (8, 32), (2, 64), (4, 64), (8, 64), (16, 64))
-KEYS = (256, 512, 768, 1024, 1536, 2048, 3072, 4096)
+          896, 1024, 1280, 1536, 2048)  # rows: beyond 2,048 in steps of 512 (`decode_buckets`)
+PREFILL = ((0, 0), (1, 32), (2, 32), (4, 32), (8, 32), (16, 32), (2, 64), (4, 64), (8, 64), (16, 64))
+KEYS = (256, 512, 768, 1024, 1536, 2048, 3072, 4096)  # beyond 4,096 doubling (`key_buckets`)
+PREFILL_ROWS = max(p for p, _ in PREFILL)  # a tick's prefill rows and width never exceed these with graphs on
+PREFILL_WIDTH = max(w for _, w in PREFILL)
 
 
-def bucket(shape: TickShape) -> TickShape | None:
+def decode_buckets(max_rows: int) -> tuple[int, ...]:
+    """Decode-row buckets up to the first that holds `max_rows`."""
+    out = list(DECODE)
+    while out[-1] < max_rows:
+        out.append(out[-1] + 512)
+    return tuple(out[: next(i for i, d in enumerate(out) if d >= max_rows) + 1])
+
+
+def key_buckets(max_keys: int) -> tuple[int, ...]:
+    """Key buckets up to the first that holds `max_keys` (a row's context: the window)."""
+    out = list(KEYS)
+    while out[-1] < max_keys:
+        out.append(out[-1] * 2)
+    return tuple(out[: next(i for i, k in enumerate(out) if k >= max_keys) + 1])
+
+
+def bucket(shape: TickShape, decode: tuple[int, ...] = DECODE, keys: tuple[int, ...] = KEYS) -> TickShape | None:
     """The smallest captured shape that holds `shape`, or None (run eagerly)."""
-    decode = next((d for d in DECODE if d >= shape.decode), None)
+    d = next((b for b in decode if b >= shape.decode), None)
     prefill = next(((p, w) for p, w in PREFILL if p >= shape.prefill and w >= shape.width), None)
-    keys = next((k for k in KEYS if k >= shape.keys), None)
-    if decode is None or prefill is None or keys is None or decode + prefill[0] == 0:
+    k = next((b for b in keys if b >= shape.keys), None)
+    if d is None or prefill is None or k is None or d + prefill[0] == 0:
         return None
-    return TickShape(decode, prefill[0], prefill[1], keys)
+    return TickShape(d, prefill[0], prefill[1], k)
+
+
+def all_shapes(decode: tuple[int, ...], keys: tuple[int, ...], max_cells: int | None = None) -> list[TickShape]:
+    """Every bucket a tick can fall into, largest first (the shared pool reaches its peak with the first).
+
+    `max_cells` bounds a shape's slot table (rows x keys): rows that all see that many keys would need more KV
+    than the pool holds, and the table's gather more memory than is left. The smallest key bucket is kept for
+    every row count, so any number of sessions with short contexts runs as a graph.
+    """
+    shapes = [TickShape(d, p, w, k) for d in decode for p, w in PREFILL for k in keys
+              if d + p and (k == keys[0] or max_cells is None or (d + p) * k <= max_cells)]
+    return sorted(shapes, key=lambda s: (s.tokens * s.keys, s.tokens), reverse=True)
 
 
 @dataclass
 class _Graph:
     graph: torch.cuda.CUDAGraph
-    buffer: torch.Tensor  # the flat payload its inputs are views of
-    logits: torch.Tensor
+    buffer: torch.Tensor  # the flat payload its inputs are views of (the start of the shared input buffer)
+    logits: torch.Tensor  # its rows of the shared logits buffer
 
 
 class CudaGraphs:
+    """The graphs of one runner, for ticks of up to `max_rows` decode rows and `max_keys` keys a row."""
+
     def __init__(self, kv: KVCache, forward: Forward, build: Build, device: torch.device,
-                 max_graphs: int = 96) -> None:
+                 max_rows: int = DECODE[-1], max_keys: int = KEYS[-1]) -> None:
         self.kv, self.forward, self.build, self.device = kv, forward, build, device
-        self.max_graphs = max_graphs
+        self.decode, self.keys = decode_buckets(max_rows), key_buckets(max_keys)
+        self.max_cells = 2 * kv.num_blocks * kv.block_size  # each of a session's two rows sees its context once
         self.graphs: dict[TickShape, _Graph] = {}
         self.pool = torch.cuda.graph_pool_handle()
         self.version = kv.version
+        shapes = self.shapes()
+        self._covered = set(shapes)
+        self._inputs = torch.zeros(max(Step(True, s, 0).size for s in shapes), dtype=torch.int64, device=device)
+        self._rows = max(s.decode + s.prefill for s in shapes)
+        self._logits: torch.Tensor | None = None  # [rows, vocab], allocated by the first capture
+
+    def shapes(self) -> list[TickShape]:
+        """Every shape a graph is kept for, largest first."""
+        return all_shapes(self.decode, self.keys, self.max_cells)
 
     def shape_for(self, shape: TickShape) -> TickShape | None:
-        padded = bucket(shape)
-        if padded is None or (padded not in self.graphs and len(self.graphs) >= self.max_graphs):
-            return None
-        return padded
+        """The graph shape that holds `shape`, or None: it runs eagerly."""
+        padded = bucket(shape, self.decode, self.keys)
+        return padded if padded in self._covered else None
 
     def get(self, shape: TickShape) -> _Graph:
         """The graph of `shape`, captured now if it is new. Fill its `buffer`, then `replay`."""
-        if self.version != self.kv.version:  # the pool moved (planning may grow it): stale addresses
+        if self.version != self.kv.version:  # the pool moved (a growing pool): stale addresses
             self.graphs.clear()
             self.version = self.kv.version
         return self.graphs.get(shape) or self.capture(shape)
 
     @staticmethod
     def replay(g: _Graph) -> torch.Tensor:
-        """Logits `[rows, vocab]` at each row's last token (static storage: read before the next tick)."""
+        """Logits `[rows, vocab]` at each row's last token (shared storage: read before the next replay)."""
         g.graph.replay()
         return g.logits
 
     @torch.inference_mode()
     def capture(self, shape: TickShape) -> _Graph:
-        empty = plan_tick([], shape)  # all padding: warm-up runs touch the scratch slot only
-        buffer = torch.from_numpy(pack(empty)).to(self.device)
+        empty = pack(plan_tick([], shape))  # all padding: warm-up runs touch the scratch slot only
+        buffer = self._inputs[: empty.size]
+        buffer.copy_(torch.from_numpy(empty))
         inputs = unpack(buffer, Step(True, shape, self.kv.num_blocks))
+        rows = shape.decode + shape.prefill
 
         def forward() -> torch.Tensor:
             return self.forward(inputs["ids"], inputs["positions"], self.build(inputs, shape), inputs["row_last"])
@@ -92,11 +141,14 @@ class CudaGraphs:
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(2):
-                forward()
+                logits = forward()
         torch.cuda.current_stream().wait_stream(stream)
+        if self._logits is None:  # outside any graph: every graph writes its rows here
+            self._logits = torch.empty((self._rows, logits.shape[-1]), dtype=logits.dtype, device=self.device)
+        out = self._logits[:rows]
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
-            logits = forward()
-        g = self.graphs[shape] = _Graph(graph, buffer, logits)
+            out.copy_(forward())
+        g = self.graphs[shape] = _Graph(graph, buffer, out)
         log.info("event=cuda_graph_captured shape=%s graphs=%d", shape, len(self.graphs))
         return g

@@ -8,19 +8,34 @@ an incomplete UTF-8 sequence (U+FFFD).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+
+def decoder(tokenizer: Any) -> Callable[[list[int]], str]:
+    """`tokenizer.decode(ids, skip_special_tokens=True)`, straight from the Rust backend when that is all the
+    call does (a stock fast tokenizer, no space clean-up): every reply decodes twice a token, and transformers'
+    own checks cost several times the decode itself."""
+    backend = getattr(tokenizer, "_tokenizer", None)
+    cls = type(tokenizer)
+    stock = (getattr(getattr(cls, "decode", None), "__module__", "") == "transformers.tokenization_utils_base"
+             and getattr(getattr(cls, "_decode", None), "__module__", "") in _FAST_MODULES)
+    if backend is not None and stock and not getattr(tokenizer, "clean_up_tokenization_spaces", True):
+        return lambda ids: backend.decode(ids, skip_special_tokens=True)
+    return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
+
+
+_FAST_MODULES = ("transformers.tokenization_utils_tokenizers", "transformers.tokenization_utils_fast")
 
 
 class IncrementalDetokenizer:
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
+        self._decode = decoder(tokenizer)
         self.ids: list[int] = []
         self._prefix = 0
         self._read = 0
         self.text = ""
-
-    def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def push(self, token: int) -> str:
         """Add a token; return the text it completes (possibly empty)."""

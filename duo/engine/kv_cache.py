@@ -38,12 +38,14 @@ class KVCache:
 
     @classmethod
     def for_model(cls, model: torch.nn.Module, *, block_size: int, num_blocks: int | None, max_blocks: int,
-                  memory_fraction: float = 0.4, shards: int = 1,
+                  memory_fraction: float = 0.4, shards: int = 1, fixed: bool = False,
                   common: Callable[[int], int] | None = None) -> KVCache:
         """A pool for `model`; `num_blocks=None` sizes it from free device memory (CUDA) or 256 blocks.
 
-        Tensor parallel: each of `shards` ranks holds its share of the kv heads, and `common` turns this rank's
-        block count into one every rank holds (rank 0 hands out slots that every rank's pool must have).
+        `fixed`: the pool never grows past its first size (CUDA: growing moves the tensors captured graphs
+        read; admission refuses what does not fit instead). Tensor parallel: each of `shards` ranks holds its
+        share of the kv heads, and `common` turns this rank's block count into one every rank holds (rank 0
+        hands out slots that every rank's pool must have).
         """
         config = model.config.get_text_config()
         heads = config.num_attention_heads
@@ -64,7 +66,7 @@ class KVCache:
             head_dim=head_dim,
             block_size=block_size,
             num_blocks=num_blocks,
-            max_blocks=max_blocks,
+            max_blocks=num_blocks if fixed else max(max_blocks, num_blocks),
             dtype=param.dtype,
             device=param.device,
         )

@@ -21,16 +21,18 @@ import torch
 from duo.ids import new_id
 
 from . import events as ev
+from .channels import Need, Vocab
 from .config import EngineConfig, Mode, SamplingParams, SessionConfig
+from .cuda_graphs import PREFILL_ROWS, PREFILL_WIDTH
 from .framing import DEFAULT_INSTRUCTIONS, ChatFraming
 from .kv_cache import KVCache
 from .loader import Backbone
 from .model_runner import ModelRunner
 from .plan import Chunk
-from .sampler import choose
+from .sampler import choose, rows
 from .scheduler import admit
 from .sequence import Sequence
-from .session import Need, Session, Vocab
+from .session import Session
 
 log = logging.getLogger(__name__)
 MAX_FAILED_TICKS = 3  # failed ticks in a row after which the engine counts as broken
@@ -57,13 +59,11 @@ class Engine:
         group = backbone.parallel  # tensor parallel: this is rank 0's engine, or one a follower built like it
         if group is not None and group.leader:
             group.open_engine(self.config)
+        cuda = backbone.device.type == "cuda"
         self.kv = KVCache.for_model(backbone.model, block_size=self.config.block_size,
                                     num_blocks=self.config.initial_blocks, max_blocks=self.config.max_blocks,
-                                    memory_fraction=self.config.kv_memory_fraction,
+                                    memory_fraction=self.config.kv_memory_fraction, fixed=cuda,
                                     shards=group.size if group else 1, common=group.common_blocks if group else None)
-        self.runner = ModelRunner(backbone.model, self.kv, cuda_graphs=self.config.cuda_graphs,
-                                  paged_attention=self.config.paged_attention, group=group)
-        self.tick_tokens = self.config.max_tick_tokens or (2048 if self.runner.device.type == "cuda" else 32)
         self.vocab = Vocab(
             tokenizer=backbone.tokenizer,
             prediction_id=backbone.prediction_id,
@@ -71,6 +71,12 @@ class Engine:
             stop_ids=backbone.stop_ids | _turn_markers(backbone.tokenizer),
             max_context=min(self.config.max_context or backbone.max_context, backbone.max_context),
         )
+        # graphs for every tick `max_sessions` can plan: a reply and an input channel each, the whole window
+        self.runner = ModelRunner(backbone.model, self.kv, cuda_graphs=self.config.cuda_graphs,
+                                  paged_attention=self.config.paged_attention, group=group,
+                                  max_rows=2 * self.config.max_sessions, max_keys=self.vocab.max_context)
+        self.tick_tokens = self.config.max_tick_tokens or (2048 if cuda else 32)
+        self._state_ids = list(self.vocab.state_ids.values())
         self.sessions: dict[str, Session] = {}
         self._joining: deque[Session] = deque()
         self._leaving: deque[str] = deque()
@@ -137,7 +143,8 @@ class Engine:
 
     def warmup(self) -> None:
         """Run one short turn through every stage of a tick (prefill, forecast, reply), so the first client
-        pays no first-run cost; on CUDA this captures the graphs of the shapes it meets."""
+        pays no first-run cost; on CUDA, then capture the graph of every tick shape `max_sessions` sessions
+        can produce (admission keeps every tick inside them), so no live tick stalls on a capture."""
         config = SessionConfig(sampling=SamplingParams(max_new_tokens=4))
         session = self.open_session(config, session_id="warmup")
         session.push_slice("hello")
@@ -148,6 +155,9 @@ class Engine:
             self.step()
         self.close_session(session.id)
         self.step()
+        captured = self.runner.warmup()  # then every other shape the graphs cover
+        if self.runner.graphs is not None:
+            log.info("event=cuda_graphs_ready captured=%d graphs=%d", captured, len(self.runner.graphs.graphs))
 
     def close_session(self, session_id: str) -> None:
         """The session leaves at the next tick and its KV returns to the pool."""
@@ -182,7 +192,9 @@ class Engine:
         if not work:
             return events
 
-        admitted = admit(work, budget=self.tick_tokens, kv=self.kv)
+        graphs = self.runner.graphs is not None  # prefills are cut to what a graph holds
+        admitted = admit(work, budget=self.tick_tokens, kv=self.kv, rows=PREFILL_ROWS if graphs else None,
+                         width=PREFILL_WIDTH if graphs else None)
         for session in admitted.refused:
             log.warning("session=%s event=kv_full free_blocks=%d", session.id, self.kv.num_free)
             events += self._close(session, "kv_full", "the server has no memory left for this conversation")
@@ -211,17 +223,18 @@ class Engine:
             logits = self.runner.run([chunk for _, chunk, _ in group])
             params = [s.config.sampling if need is Need.OUTPUT else None for s, _, need in group]
             gens = [s.generator if need is Need.OUTPUT else None for s, _, need in group]
-            tokens, probs = choose(logits, params, gens, list(self.vocab.state_ids.values()))
+            result = self.runner.download(choose(logits, params, gens, self._state_ids))
+            tokens, probs = rows(result.wait())  # on CUDA the host waits here, and only here, for the device
         except Exception as exc:  # the forward failed: the sessions it carried end, the others go on
             log.exception("event=tick_failed sessions=%d", len({s.id for s, _, _ in group}))
             return self._fail_all(list({s.id: s for s, _, _ in group}.values()), exc)
         self.failed_ticks = 0
         events = []
-        for (session, _, need), token, p in zip(group, tokens, probs, strict=True):
+        for i, ((session, _, need), token) in enumerate(zip(group, tokens, strict=True)):
             if session.id not in self.sessions:
                 continue
-            try:
-                events += session.advance(need, token, p)
+            try:  # only a forecast reads the states: the others skip building the list
+                events += session.advance(need, token, probs[i].tolist() if need is Need.FORECAST else [])
             except Exception as exc:
                 events += self._fail(session, exc)
         return events

@@ -28,6 +28,7 @@ from .attention import TickBatch, tick
 from .cuda_graphs import CudaGraphs
 from .kv_cache import KVCache
 from .plan import Chunk, Step, TickPlan, TickShape, exact_shape, pack, plan_tick, unpack
+from .staging import Download, Staging
 
 if TYPE_CHECKING:
     from .parallel import TensorParallel
@@ -40,7 +41,9 @@ SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDP
 
 class ModelRunner:
     def __init__(self, model: torch.nn.Module, kv: KVCache, *, cuda_graphs: bool = False,
-                 paged_attention: bool = True, group: TensorParallel | None = None) -> None:
+                 paged_attention: bool = True, group: TensorParallel | None = None, max_rows: int | None = None,
+                 max_keys: int | None = None) -> None:
+        """`max_rows`, `max_keys`: the largest tick the graphs must cover (decode rows, keys a row)."""
         self.model = model
         self.kv = kv
         self.group = group  # tensor parallel: rank 0 sends every step to the other ranks, which run it too
@@ -48,8 +51,11 @@ class ModelRunner:
         self.forward_passes = 0
         # decode rows read the pool in place where the kernel runs; the gathered reference path otherwise
         self.paged = paged_attention and paged_decode.available(self.device, kv.k[0].shape[-1])
-        self.graphs = (CudaGraphs(kv, self.forward, self._batch, self.device)
-                       if cuda_graphs and self.device.type == "cuda" else None)
+        self.graphs = None
+        if cuda_graphs and self.device.type == "cuda":
+            limits = {k: v for k, v in (("max_rows", max_rows), ("max_keys", max_keys)) if v is not None}
+            self.graphs = CudaGraphs(kv, self.forward, self._batch, self.device, **limits)
+        self.staging = Staging(self.device)  # pinned memory on CUDA: no copy of a tick blocks the host
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, batch: TickBatch,
                 keep: torch.Tensor) -> torch.Tensor:
@@ -80,9 +86,12 @@ class ModelRunner:
         graph_shape = None if (self.graphs is None or all_logits) else self.graphs.shape_for(shape)
         logits = None
         if graph_shape is not None:
-            plan = plan_tick(chunks, graph_shape)
+            payload = self.staging.payload
+            out = None if payload is None else payload.take(Step(True, graph_shape, 0).size).numpy()
+            plan = plan_tick(chunks, graph_shape, out=out)  # written straight into the pinned staging buffer
+            rows = self.staging.upload(plan.rows)
             try:
-                logits = self.lead(plan)[torch.from_numpy(plan.rows).to(self.device)]
+                logits = self.lead(plan)[rows]
             except RuntimeError:  # a model whose forward cannot be captured still runs, eagerly
                 log.exception("event=cuda_graphs_disabled shape=%s", graph_shape)
                 self.graphs = None
@@ -108,13 +117,20 @@ class ModelRunner:
         host = torch.from_numpy(pack(plan, keep))
         if self.group is not None:
             self.group.send(step)
+        payload = self.staging.payload if plan.flat is not None and keep is None else None
 
         def fill(buffer: torch.Tensor) -> None:
             buffer.copy_(host, non_blocking=True)
+            if payload is not None:
+                payload.mark()  # the staging buffer is rewritten only once this copy has run
             if self.group is not None:
                 self.group.broadcast(buffer)
 
         return self.execute(step, fill)
+
+    def download(self, t: torch.Tensor) -> Download:
+        """Copy a tick's result to the host without waiting for it (`Download.wait` does)."""
+        return self.staging.download(t)
 
     @torch.inference_mode()
     def execute(self, step: Step, fill: Callable[[torch.Tensor], None]) -> torch.Tensor:
@@ -131,13 +147,24 @@ class ModelRunner:
         t = unpack(buffer, step)
         return self.forward(t["ids"], t["positions"], self._batch(t, step.shape), t["keep"])
 
-    def warmup(self, shapes: list[TickShape]) -> None:
-        """Capture the graphs of `shapes` ahead of traffic, so no tick pays for a capture.
+    def warmup(self, shapes: list[TickShape] | None = None) -> int:
+        """Capture the graphs of `shapes` (every shape the graphs cover by default) ahead of traffic, so no
+        tick pays for a capture; returns how many were captured.
 
         Each capture is an all-padding step (it touches the scratch slot only), so every rank of a
         tensor-parallel group captures it too.
         """
-        for shape in shapes:
-            padded = None if self.graphs is None else self.graphs.shape_for(shape)
+        if self.graphs is None:
+            return 0
+        captured = 0
+        for shape in self.graphs.shapes() if shapes is None else shapes:
+            padded = self.graphs.shape_for(shape) if self.graphs is not None else None
             if padded is not None and self.graphs is not None and padded not in self.graphs.graphs:
-                self.lead(plan_tick([], padded))
+                try:
+                    self.lead(plan_tick([], padded))
+                except RuntimeError:  # as in `run`: a model whose forward cannot be captured runs eagerly
+                    log.exception("event=cuda_graphs_disabled shape=%s", padded)
+                    self.graphs = None
+                    break
+                captured += 1
+        return captured

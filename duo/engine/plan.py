@@ -46,7 +46,7 @@ class Chunk:
 
 def whole(seqs: list[Sequence]) -> list[Chunk]:
     """Every pending token of each sequence."""
-    return [Chunk(seq, len(seq.pending)) for seq in seqs]
+    return [Chunk(seq, seq.num_pending) for seq in seqs]
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,11 @@ class TickShape:
 
 @dataclass
 class TickPlan:
-    """Host arrays of one tick, padded to `shape`; padding reads and writes the scratch slot only."""
+    """Host arrays of one tick, padded to `shape`; padding reads and writes the scratch slot only.
+
+    The arrays are views, in `Step.layout` order, of one flat int64 array (`flat`): that is the payload a
+    graph step sends as it is, with no copy (`pack`).
+    """
 
     shape: TickShape
     ids: np.ndarray  # [tokens]
@@ -75,53 +79,71 @@ class TickPlan:
     q_len: np.ndarray  # [prefill]
     row_last: np.ndarray  # [decode + prefill] flat index of each row's last token
     rows: np.ndarray  # [len(chunks)] the row of each chunk, in the order given
+    flat: np.ndarray | None = None  # the arrays above, back to back
 
     # the arrays a graph copies in, in a fixed order
     INPUTS = ("ids", "positions", "write_slots", "table", "key_len", "ctx", "q_len", "row_last")
 
 
 def exact_shape(chunks: list[Chunk]) -> TickShape:
-    return TickShape(
-        decode=sum(c.n == 1 for c in chunks),
-        prefill=sum(c.n > 1 for c in chunks),
-        width=max((c.n for c in chunks if c.n > 1), default=0),
-        keys=max((c.keys for c in chunks), default=0),
-    )
+    """The smallest shape that holds `chunks` (one pass: it runs every tick over every row)."""
+    decode = prefill = width = keys = 0
+    for c in chunks:
+        n = c.n
+        if n == 1:
+            decode += 1
+        elif n > 1:
+            prefill += 1
+            width = max(width, n)
+        keys = max(keys, c.seq.base + c.seq.num_cached + n)
+    return TickShape(decode=decode, prefill=prefill, width=width, keys=keys)
 
 
-def plan_tick(chunks: list[Chunk], shape: TickShape) -> TickPlan:
-    """Lay `chunks` out in `shape` (at least their exact shape), allocating the KV slots they write."""
+def plan_tick(chunks: list[Chunk], shape: TickShape, out: np.ndarray | None = None) -> TickPlan:
+    """Lay `chunks` out in `shape` (at least their exact shape), allocating the KV slots they write.
+
+    `out`, if given, is a flat int64 buffer of at least `Step(True, shape, 0).size` that the plan's arrays
+    are written into (the runner's pinned staging memory on CUDA). One pass over the chunks gathers what
+    only they know (their slot rows, cached per sequence, and tokens); the rest is array arithmetic.
+    """
     d, p, w = shape.decode, shape.prefill, shape.width
-    scratch = KVCache.SCRATCH
-    ids = np.zeros(shape.tokens, dtype=np.int64)
-    positions = np.zeros(shape.tokens, dtype=np.int64)
-    write = np.full(shape.tokens, scratch, dtype=np.int64)
-    table = np.full((d + p, shape.keys), scratch, dtype=np.int64)
-    key_len = np.ones(d, dtype=np.int64)
-    ctx = np.zeros(p, dtype=np.int64)
-    q_len = np.zeros(p, dtype=np.int64)
-    row_last = np.arange(d + p, dtype=np.int64)
-    rows = np.empty(len(chunks), dtype=np.int64)
-    nd = npre = 0
-    for i, chunk in enumerate(chunks):
-        seq, q = chunk.seq, chunk.n
-        slots = np.concatenate(seq.key_slots(chunk.start + q))
-        n = len(slots)
-        if q == 1:
-            r = t = nd
-            nd += 1
-            key_len[r] = n
-        else:
-            r, t = d + npre, d + npre * w
-            ctx[npre], q_len[npre] = n - q, q
-            npre += 1
-        table[r, :n] = slots
-        ids[t : t + q] = seq.tokens[chunk.start : chunk.start + q]
-        positions[t : t + q] = np.arange(n - q, n)
-        write[t : t + q] = slots[n - q :]
-        row_last[r] = t + q - 1
-        rows[i] = r
-    return TickPlan(shape, ids, positions, write, table, key_len, ctx, q_len, row_last, rows)
+    flat = np.empty(Step(True, shape, 0).size, dtype=np.int64) if out is None else out[: Step(True, shape, 0).size]
+    a = unpack(flat, Step(True, shape, 0))
+    a["ids"][:] = 0
+    a["positions"][:] = 0
+    a["write_slots"][:] = KVCache.SCRATCH
+    a["table"][:] = KVCache.SCRATCH
+    a["key_len"][:] = 1
+    a["ctx"][:] = 0
+    a["q_len"][:] = 0
+    a["row_last"][:] = np.arange(d + p)
+    m = len(chunks)
+    slots, tokens = [], []
+    for chunk in chunks:  # in order: blocks are allocated as the chunks come
+        seq, start = chunk.seq, chunk.seq.num_cached
+        slots.append(seq.visible_slots(start + chunk.n))
+        tokens += seq.tokens[start : start + chunk.n]
+    n = np.fromiter((c.n for c in chunks), dtype=np.int64, count=m)
+    keys = np.fromiter(map(len, slots), dtype=np.int64, count=m)
+    decode = n == 1
+    rank = np.where(decode, np.cumsum(decode), np.cumsum(~decode)) - 1  # among decode rows, or prefill rows
+    rows = np.where(decode, rank, d + rank)
+    first = np.where(decode, rank, d + rank * w)  # flat index of each chunk's first token
+    table = a["table"]
+    for r, row in zip(rows.tolist(), slots, strict=True):
+        table[r, : len(row)] = row
+    total = int(n.sum())
+    at = np.arange(total) - np.repeat(np.cumsum(n) - n, n)  # index of each token within its chunk
+    flat_index = np.repeat(first, n) + at
+    pos = np.repeat(keys - n, n) + at  # a token's position is its key's index in the row
+    a["ids"][flat_index] = tokens
+    a["positions"][flat_index] = pos
+    a["write_slots"][flat_index] = table[np.repeat(rows, n), pos]
+    a["key_len"][: int(decode.sum())] = keys[decode]
+    a["ctx"][: m - int(decode.sum())] = (keys - n)[~decode]
+    a["q_len"][: m - int(decode.sum())] = n[~decode]
+    a["row_last"][rows] = first + n - 1
+    return TickPlan(shape, *(a[name] for name in TickPlan.INPUTS), rows=rows, flat=flat)
 
 
 @dataclass(frozen=True)
@@ -162,7 +184,9 @@ class Step:
 
 def pack(plan: TickPlan, keep: np.ndarray | None = None) -> np.ndarray:
     """The plan's arrays (and an eager step's kept indices) as one flat int64 array, in `Step.layout` order."""
-    parts = [getattr(plan, name).ravel() for name in TickPlan.INPUTS]
+    if plan.flat is not None and keep is None:
+        return plan.flat
+    parts = [plan.flat] if plan.flat is not None else [getattr(plan, name).ravel() for name in TickPlan.INPUTS]
     return np.concatenate(parts if keep is None else [*parts, keep]).astype(np.int64, copy=False)
 
 

@@ -2,11 +2,13 @@
 
 Rows are greedy (argmax) or sampled with temperature / top-p from the session's own seeded generator.
 The softmax over the three state tokens is computed for every row alongside (cheap), so the forecast
-path reads its probabilities from the same logits the token came from.
+path reads its probabilities from the same logits the token came from. `choose` stays on the device (no
+synchronization); the engine copies its result to the host asynchronously and `rows` reads it there.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .config import SamplingParams
@@ -17,18 +19,21 @@ def choose(
     params: list[SamplingParams | None],
     generators: list[torch.Generator | None],
     state_ids: list[int],
-) -> tuple[list[int], list[list[float]]]:
-    """Tokens `[N]` and state probabilities `[N, 3]` (in `state_ids` order) for logits `[N, vocab]`.
-
-    A row with `None` params (a forecast) is greedy.
+) -> torch.Tensor:
+    """`[N, 1 + len(state_ids)]` float32 on the logits' device for logits `[N, vocab]`: each row's token, then
+    its state probabilities (in `state_ids` order). A row with `None` params (a forecast) is greedy.
     """
     tokens = logits.argmax(dim=-1)
     for row, (p, gen) in enumerate(zip(params, generators, strict=True)):
         if p is not None and not p.greedy:
             tokens[row] = _sample(logits[row], p, gen)
     probs = logits[:, state_ids].softmax(dim=-1)
-    packed = torch.cat([tokens[:, None].to(probs.dtype), probs], dim=1).tolist()
-    return [int(r[0]) for r in packed], [r[1:] for r in packed]
+    return torch.cat([tokens[:, None].to(probs.dtype), probs], dim=1)
+
+
+def rows(packed: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """Tokens (as ints) and the state probabilities `[N, S]` of `choose`'s result, once on the host."""
+    return packed[:, 0].astype(np.int64).tolist(), packed[:, 1:]
 
 
 def _sample(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator | None) -> torch.Tensor:

@@ -9,6 +9,7 @@ are reference counted, so a sequence's blocks go back to the pool when nothing c
 from __future__ import annotations
 
 import itertools
+import weakref
 
 import numpy as np
 
@@ -24,15 +25,21 @@ class Sequence:
         self.kv = kv
         self.parent = parent
         self.parent_len = 0 if parent is None else (len(parent) if parent_len is None else parent_len)
+        # sequences continuing a prefix of this one (their caches follow it); weak: no cycle keeps a pool alive
+        self.children: weakref.WeakSet[Sequence] = weakref.WeakSet()
         if parent is not None:
             assert self.parent_len <= len(parent)
             parent.refs += 1
+            parent.children.add(self)
         self.base = 0 if parent is None else parent.base + self.parent_len
         self.tokens = list(tokens)
         self.num_cached = 0
         self.blocks: list[int] = []
         self.refs = 1  # the creator's reference
         self._slot_array: np.ndarray | None = None  # slots of all own blocks, rebuilt when they change
+        # Slots of the visible ancestry then of every own block: a tick's slot table row is a prefix of it.
+        # It grows by a block as the sequence does; dropped when its blocks or any ancestor's view change.
+        self._visible: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -48,6 +55,10 @@ class Sequence:
     @property
     def pending(self) -> list[int]:
         return self.tokens[self.num_cached :]
+
+    @property
+    def num_pending(self) -> int:
+        return len(self.tokens) - self.num_cached
 
     def ancestry(self) -> list[tuple[Sequence, int]]:
         """(ancestor, visible length) pairs, root first."""
@@ -67,6 +78,8 @@ class Sequence:
         while len(self.blocks) * bs < stop:
             self.blocks.append(self.kv.allocate())
             self._slot_array = None
+            if self._visible is not None:  # a new block: its slots follow the ones already listed
+                self._visible = np.concatenate([self._visible, self.blocks[-1] * bs + np.arange(bs)])
         if self._slot_array is None:
             self._slot_array = (np.asarray(self.blocks, dtype=np.int64)[:, None] * bs + np.arange(bs)).ravel()
         return self._slot_array[start:stop]
@@ -77,6 +90,22 @@ class Sequence:
         own = len(self.tokens) if own is None else own
         return [anc.slots(0, n) for anc, n in self.ancestry()] + [self.slots(0, own)]
 
+    def visible_slots(self, own: int) -> np.ndarray:
+        """`np.concatenate(self.key_slots(own))`, from a cache that a decode step extends instead of rebuilding."""
+        visible = self._visible
+        if visible is not None and len(visible) >= self.base + own:  # a decode step inside its last block
+            return visible[: self.base + own]
+        if visible is None:
+            self._visible = np.concatenate(self.key_slots(len(self.blocks) * self.kv.block_size))
+        self.slots(0, own)  # allocates the blocks `own` needs (and lists them)
+        return self._visible[: self.base + own]
+
+    def _changed(self) -> None:
+        """Own blocks or the visible ancestry changed: this cache and every descendant's are stale."""
+        self._visible = None
+        for child in list(self.children):
+            child._changed()
+
     def truncate(self, n: int) -> None:
         """Keep the first n own tokens; their KV is untouched, so the cache equals a prefill of them."""
         if n >= len(self.tokens):
@@ -85,8 +114,10 @@ class Sequence:
         self.num_cached = min(self.num_cached, n)
         keep = -(-n // self.kv.block_size)
         self.kv.free(self.blocks[keep:])
-        del self.blocks[keep:]
-        self._slot_array = None
+        if keep < len(self.blocks):
+            del self.blocks[keep:]
+            self._slot_array = None
+            self._changed()
 
     def reattach(self, parent_len: int | None = None) -> None:
         """An ancestor was cut below what this sequence saw: continue `parent_len` tokens of the parent now
@@ -98,6 +129,7 @@ class Sequence:
             self.parent_len = parent_len
         self.base = self.parent.base + self.parent_len
         self.num_cached = 0
+        self._changed()
 
     def release(self) -> None:
         """Drop a reference; the last one returns the blocks and releases the parent."""
@@ -106,6 +138,8 @@ class Sequence:
             self.kv.free(self.blocks)
             self.blocks = []
             self._slot_array = None
+            self._changed()
             if self.parent is not None:
+                self.parent.children.discard(self)
                 self.parent.release()
                 self.parent = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -67,8 +68,11 @@ class Server:
         if self.backbone is None:
             self.backbone = await asyncio.to_thread(load_model, self.settings)
         engine = Engine(self.backbone, EngineConfig(max_sessions=2 * self.settings.max_sessions + 1))
-        if self.settings.warmup:
+        if self.settings.warmup:  # on CUDA this captures every graph the engine can need before /readyz says so
             await asyncio.to_thread(engine.warmup)
+        # What lives now (the model, libraries, graphs) stays until `stop`: the collector's full passes skip
+        # it, or each would stall a tick for every session by a fraction of a second.
+        gc.freeze()
         self.loop = EngineLoop(engine, on_tick=self._ticked)
         self.loop.start()
         self.ready.set()
@@ -121,6 +125,7 @@ class Server:
         if self.loop is not None:
             await self.loop.stop()
         await self.speech.close()
+        gc.unfreeze()  # what this server held may be garbage now (another server in the process collects it)
 
 
 def create_app(settings: Settings, backbone: Backbone | None = None) -> FastAPI:

@@ -80,7 +80,7 @@ class Settings(BaseModel):
     overload_recognition_s: float = Field(4.0, gt=0, description="the server counts as overloaded while "
                                                                  "recognizing a slice of speech takes longer "
                                                                  "than this on average over 30 s")
-    warmup: bool = Field(True, description="run one tick before /readyz answers ready")
+    warmup: bool = Field(True, description="warm the engine up (on CUDA: capture its graphs) before /readyz says ready")
 
     @field_validator("api_keys", "allowed_origins", "allowed_hosts", mode="before")
     @classmethod
