@@ -107,12 +107,12 @@ def test_warmup_captures_every_bucket_and_serving_captures_none(tiny) -> None:
 
 @cuda
 @pytest.mark.gpu
-def test_the_capacity_bench_warms_counts_above_the_largest_bucket(tiny) -> None:
+def test_the_capacity_bench_warms_counts_above_the_largest_bucket(embedded) -> None:
     from duo.bench.engine_gpu import Workload
 
-    tiny.model.to("cuda")
+    embedded.model.to("cuda")  # the bench's replies run to 4,096 tokens: a model with that much context
     try:
-        w = Workload(tiny, 3, 64, 2, 2.0, growth=32)
+        w = Workload(embedded, 3, 64, 2, 2.0, growth=32)
         graphs = w.engine.runner.graphs
         assert graphs is not None
         graphs.decode = (0, 1, 2)  # buckets that end below the load: the bench must not crash, ticks run eagerly
@@ -120,4 +120,4 @@ def test_the_capacity_bench_warms_counts_above_the_largest_bucket(tiny) -> None:
         w.warm_graphs()
         w.close()
     finally:
-        tiny.model.to("cpu")
+        embedded.model.to("cpu")
