@@ -158,7 +158,7 @@ class Workload:
         top = graphs.shape_for(TickShape(n + n // 4 + 1, 0, 0, 1))  # replies plus the inputs judged at once
         rows = [d for d in graphs.decode if n <= d <= (top.decode if top else graphs.decode[-1])]
         shapes = {graphs.shape_for(TickShape(d, p, w if p else 0, keys)) for d in rows
-                  for p, w in PREFILL[:5] for keys in range(longest, longest + self.growth + 1, 128)}
+                  for p, w in PREFILL for keys in range(longest, longest + self.growth + 1, 128)}
         self.engine.runner.warmup(sorted((s for s in shapes if s is not None),
                                          key=lambda s: (s.decode, s.prefill, s.keys)))
 
