@@ -231,6 +231,8 @@ class Conversation:
         self.user.drop()
         if history.pending:
             self.handle.push_slice(history.pending, True, judge=False)
+        if self.pump is not None and self.pump is not asyncio.current_task():
+            self.pump.cancel()  # the old session's events are moot (the pump itself returns after this event)
         self.pump = asyncio.create_task(self._pump(self.handle))
 
     def _effective(self, config: SessionConfig) -> SessionConfig:
@@ -247,13 +249,10 @@ class Conversation:
     async def _pump(self, handle: SessionHandle) -> None:
         """One engine session's events, in order, until it is replaced (`_rewrite`) or the session ends."""
         try:
-            while True:
+            while handle is self.handle:  # once replaced, what is left of it is moot
                 event = await handle.events.get()
-                if handle is not self.handle:  # replaced: what is left of it is moot
-                    if isinstance(event, ev.SessionClosed):
-                        return
-                    continue
-                await self.on_engine_event(event)
+                if handle is self.handle:
+                    await self.on_engine_event(event)
         except (SlowClient, WebSocketDisconnect):
             raise
         except Exception as exc:  # this session ends; the loop and the other sessions go on
