@@ -76,6 +76,11 @@ class Conversation:
         if self.pump is not None:
             self.pump.cancel()
 
+    async def finished(self) -> None:
+        """Wait for the event pump that `close` cancelled, so no task of this session outlives it."""
+        if self.pump is not None:  # its end (cancelled, or the client gone) is this session's end
+            await asyncio.gather(self.pump, return_exceptions=True)
+
     # -- client events ---------------------------------------------------------------------------------
     async def on_client_event(self, event: Any) -> None:
         if isinstance(event, p.ItemCreate | p.DuoInputSlice | p.ResponseCreate | p.AudioCommit):

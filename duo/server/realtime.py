@@ -54,3 +54,4 @@ class RealtimeSession:
             self.conversation.close()
             reader.cancel()
             await self.transport.finish(writer)
+            await self.conversation.finished()
