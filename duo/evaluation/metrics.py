@@ -138,23 +138,37 @@ def final_utterance(record: dict[str, Any], q_end: float) -> int:
 def trigger_utterance(record: dict[str, Any], reply: Reply) -> int | None:
     """Index of the utterance whose recognition started `reply` (None if no speech preceded it).
 
-    Utterances are recognized in order and each non-empty one ends with one transcript, so the k-th transcript
-    belongs to the k-th utterance the server heard start (an utterance recognized as no words leaves none, and
-    then the count is off). Under DUO a reply follows a `process` decision, whose slice is found among the
-    transcript deltas; under server_vad it follows the transcript of the utterance that ended.
+    The item that started it names the utterance: under DUO the item of the `process` decision before the
+    reply, under server_vad the item of the transcript before it; its index is where its newest
+    `speech_started` stands among the utterances the server heard start (speech that resumes after a pause
+    joins the same item and starts again). An item the server opened mid-speech, after dropping the one its
+    onset went to (ignored), belongs to the newest utterance started before its first event. Without item
+    ids (an older server), transcripts are counted instead: each non-empty utterance ends with one, so the
+    k-th belongs to the k-th utterance (speech recognized as no words, or ignored and dropped, leaves none,
+    and then the count is off).
     """
     events = sorted(record["events"], key=lambda e: e["t"])  # stable: same-time events keep arrival order
     at = next((i for i, e in enumerate(events) if e["type"] == "response.created"
                and e.get("response_id") == reply.id), len(events))
+    starts = [e.get("item_id") for e in events[:at] if e["type"] == "input_audio_buffer.speech_started"]
+    trigger = None
     if record.get("mode") == "duo":
-        state = next((i for i in range(at - 1, -1, -1) if events[i]["type"] == "duo.input.state"
-                      and events[i].get("state") == "process"), None)
-        if state is not None:
-            text = str(events[state].get("slice_text", "")).strip()
-            delta = next((i for i in range(state, -1, -1) if events[i]["type"] == TRANSCRIPT_DELTA
-                          and str(events[i].get("delta", "")).strip() == text), None)
-            if delta is not None:
-                return sum(1 for e in events[:delta] if e["type"] == TRANSCRIPT)
+        trigger = next((i for i in range(at - 1, -1, -1) if events[i]["type"] == "duo.input.state"
+                        and events[i].get("state") == "process"), None)
+    if trigger is None:
+        trigger = next((i for i in range(at - 1, -1, -1) if events[i]["type"] == TRANSCRIPT), None)
+    item = events[trigger].get("item_id") if trigger is not None else None
+    if item is not None and item in starts:
+        return len(starts) - 1 - starts[::-1].index(item)
+    if item is not None and starts:
+        first = next(i for i, e in enumerate(events) if e.get("item_id") == item)
+        return sum(1 for e in events[:first] if e["type"] == "input_audio_buffer.speech_started") - 1
+    if trigger is not None and events[trigger]["type"] == "duo.input.state":
+        text = str(events[trigger].get("slice_text", "")).strip()
+        delta = next((i for i in range(trigger, -1, -1) if events[i]["type"] == TRANSCRIPT_DELTA
+                      and str(events[i].get("delta", "")).strip() == text), None)
+        if delta is not None:
+            return sum(1 for e in events[:delta] if e["type"] == TRANSCRIPT)
     done = sum(1 for e in events[:at] if e["type"] == TRANSCRIPT)
     return done - 1 if done else None
 

@@ -130,6 +130,26 @@ def test_wait_duo_reply_is_attributed_by_the_slice_it_judged() -> None:
     assert out["takeover"] is True and out["answered"] is False and "latency_token_s" not in out
 
 
+def test_duo_reply_is_attributed_by_the_item_it_judged() -> None:
+    # background speech judged `ignore` leaves no transcript; the query's onset went to that item, and its words
+    # came in an item opened mid-speech: the reply still answers the query (transcript counting said "earlier")
+    start = "input_audio_buffer.speech_started"
+    events = [ev(0.1, start, audio_start_ms=0, item_id="bg"), ev(3.2, "duo.input.state", state="ignore", item_id="bg"),
+              ev(4.9, start, audio_start_ms=4800, item_id="bg2"),
+              ev(5.7, "duo.input.state", state="ignore", item_id="bg2"),
+              ev(8.3, "conversation.item.input_audio_transcription.completed", transcript="...", item_id="q"),
+              ev(8.8, "duo.input.state", state="process", slice_text="Canada?", item_id="q"), created(8.8, "r1")]
+    run = rec("respond", [seg("background", 0.0, 3.8), seg("query", 4.8, 6.5)], events)
+    assert metrics.trigger_utterance(run, metrics.replies(run)[0]) == 1 == metrics.final_utterance(run, 6.5)
+    assert metrics.evaluate(run)["passed"] is True
+    # speech that resumes after a pause joins the same item: the reply answers its newest start, the second half
+    resumed = [ev(0.6, start, audio_start_ms=500, item_id="u"), ev(3.1, start, audio_start_ms=3000, item_id="u"),
+               ev(5.4, "duo.input.state", state="process", slice_text="to?", item_id="u"), created(5.4, "r1")]
+    run = rec("wait", WAIT, resumed)
+    assert metrics.trigger_utterance(run, metrics.replies(run)[0]) == 1
+    assert metrics.evaluate(run)["takeover"] is False
+
+
 INTERRUPT = [seg("query", 0.5, 2.0), seg("interrupt", 5.0, 6.5)]
 
 
