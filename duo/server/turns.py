@@ -227,7 +227,8 @@ class Turns:
         if text.final:
             self.open_utterances = max(0, self.open_utterances - 1)
         final = text.final and not self.open_utterances  # not if the speaker went on after an early close
-        self.user.heard(text.text, final, spoken=True, seconds=text.end_s - text.start_s)
+        self.user.heard(text.text, final, spoken=True, seconds=text.end_s - text.start_s,
+                        start_ms=round(text.start_s * 1000))
         if text.text:
             self.heard(text.text, final, spoken=True)
         elif final:

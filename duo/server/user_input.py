@@ -77,8 +77,14 @@ class UserInput:
         if item.announced:
             self._stopped(item)
 
-    def heard(self, text: str, final: bool, spoken: bool, seconds: float = 0.0) -> InputItem:
-        item = self.open(spoken)
+    def heard(self, text: str, final: bool, spoken: bool, seconds: float = 0.0,
+              start_ms: int | None = None) -> InputItem:
+        """Words of the utterance; `start_ms`: where a recognized slice's audio began."""
+        fresh = self.item is None
+        item = self.open(spoken, start_ms or 0)
+        if fresh and spoken and start_ms is not None and self.duo_events:
+            # speech went on after the utterance it began in was dropped (`ignore`): an item of its own
+            self.send(se.DuoSpeechStarted(audio_start_ms=start_ms, item_id=item.id))
         if text:
             item.texts.append(text.strip())
         if self.duo_events and spoken and (text or final):  # an empty final slice still ends the utterance
