@@ -122,12 +122,13 @@ def paged_decode(q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, ta
     """
     rows, heads, head_dim = q.shape
     kv_heads = k_pool.shape[1]
-    group = heads // kv_heads
-    q = q.contiguous()
+    group = heads // kv_heads  # q may be a strided view: the kernel takes its row and head strides
     splits = splits_for(rows, kv_heads, table.shape[1])
     keys_per_split = math.ceil(table.shape[1] / splits / BLOCK_N) * BLOCK_N
     block_g = max(16, 1 << (group - 1).bit_length())
     kernel = _kernel()
+    if q.stride(-1) != 1:
+        q = q.contiguous()
     if splits == 1:
         out = torch.empty_like(q)
         part, mx, sm = out[:, :, None], out, out  # statistics unused

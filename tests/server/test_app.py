@@ -89,16 +89,21 @@ def test_keys_are_mandatory_beyond_loopback(monkeypatch: pytest.MonkeyPatch) -> 
         main(["serve", "--host", "0.0.0.0"])
 
 
+async def refused(url: str, code: str) -> None:
+    """A new session is refused: an `error` with `code`, then close 1013 (try again later)."""
+    ws = await websockets.connect(url)
+    event = json.loads(await ws.recv())
+    assert event["type"] == "error" and event["error"]["code"] == code
+    with pytest.raises(ConnectionClosed) as closed:
+        await ws.recv()
+    assert closed.value.rcvd.code == 1013
+
+
 def test_session_limit_and_idle_timeout(tiny) -> None:
     with live_server(tiny, max_sessions=2, idle_timeout_s=1.5) as s:
         async def run() -> None:
             a, b = await connect(s.url), await connect(s.url)
-            ws = await websockets.connect(s.url)
-            event = json.loads(await ws.recv())
-            assert event["type"] == "error" and event["error"]["code"] == "session_limit"
-            with pytest.raises(ConnectionClosed) as closed:
-                await ws.recv()
-            assert closed.value.rcvd.code == 1013
+            await refused(s.url, "session_limit")
             await a.ws.close()
             assert (await b.until("error", timeout=10))["error"]["code"] == "idle_timeout"
 
@@ -224,12 +229,4 @@ def test_a_failing_engine_closes_its_sessions_with_an_error_then_readyz_says_bro
         status, body = _get(s.http + "/readyz")
         assert status == 503 and json.loads(body)["status"] == "broken" and "device lost" in json.loads(body)["reason"]
 
-        async def refused() -> None:
-            ws = await websockets.connect(s.url)
-            event = json.loads(await ws.recv())
-            assert event["type"] == "error" and event["error"]["code"] == "broken"
-            with pytest.raises(ConnectionClosed) as closed:
-                await ws.recv()
-            assert closed.value.rcvd.code == 1013
-
-        asyncio.run(refused())
+        asyncio.run(refused(s.url, "broken"))

@@ -130,18 +130,24 @@ async def test_a_speculative_reply_is_discarded_when_the_user_goes_on(server: In
     await c.ws.close()
 
 
-async def test_speech_over_a_spoken_reply_ducks_it_and_ignore_restores_it(server: InProcessServer,
-                                                                          tmp_path) -> None:
+async def speaking_a_story(server: InProcessServer, thresholds: dict[str, float]) -> tuple[Client, str]:
+    """A client whose session (DUO with `thresholds`, partials on) has started speaking a long reply."""
     c = await connect(server.url)
-    td = {"type": "duo", "forecast_tokens": 1, "partial_ms": 300, **IGNORE}
+    td = {"type": "duo", "forecast_tokens": 1, "partial_ms": 300, **thresholds}
     await c.send("session.update", session={"output_modalities": ["audio"], "max_output_tokens": 120,
                                             "audio": {"input": {"turn_detection": td}}})
     await c.until("session.updated")
-    ducks = metric(server, "duo_duck_latency_seconds_count")
     await c.add_text("tell me a long story about a dragon")
     await c.send("response.create")
     reply = (await c.until("response.created"))["response"]["id"]
     await c.until("response.output_audio.delta")
+    return c, reply
+
+
+async def test_speech_over_a_spoken_reply_ducks_it_and_ignore_restores_it(server: InProcessServer,
+                                                                          tmp_path) -> None:
+    ducks = metric(server, "duo_duck_latency_seconds_count")
+    c, reply = await speaking_a_story(server, IGNORE)
     await send_audio(c, np.concatenate([spoken(tmp_path, "and then she said the meeting moved to thursday"),
                                         silence(1000)]))
     duck = await c.until("duo.output_audio.duck")
@@ -194,17 +200,9 @@ async def test_partials_leave_the_kv_of_a_fresh_prefill_of_the_final_words(serve
 
 async def test_speech_judged_process_over_a_spoken_reply_stops_it_and_is_answered(server: InProcessServer,
                                                                                  tmp_path) -> None:
-    c = await connect(server.url)
-    td = {"type": "duo", "forecast_tokens": 1, "partial_ms": 300, **ANSWER}
-    await c.send("session.update", session={"output_modalities": ["audio"], "max_output_tokens": 120,
-                                            "audio": {"input": {"turn_detection": td}}})
-    await c.until("session.updated")
     silenced = metric(server, "duo_interruption_silence_seconds_count")
     first_audio = metric(server, "duo_first_audio_seconds_count")
-    await c.add_text("tell me a long story about a dragon")
-    await c.send("response.create")
-    reply = (await c.until("response.created"))["response"]["id"]
-    await c.until("response.output_audio.delta")
+    c, reply = await speaking_a_story(server, ANSWER)
     await send_audio(c, np.concatenate([spoken(tmp_path, "stop, what time is it"), silence(1500)]))
     assert (await c.until("duo.output_audio.duck"))["response_id"] == reply
     done = await c.until("response.done")
