@@ -35,13 +35,13 @@ class Voice:
     def audio(self) -> bytes:
         return b"".join(base64.b64decode(e.delta) for e in self.events if isinstance(e, se.OutputAudioDelta))
 
-    async def audio_within(self, seconds: float) -> bool:
-        """Whether audio arrives within `seconds` (polled: the voice sends from its own task)."""
+    async def audio_within(self, seconds: float, size: int = 1) -> bool:
+        """Whether `size` bytes of audio arrive within `seconds` (polled: the voice sends from its own task)."""
         for _ in range(int(seconds / 0.01)):
-            if self.audio():
+            if len(self.audio()) >= size:
                 return True
             await asyncio.sleep(0.01)
-        return bool(self.audio())
+        return len(self.audio()) >= size
 
 
 async def render(services: SpeechServices, text: str) -> bytes:
@@ -58,9 +58,9 @@ async def test_first_audio_follows_the_first_clause_not_the_first_sentence() -> 
     for word in WORDS[: CLAUSE + 1]:  # up to the word after the comma; the sentence's end is still to come
         voice.out.feed(playback, word)
         await asyncio.sleep(0.005)
-    assert await voice.audio_within(10.0)
-    await asyncio.sleep(0.3)  # all of the clause's chunks are out (espeak-ng renders it in tens of ms)
-    assert voice.audio() == await render(services, "The capital of France is Paris,")
+    clause = await render(services, "The capital of France is Paris,")
+    assert await voice.audio_within(10.0, size=len(clause))  # all of the clause's chunks are out
+    assert voice.audio() == clause
     assert len(timed) == 1 and timed[0] == playback.first_audio_s and 0 < timed[0] < 10.0
     for word in WORDS[CLAUSE + 1 :]:
         voice.out.feed(playback, word)
