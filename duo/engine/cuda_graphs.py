@@ -38,6 +38,9 @@ DECODE = (0, 1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 144, 160, 192, 22
           896, 1024, 1280, 1536, 2048)  # rows: beyond 2,048 in steps of 512 (`decode_buckets`)
 PREFILL = ((0, 0), (1, 32), (2, 32), (4, 32), (8, 32), (16, 32), (2, 64), (4, 64), (8, 64), (16, 64))
 KEYS = (256, 512, 768, 1024, 1536, 2048, 3072, 4096)  # beyond 4,096 doubling (`key_buckets`)
+# Slot-table entries of the largest graph (32 MiB of int64): a tick past it spends milliseconds copying its
+# table alone, graph or not, so it runs eagerly rather than add graphs no real-time load can use.
+TABLE_CELLS = 1 << 22
 PREFILL_ROWS = max(p for p, _ in PREFILL)  # a tick's prefill rows and width never exceed these with graphs on
 PREFILL_WIDTH = max(w for _, w in PREFILL)
 
@@ -68,15 +71,22 @@ def bucket(shape: TickShape, decode: tuple[int, ...] = DECODE, keys: tuple[int, 
     return TickShape(d, prefill[0], prefill[1], k)
 
 
-def all_shapes(decode: tuple[int, ...], keys: tuple[int, ...], max_cells: int | None = None) -> list[TickShape]:
+def all_shapes(decode: tuple[int, ...], keys: tuple[int, ...], max_cells: int | None = None,
+               paged: bool = False) -> list[TickShape]:
     """Every bucket a tick can fall into, largest first (the shared pool reaches its peak with the first).
 
-    `max_cells` bounds a shape's slot table (rows x keys): rows that all see that many keys would need more KV
-    than the pool holds, and the table's gather more memory than is left. The smallest key bucket is kept for
-    every row count, so any number of sessions with short contexts runs as a graph.
+    `max_cells` bounds the keys a shape gathers (rows x keys): rows that all see that many keys would need
+    more KV than the pool holds, and their gathered copy more memory than is left. With `paged`, decode rows
+    read the pool in place and only prefill rows gather; the slot table itself is bounded by `TABLE_CELLS`.
+    The smallest key bucket is kept for every row count, so any number of short conversations runs as a graph.
     """
-    shapes = [TickShape(d, p, w, k) for d in decode for p, w in PREFILL for k in keys
-              if d + p and (k == keys[0] or max_cells is None or (d + p) * k <= max_cells)]
+    def fits(d: int, p: int, k: int) -> bool:
+        if k == keys[0] or max_cells is None:
+            return True
+        gathered = p if paged else d + p
+        return gathered * k <= max_cells and (d + p) * k <= TABLE_CELLS
+
+    shapes = [TickShape(d, p, w, k) for d in decode for p, w in PREFILL for k in keys if d + p and fits(d, p, k)]
     return sorted(shapes, key=lambda s: (s.tokens * s.keys, s.tokens), reverse=True)
 
 
@@ -91,11 +101,13 @@ class CudaGraphs:
     """The graphs of one runner, for ticks of up to `max_rows` decode rows and `max_keys` keys a row."""
 
     def __init__(self, kv: KVCache, forward: Forward, build: Build, device: torch.device,
-                 max_rows: int = DECODE[-1], max_keys: int = KEYS[-1]) -> None:
-        self.kv, self.forward, self.build, self.device = kv, forward, build, device
+                 max_rows: int = DECODE[-1], max_keys: int = KEYS[-1], paged: bool = False) -> None:
+        """`paged`: decode rows read the pool in place (only prefill rows gather their keys)."""
+        self.kv, self.forward, self.build, self.device, self.paged = kv, forward, build, device, paged
         self.decode, self.keys = decode_buckets(max_rows), key_buckets(max_keys)
         self.max_cells = 2 * kv.num_blocks * kv.block_size  # each of a session's two rows sees its context once
         self.graphs: dict[TickShape, _Graph] = {}
+        self.captures = 0  # graphs captured so far (after warm-up, each one a tick that stalled every session)
         self.pool = torch.cuda.graph_pool_handle()
         self.version = kv.version
         shapes = self.shapes()
@@ -106,7 +118,7 @@ class CudaGraphs:
 
     def shapes(self) -> list[TickShape]:
         """Every shape a graph is kept for, largest first."""
-        return all_shapes(self.decode, self.keys, self.max_cells)
+        return all_shapes(self.decode, self.keys, self.max_cells, self.paged)
 
     def shape_for(self, shape: TickShape) -> TickShape | None:
         """The graph shape that holds `shape`, or None: it runs eagerly."""
@@ -150,5 +162,6 @@ class CudaGraphs:
         with torch.cuda.graph(graph, pool=self.pool):
             out.copy_(forward())
         g = self.graphs[shape] = _Graph(graph, buffer, out)
+        self.captures += 1
         log.info("event=cuda_graph_captured shape=%s graphs=%d", shape, len(self.graphs))
         return g

@@ -43,6 +43,8 @@ class TickStats:
     forward_passes: int = 0
     tokens: int = 0
     sessions: int = 0
+    eager: int = 0  # forward passes on CUDA that no graph covered
+    captures: int = 0  # graphs captured inside the tick (none once warm)
 
 
 def _turn_markers(tokenizer: object) -> frozenset[int]:
@@ -204,9 +206,11 @@ class Engine:
         else:
             groups = [[w for w in run if w[2] is not Need.FORECAST], [w for w in run if w[2] is Need.FORECAST]]
         stats = TickStats(self.forward_passes, sum(chunk.n for _, chunk, _ in run), len({s.id for s, _, _ in run}))
+        eager, captures = self.runner.eager_ticks, self.runner.captures
         for group in filter(None, groups):
             events += self._run(group)
         stats.forward_passes = self.forward_passes - stats.forward_passes
+        stats.eager, stats.captures = self.runner.eager_ticks - eager, self.runner.captures - captures
         self.ticks += 1
         self.last_tick = stats
         return events

@@ -49,12 +49,13 @@ class ModelRunner:
         self.group = group  # tensor parallel: rank 0 sends every step to the other ranks, which run it too
         self.device = next(model.parameters()).device
         self.forward_passes = 0
+        self.eager_ticks = 0  # ticks on CUDA that no graph covered (each one hundreds of launches from Python)
         # decode rows read the pool in place where the kernel runs; the gathered reference path otherwise
         self.paged = paged_attention and paged_decode.available(self.device, kv.k[0].shape[-1])
         self.graphs = None
         if cuda_graphs and self.device.type == "cuda":
             limits = {k: v for k, v in (("max_rows", max_rows), ("max_keys", max_keys)) if v is not None}
-            self.graphs = CudaGraphs(kv, self.forward, self._batch, self.device, **limits)
+            self.graphs = CudaGraphs(kv, self.forward, self._batch, self.device, paged=self.paged, **limits)
         self.staging = Staging(self.device)  # pinned memory on CUDA: no copy of a tick blocks the host
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, batch: TickBatch,
@@ -88,7 +89,8 @@ class ModelRunner:
         if graph_shape is not None:
             payload = self.staging.payload
             out = None if payload is None else payload.take(Step(True, graph_shape, 0).size).numpy()
-            plan = plan_tick(chunks, graph_shape, out=out)  # written straight into the pinned staging buffer
+            # written straight into the pinned staging buffer
+            plan = plan_tick(chunks, graph_shape, out=out, decode_tails=not self.paged)
             rows = self.staging.upload(plan.rows)
             try:
                 logits = self.lead(plan)[rows]
@@ -96,7 +98,8 @@ class ModelRunner:
                 log.exception("event=cuda_graphs_disabled shape=%s", graph_shape)
                 self.graphs = None
         if logits is None:
-            plan = plan_tick(chunks, shape)
+            self.eager_ticks += self.graphs is not None and not all_logits
+            plan = plan_tick(chunks, shape, decode_tails=not self.paged)
             if all_logits:
                 keep = np.concatenate([np.arange(plan.row_last[r] - c.n + 1, plan.row_last[r] + 1)
                                        for r, c in zip(plan.rows, chunks, strict=True)])
@@ -127,6 +130,11 @@ class ModelRunner:
                 self.group.broadcast(buffer)
 
         return self.execute(step, fill)
+
+    @property
+    def captures(self) -> int:
+        """Graphs captured so far."""
+        return 0 if self.graphs is None else self.graphs.captures
 
     def download(self, t: torch.Tensor) -> Download:
         """Copy a tick's result to the host without waiting for it (`Download.wait` does)."""

@@ -79,7 +79,7 @@ class Server:
         log.info("event=ready model=%s device=%s", self.backbone.name, self.backbone.device)
 
     def _ticked(self, seconds: float, tick: Any) -> None:
-        self.metrics.on_tick(seconds, tick.forward_passes, tick.sessions, tick.tokens)
+        self.metrics.on_tick(seconds, tick.forward_passes, tick.sessions, tick.tokens, tick.eager, tick.captures)
         self.load.tick(seconds)
 
     def _overloaded(self, reason: str, speaking_only: bool) -> None:

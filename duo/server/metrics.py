@@ -16,6 +16,10 @@ class Metrics:
                                         ["reason"], registry=r)
         self.ticks = Counter("duo_ticks", "engine ticks", registry=r)
         self.forward_passes = Counter("duo_forward_passes", "model forward passes", registry=r)
+        self.eager_passes = Counter("duo_eager_forward_passes", "forward passes on CUDA that no captured graph "
+                                    "covered (launched kernel by kernel: slow ticks)", registry=r)
+        self.graph_captures = Counter("duo_graph_captures", "CUDA graphs captured while serving (each stalls "
+                                      "every session; warm-up captures them all before ready)", registry=r)
         self.tick_seconds = Histogram("duo_tick_seconds", "engine tick duration", registry=r,
                                       buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2, 3,
                                                5, 10, 20, 30))
@@ -60,9 +64,12 @@ class Metrics:
         self.accept_errors = Counter("duo_accept_errors", "accept() failures (out of file descriptors)",
                                      registry=r)
 
-    def on_tick(self, seconds: float, forward_passes: int, sessions: int, tokens: int) -> None:
+    def on_tick(self, seconds: float, forward_passes: int, sessions: int, tokens: int, eager: int = 0,
+                captures: int = 0) -> None:
         self.ticks.inc()
         self.forward_passes.inc(forward_passes)
+        self.eager_passes.inc(eager)
+        self.graph_captures.inc(captures)
         self.tick_seconds.observe(seconds)
         self.batch_sessions.observe(sessions)
         self.batch_tokens.observe(tokens)

@@ -10,7 +10,15 @@ import torch
 
 from duo.engine import llm_engine
 from duo.engine.config import EngineConfig, SamplingParams, SessionConfig, State
-from duo.engine.cuda_graphs import PREFILL_ROWS, PREFILL_WIDTH, all_shapes, bucket, decode_buckets, key_buckets
+from duo.engine.cuda_graphs import (
+    PREFILL_ROWS,
+    PREFILL_WIDTH,
+    TABLE_CELLS,
+    all_shapes,
+    bucket,
+    decode_buckets,
+    key_buckets,
+)
 from duo.engine.llm_engine import Engine
 from duo.engine.plan import TickShape, exact_shape
 from duo.engine.scheduler import admit
@@ -41,6 +49,19 @@ def test_a_bounded_table_keeps_the_shortest_keys_for_every_row_count() -> None:
     assert all((s.decode + s.prefill) * s.keys <= 200_000 or s.keys == keys[0] for s in shapes)
     assert {s.decode for s in shapes} == set(decode)
     assert shapes[0].tokens * shapes[0].keys == max(s.tokens * s.keys for s in shapes)  # largest first
+
+
+def test_in_place_decode_rows_are_covered_past_what_a_gathered_copy_could_hold() -> None:
+    """A tight pool bounds the keys a tick may gather; decode rows read in place gather none, so the graphs
+    still cover every session at a longer context (the capacity load: two rows a session, ~900 keys each)."""
+    decode, keys, cells = decode_buckets(2048), key_buckets(4096), 768 * 900 * 2
+    tick = TickShape(2 * 768, 0, 0, 900)
+    gathered, paged = set(all_shapes(decode, keys, cells)), set(all_shapes(decode, keys, cells, paged=True))
+    assert bucket(tick, decode, keys) not in gathered and bucket(tick, decode, keys) in paged
+    assert gathered <= paged
+    assert all(s.prefill * s.keys <= cells or s.keys == keys[0] for s in paged)
+    assert all((s.decode + s.prefill) * s.keys <= TABLE_CELLS or s.keys == keys[0] for s in paged)
+    assert bucket(TickShape(2048, 0, 0, 4000), decode, keys) not in paged  # a 64 MiB table: eager, no graph
 
 
 def _talk(backbone, monkeypatch: pytest.MonkeyPatch, rows: int | None,

@@ -52,7 +52,24 @@ def _check(chunks: list[Chunk], shape: TickShape) -> TickPlan:
     plan = plan_tick(chunks, shape)
     for name in (*TickPlan.INPUTS, "rows"):
         assert np.array_equal(getattr(plan, name), ref[name]), name
+    _check_read_entries(chunks, shape, ref)
     return plan
+
+
+def _check_read_entries(chunks: list[Chunk], shape: TickShape, ref: dict[str, np.ndarray]) -> None:
+    """Without the decode rows' tails, into a buffer of stale values: every entry a reader reads is the same
+    (a decode row's first `key_len` keys, every prefill row), and only the tails keep the stale values."""
+    stale = np.full(Step(True, shape, 0).size, -7, dtype=np.int64)
+    plan = plan_tick(chunks, shape, out=stale, decode_tails=False)
+    for name in (*TickPlan.INPUTS, "rows"):
+        if name != "table":
+            assert np.array_equal(getattr(plan, name), ref[name]), name
+    d = shape.decode
+    for r in range(d):
+        n = ref["key_len"][r]
+        assert np.array_equal(plan.table[r, :n], ref["table"][r, :n])
+        assert (plan.table[r, n:] == -7).all()
+    assert np.array_equal(plan.table[d:], ref["table"][d:])
 
 
 def _ran(chunks: list[Chunk]) -> None:

@@ -42,7 +42,8 @@ def test_health_ready_and_metrics(tiny) -> None:
         text = _get(s.http + "/metrics")[1].decode()
         for name in ("duo_ticks_total", "duo_forward_passes_total", "duo_tick_seconds_bucket", "duo_batch_sessions",
                      'duo_state_decisions_total{state="process"}', "duo_reply_latency_seconds_count 1.0",
-                     "duo_barge_in_latency_seconds", "duo_sessions_opened_total 1.0"):
+                     "duo_barge_in_latency_seconds", "duo_sessions_opened_total 1.0",
+                     "duo_eager_forward_passes_total 0.0", "duo_graph_captures_total 0.0"):
             assert name in text, name
 
 
