@@ -58,7 +58,8 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Greedy when temperature is 0; otherwise temperature / top-p with a per-session seed."""
+    """Greedy when temperature is 0; otherwise temperature / top-p. With a `seed` the session draws from its own
+    generator, so its replies repeat; without one it draws with the rest of the tick."""
 
     temperature: float = 0.0
     top_p: float = 1.0

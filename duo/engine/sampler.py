@@ -1,12 +1,17 @@
 """Next-token choice for every row of a tick, with ONE device-to-host transfer.
 
-Rows are greedy (argmax) or sampled with temperature / top-p from the session's own seeded generator.
-The softmax over the three state tokens is computed for every row alongside (cheap), so the forecast
-path reads its probabilities from the same logits the token came from. `choose` stays on the device (no
-synchronization); the engine copies its result to the host asynchronously and `rows` reads it there.
+Rows are greedy (argmax) or sampled with temperature / top-p. Sampled rows that share their parameters are
+drawn together, a few kernels for the whole group: drawn row by row, a few hundred sessions cost thousands
+of launches a tick, more than the forward. A session given a seed draws from its own generator instead,
+row by row, so its replies repeat whatever else the tick holds. The softmax over the three state tokens is
+computed for every row alongside (cheap), so the forecast path reads its probabilities from the same logits
+the token came from. `choose` stays on the device (no synchronization); the engine copies its result to the
+host asynchronously and `rows` reads it there.
 """
 
 from __future__ import annotations
+
+from collections import defaultdict
 
 import numpy as np
 import torch
@@ -21,26 +26,38 @@ def choose(
     state_ids: list[int],
 ) -> torch.Tensor:
     """`[N, 1 + len(state_ids)]` float32 on the logits' device for logits `[N, vocab]`: each row's token, then
-    its state probabilities (in `state_ids` order). A row with `None` params (a forecast) is greedy.
+    its state probabilities (in `state_ids` order). A row with `None` params (a forecast) is greedy; a row
+    with a generator draws from it alone.
     """
     tokens = logits.argmax(dim=-1)
+    groups: dict[tuple[float, float], list[int]] = defaultdict(list)
     for row, (p, gen) in enumerate(zip(params, generators, strict=True)):
-        if p is not None and not p.greedy:
-            tokens[row] = _sample(logits[row], p, gen)
+        if p is None or p.greedy:
+            continue
+        if gen is not None:
+            tokens[row] = torch.multinomial(filtered_probs(logits[row : row + 1], p), 1, generator=gen)[0, 0]
+        else:
+            groups[p.temperature, p.top_p].append(row)
+    for (temperature, top_p), members in groups.items():
+        index = torch.tensor(members, device=logits.device)
+        p = SamplingParams(temperature=temperature, top_p=top_p)
+        tokens[index] = torch.multinomial(filtered_probs(logits[index], p), 1)[:, 0]
     probs = logits[:, state_ids].softmax(dim=-1)
     return torch.cat([tokens[:, None].to(probs.dtype), probs], dim=1)
+
+
+def filtered_probs(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
+    """Rows `[R, vocab]` of next-token probabilities at `p.temperature`, cut to the top-`p.top_p` nucleus
+    (the smallest set of likeliest tokens whose mass reaches it; the others get 0, the rest is not renormalized:
+    `multinomial` takes weights)."""
+    probs = (logits.float() / p.temperature).softmax(dim=-1)
+    if p.top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        outside = sorted_probs.cumsum(dim=-1) - sorted_probs > p.top_p
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs.masked_fill(outside, 0.0))
+    return probs
 
 
 def rows(packed: np.ndarray) -> tuple[list[int], np.ndarray]:
     """Tokens (as ints) and the state probabilities `[N, S]` of `choose`'s result, once on the host."""
     return packed[:, 0].astype(np.int64).tolist(), packed[:, 1:]
-
-
-def _sample(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator | None) -> torch.Tensor:
-    probs = (logits / p.temperature).softmax(dim=-1)
-    if p.top_p < 1.0:
-        sorted_probs, order = probs.sort(descending=True)
-        outside = sorted_probs.cumsum(-1) - sorted_probs > p.top_p
-        sorted_probs[outside] = 0.0
-        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-    return torch.multinomial(probs, 1, generator=gen)[0]

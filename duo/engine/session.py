@@ -49,11 +49,10 @@ class Session:
         self.input: InputChannel | None = None
         self.revocable: Revocable | None = None  # the newest promotion, while it can still be taken back
         self.inbox: deque[tuple[str, Any]] = deque()
-        self.generator: torch.Generator | None = None
-        if not config.sampling.greedy:
+        self.generator: torch.Generator | None = None  # a seeded session's own draws (`sampler.py`)
+        if not config.sampling.greedy and config.sampling.seed is not None:
             self.generator = torch.Generator(device=kv.k[0].device)
-            self.generator.manual_seed(config.sampling.seed if config.sampling.seed is not None
-                                       else int(torch.randint(1 << 62, ())))
+            self.generator.manual_seed(config.sampling.seed)
 
     # -- called by the owner, any time: queued, applied at the start of the next tick --------------------
     def push_slice(self, text: object, final: bool = True, judge: bool = True, partial: bool = False) -> None:
