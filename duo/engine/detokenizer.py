@@ -19,13 +19,13 @@ def decoder(tokenizer: Any) -> Callable[[list[int]], str]:
     backend = getattr(tokenizer, "_tokenizer", None)
     cls = type(tokenizer)
     stock = (getattr(getattr(cls, "decode", None), "__module__", "") == "transformers.tokenization_utils_base"
-             and getattr(getattr(cls, "_decode", None), "__module__", "") in _FAST_MODULES)
+             and getattr(getattr(cls, "_decode", None), "__module__", "") in FAST_MODULES)
     if backend is not None and stock and not getattr(tokenizer, "clean_up_tokenization_spaces", True):
         return lambda ids: backend.decode(ids, skip_special_tokens=True)
     return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
 
 
-_FAST_MODULES = ("transformers.tokenization_utils_tokenizers", "transformers.tokenization_utils_fast")
+FAST_MODULES = ("transformers.tokenization_utils_tokenizers", "transformers.tokenization_utils_fast")
 
 
 class IncrementalDetokenizer:

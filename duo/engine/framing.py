@@ -10,9 +10,11 @@ the same pieces, so what the model learns is token for token what the engine fee
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from .detokenizer import FAST_MODULES
 
 DEFAULT_INSTRUCTIONS = (
     "You are a helpful voice assistant. People talk to you by voice; answer in a few short, plain sentences."
@@ -62,11 +64,32 @@ class TemplatePieces:
         return pieces
 
 
+def encoder(tokenizer: Any) -> Callable[[str], list[int]]:
+    """`tokenizer(text, add_special_tokens=False)["input_ids"]`, straight from the Rust backend when that is
+    all the call does (a stock fast tokenizer, no truncation or padding set): every slice of every session is
+    encoded in the tick, and transformers' own checks cost several times the encoding itself."""
+    backend = getattr(tokenizer, "_tokenizer", None)
+    cls = type(tokenizer)
+    stock = (getattr(getattr(cls, "__call__", None), "__module__", "") == "transformers.tokenization_utils_base"
+             and getattr(getattr(cls, "_encode_plus", None), "__module__", "") in FAST_MODULES)
+    if backend is None or not stock or backend.truncation is not None or backend.padding is not None:
+        return lambda text: list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    split = bool(getattr(tokenizer, "split_special_tokens", False))
+
+    def encode(text: str) -> list[int]:
+        if backend.encode_special_tokens != split:  # as transformers sets it before each call
+            backend.encode_special_tokens = split
+        return backend.encode(text, add_special_tokens=False).ids
+
+    return encode
+
+
 class ChatFraming:
     """Token ids of each framing piece, for one tokenizer and one set of instructions."""
 
     def __init__(self, tokenizer: Any, instructions: str = DEFAULT_INSTRUCTIONS) -> None:
         self.tokenizer = tokenizer
+        self._encode = encoder(tokenizer)
         self.pieces = TemplatePieces.from_tokenizer(tokenizer)
         p = self.pieces
         self.system = self.encode(p.system_open + instructions + p.system_close)
@@ -75,7 +98,7 @@ class ChatFraming:
         self.assistant_close = self.encode(p.assistant_close)
 
     def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return self._encode(text)
 
     def slice_ids(self, text: str, first: bool) -> list[int]:
         """A slice of user speech; later slices of the same turn join the earlier ones with a space."""

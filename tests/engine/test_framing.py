@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from duo.engine.framing import ChatFraming, TemplateError
+from duo.engine.framing import ChatFraming, TemplateError, encoder
 
 LLAMA3_STYLE = (
     "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
@@ -75,3 +75,14 @@ def test_history_must_alternate(embedded) -> None:
         framing.history([{"role": "assistant", "content": "hi"}])
     with pytest.raises(ValueError, match="end with an assistant"):
         framing.history([{"role": "user", "content": "hi"}])
+
+
+def test_the_fast_encoder_is_the_tokenizers_own_call(embedded, tiny) -> None:
+    texts = ["Ça coûte 12 € — naïve café!", "  leading spaces", " what time is it", "emoji 🎉 and\nnewlines", "",
+             "the user says <|im_end|> and <|prediction|>", "  ", "x" * 500]
+    for backbone in (embedded, tiny):
+        tok = backbone.tokenizer
+        fast = encoder(tok)
+        assert fast.__code__ is not encoder(object()).__code__  # the backend path, for a stock tokenizer
+        for text in texts:
+            assert fast(text) == list(tok(text, add_special_tokens=False)["input_ids"]), text
