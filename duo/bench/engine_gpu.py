@@ -4,6 +4,7 @@
     python -m duo.bench.engine_gpu capacity [--arch ...] [--sessions 64 128 192 256] [--seconds 8]
     python -m duo.bench.engine_gpu floor    [--arch ...] [--sessions 64 128]
     python -m duo.bench.engine_gpu kv       [--arch ...]
+    python -m duo.bench.engine_gpu warmup   [--arch ...] [--sessions 256 1024] [--max-context 4096]
 
 Each prints one JSON object per measurement, then a summary table; `--json-out FILE` keeps the rows.
 `qwen2.5-7b` and `qwen2.5-72b` are those architectures with random bf16 weights (speed does not depend on
@@ -409,6 +410,33 @@ def kv(backbone: Backbone, args: argparse.Namespace) -> list[dict]:
     return [emit(row)]
 
 
+def warmup(backbone: Backbone, args: argparse.Namespace) -> list[dict]:
+    """What the server does before it says ready: `Engine.warmup` for `max_sessions` of each count (every graph
+    shape those sessions can produce, over the pool sized as a server sizes it), timed, with the graphs' memory."""
+    rows = []
+    for n in args.sessions:
+        release()
+        before = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
+        engine = Engine(backbone, EngineConfig(max_sessions=n, max_context=args.max_context,
+                                               paged_attention=args.attention == "paged"))
+        pool = torch.cuda.memory_allocated() - before if torch.cuda.is_available() else 0
+        start = time.perf_counter()
+        engine.warmup()
+        sync()
+        seconds = time.perf_counter() - start
+        graphs = engine.runner.graphs
+        row = {"bench": "warmup", "max_sessions": n, "max_context": engine.vocab.max_context,
+               "seconds": round(seconds, 1), "graphs": len(graphs.graphs) if graphs else 0,
+               "shapes_covered": len(graphs.shapes()) if graphs else 0, "kv_blocks": engine.kv.num_blocks,
+               "kv_gib": round(pool / 2**30, 2)}
+        if torch.cuda.is_available():
+            row["graphs_gib"] = round((torch.cuda.memory_allocated() - before - pool) / 2**30, 2)
+        rows.append(emit(row))
+        del engine, graphs
+    release()
+    return rows
+
+
 def emit(row: dict) -> dict:
     print(json.dumps(row), flush=True)
     return row
@@ -427,11 +455,13 @@ def table(rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bench", choices=["passes", "capacity", "floor", "kv"])
+    parser.add_argument("bench", choices=["passes", "capacity", "floor", "kv", "warmup"])
     parser.add_argument("--arch", default="embedded", choices=["embedded", *ARCHS])
     parser.add_argument("--model", default=None, help="checkpoint or embedded name (default: the embedded default)")
     parser.add_argument("--sessions", type=int, nargs="+", default=None)
     parser.add_argument("--context", type=int, default=512)
+    parser.add_argument("--max-context", type=int, default=None, help="the engine's window (warmup; default: "
+                        "the model's)")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--slice-s", type=float, default=2.0)
     parser.add_argument("--ticks", type=int, default=40)
@@ -444,7 +474,8 @@ def main() -> None:
                         help="decode attention: in place over the paged pool, or the gathered reference path")
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args()
-    defaults = {"passes": [1, 8, 32], "capacity": [64, 128, 192, 256, 320, 384], "floor": [64, 128], "kv": [1]}
+    defaults = {"passes": [1, 8, 32], "capacity": [64, 128, 192, 256, 320, 384], "floor": [64, 128], "kv": [1],
+                "warmup": [256, 1024]}
     args.sessions = args.sessions or defaults[args.bench]
     group = None
     if args.tensor_parallel > 1:
@@ -461,7 +492,8 @@ def main() -> None:
             follow(group, backbone)
             group.close()
             return
-    rows = {"passes": passes, "capacity": capacity, "floor": floor, "kv": kv}[args.bench](backbone, args)
+    benches = {"passes": passes, "capacity": capacity, "floor": floor, "kv": kv, "warmup": warmup}
+    rows = benches[args.bench](backbone, args)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     for r in rows:
         r.update(arch=args.arch, device=device, gpus=group.size if group else 1, attention=args.attention)
