@@ -107,6 +107,18 @@ def _fmt_lat(s: dict[str, Any]) -> str:
     return "—" if not s.get("n") else f"{s['p50']:.2f} / {s['p90']:.2f} s ({s['n']})"
 
 
+def _fmt_resumed(c: dict[str, Any] | None) -> str:
+    if not c:
+        return "—"
+    rate = c.get("early_close_resumed_rate")
+    return f"{c['early_closes_resumed']} / {c['early_closes']}" + (f" ({100 * rate:.0f} %)" if rate is not None
+                                                                    else "")
+
+
+def _fmt_withdrawn(c: dict[str, Any] | None) -> str:
+    return "—" if not c else f"{c['withdrawn_replies']} ({c['discarded_tokens']} tokens)"
+
+
 def format_summary(report: dict[str, Any]) -> str:
     """The side-by-side table of the modes, for people."""
     modes = list(report["summary"])
@@ -120,6 +132,8 @@ def format_summary(report: dict[str, Any]) -> str:
         ("end of query → first token p50/p90", lambda s: _fmt_lat(s["latency_token_s"])),
         ("end of query → first audio p50/p90", lambda s: _fmt_lat(s["latency_audio_s"])),
         ("barge-in → reply stopped p50/p90", lambda s: _fmt_lat(s["barge_in_s"])),
+        ("early closes resumed", lambda s: _fmt_resumed(s.get("server_counters"))),
+        ("withdrawn replies (tokens)", lambda s: _fmt_withdrawn(s.get("server_counters"))),
     ]
     width = max(len(r[0]) for r in rows) + 2
     lines = ["".ljust(width) + "".join(m.ljust(22) for m in modes)]
@@ -128,6 +142,9 @@ def format_summary(report: dict[str, Any]) -> str:
     srv = report["server"]
     lines.append(f"\nserver: {srv.get('model', srv['url'])} on {srv.get('gpu') or srv.get('device', '?')}; "
                  f"speed {report['settings']['speed']}, {report['duration_s']:.0f} s")
+    if all_runs := report.get("server_counters"):
+        lines.append(f"server counters over every run: early closes resumed {_fmt_resumed(all_runs)}, "
+                     f"withdrawn replies {_fmt_withdrawn(all_runs)}")
     for run in report["runs"]:
         o = run["outcome"]
         if o["passed"] is not True:

@@ -2,7 +2,8 @@
 
 A run record is plain JSON (what the client recorded, or a hand-written timeline in the tests):
 `{"id", "expect", "mode", "speed", "within_s", "segments": [{"role", "start", "end", "label", "layer"?}],
-"events": [{"t", "type", ...}], "end"}`, every time in seconds on the scenario clock.
+"events": [{"t", "type", ...}], "end", "server_counters"?}`, every time in seconds on the scenario clock; the
+server's counts of early closes and withdrawn replies over the run (`counters.py`) pass into its outcome.
 
 The user hears a reply from its first audio chunk, played back to back in real time, until it ends or the
 client stops it. A client stops a reply when its response is `cancelled`, when a newer response is created
@@ -19,6 +20,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any
+
+from . import counters
 
 TOKEN_EVENTS = ("response.output_text.delta", "response.output_audio_transcript.delta")
 AUDIO_EVENT = "response.output_audio.delta"
@@ -187,6 +190,8 @@ def evaluate(record: dict[str, Any]) -> dict[str, Any]:
     kind, within = record["expect"], float(record.get("within_s", 5.0))
     rs = replies(record)
     out: dict[str, Any] = {"passed": None, "reason": ""}
+    if record.get("server_counters") is not None:  # what the server counted of DUO's early turn-taking
+        out["server_counters"] = record["server_counters"]
     queries = _main_segments(record, "query")
     if kind in ("respond", "wait"):
         q_start, q_end = queries[0]["start"], queries[-1]["end"]
@@ -290,6 +295,7 @@ def summarize(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
         return [o for o in outcomes if o["expect"] == kind]
 
     measured = [o for o in outcomes if o["passed"] is not None]
+    counted = [o["server_counters"] for o in outcomes if o.get("server_counters") is not None]
     per_kind = {k: {"n": len(of(k)), "measured": sum(o["passed"] is not None for o in of(k)),
                     "passed": sum(bool(o["passed"]) for o in of(k))} for k in
                 ("respond", "no_response", "wait", "interrupt", "no_interrupt")}
@@ -308,4 +314,6 @@ def summarize(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
         "latency_token_s": stats([o["latency_token_s"] for o in outcomes if "latency_token_s" in o]),
         "latency_audio_s": stats([o["latency_audio_s"] for o in outcomes if "latency_audio_s" in o]),
         "barge_in_s": stats([o["barge_in_s"] for o in outcomes if "barge_in_s" in o]),
+        # over the runs the server's counters were read for alone (None when runs overlapped)
+        "server_counters": {**counters.total(counted), "runs": len(counted)} if counted else None,
     }

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import metrics
+from . import counters, metrics
 from .client import WIRE_RATE, PlayOptions, ScenarioRun, to_wire
 from .render import AudioCache, AudioPart, Part, RenderError
 from .scenario import Scenario, load_scenarios, shipped_scenarios
@@ -111,8 +111,12 @@ async def play_all(url: str, scenarios: list[Scenario], rendered: dict[str, list
         nonlocal done
         async with gate:
             run = ScenarioRun(scenario, mode, options)
+            alone = concurrency <= 1  # the server's counters between its start and end are this run's
+            before = await counters.read(url) if alone else None
             try:
                 record = await run.play(url, rendered[scenario.id])
+                if alone:
+                    record["server_counters"] = counters.delta(before, await counters.read(url))
                 outcome = metrics.evaluate(record)
             except (OSError, TimeoutError, RuntimeError, WebSocketException) as exc:  # that run only
                 record, outcome = run.record, {"passed": None, "reason": f"error: {type(exc).__name__}: {exc}"}
@@ -142,10 +146,15 @@ def run_evaluation(cfg: EvalConfig, progress: Callable[[str], None] | None = Non
         if any(s.expect == "respond" and s.id in rendered for s in scenarios) else next(iter(rendered.values()))
     options = cfg.play
 
+    counted: dict[str, Any] = {}
+
     async def go(url: str) -> list[dict[str, Any]]:
         say(f"warming up {url}")
         await warm_up(url, warm_parts, options)
-        return await play_all(url, scenarios, rendered, cfg.modes, options, cfg.concurrency, say)
+        before = await counters.read(url)
+        runs = await play_all(url, scenarios, rendered, cfg.modes, options, cfg.concurrency, say)
+        counted["all"] = counters.delta(before, await counters.read(url))
+        return runs
 
     if cfg.url:
         server_info: dict[str, Any] = {"url": cfg.url, "in_process": False}
@@ -180,6 +189,7 @@ def run_evaluation(cfg: EvalConfig, progress: Callable[[str], None] | None = Non
                      "concurrency": cfg.concurrency, "output": "audio" if options.audio_out else "text",
                      "max_tail_s": options.max_tail_s},
         "summary": {m: metrics.summarize(outcomes) for m, outcomes in by_mode.items()},
+        "server_counters": counters.total([counted["all"]]) if counted.get("all") is not None else None,
         "skipped": skipped,
         "runs": runs,
     }

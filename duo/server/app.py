@@ -57,7 +57,8 @@ class Server:
         self.load = Load(settings.overload_tick_s, settings.overload_recognition_s, self.metrics, self._overloaded)
         self.speech = SpeechServices(settings.asr_model, settings.tts, on_recognized=self.load.recognized,
                                      on_first_audio=self.metrics.tts_first_audio.observe,
-                                     first_clause_words=settings.tts_first_clause_words)
+                                     first_clause_words=settings.tts_first_clause_words,
+                                     presynthesize=settings.tts_presynthesize)
         self.backbone = backbone
         self.loop: EngineLoop | None = None
         self.sessions: set[RealtimeSession] = set()

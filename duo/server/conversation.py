@@ -27,6 +27,7 @@ from .held import Release
 from .items import ROOT, Items
 from .metrics import Metrics
 from .options import SessionOptions, output_tokens
+from .presynth import speak_ahead
 from .responses import Request, Responses
 from .settings import Settings
 from .speech import SpeechServices
@@ -232,7 +233,7 @@ class Conversation:
             self.handle.close()
             return
         self.responses.ended("cancelled", "client_cancelled")
-        self.held.release()  # the old engine session's held reply went with it
+        self.held.drop()  # the old engine session's held reply went with it
         self.user.drop()
         if history.pending:
             self.handle.push_slice(history.pending, True, judge=False)
@@ -268,8 +269,11 @@ class Conversation:
     async def on_engine_event(self, event: ev.Event) -> None:
         """An engine event, unless it belongs to a reply held until the user's turn is confirmed."""
         if isinstance(event, Release):
+            rid = self.held.response_id
             for held in self.held.release():
                 await self._apply(held)
+            if rid is not None:
+                self.responses.voice.release(rid)  # its audio spoken ahead follows the events just sent
             return
         if isinstance(event, ev.ResponseDone) and event.status is ev.ResponseStatus.WITHDRAWN:
             log.info("session=%s event=reply_withdrawn response=%s tokens=%d", self.id, event.response_id,
@@ -277,6 +281,7 @@ class Conversation:
             self.metrics.withdrawn_replies.inc()
             self.metrics.discarded_tokens.inc(event.num_tokens)
         if self.held.take(event) or (isinstance(event, ev.ResponseStarted) and self.turns.holds(event)):
+            await speak_ahead(event, self.held, self.responses.voice, self.options)
             return
         await self._apply(event)
 

@@ -3,11 +3,13 @@
 A reply that DUO starts while the user may still go on (a speculative reply on a `process` before the pause,
 or one started by an early close) is generated at once, but its engine events wait here. When the turn is
 confirmed they are released, in order and at once; when the user goes on, the reply is withdrawn in the
-engine and its events, held or still to come, are dropped: nothing of it ever reaches the client.
+engine and its events, held or still to come, are dropped: nothing of it ever reaches the client. `on_drop`
+hears of each reply dropped unreleased (its audio, spoken ahead, is cancelled).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from duo.engine import events as ev
@@ -19,7 +21,8 @@ class Release(ev.Event):
 
 
 class Held:
-    def __init__(self) -> None:
+    def __init__(self, on_drop: Callable[[str], None] | None = None) -> None:
+        self.on_drop = on_drop
         self.response_id: str | None = None  # the reply being held
         self.events: list[ev.Event] = []
         self.withdrawn: set[str] = set()  # replies taken back whose engine events are still to come
@@ -42,7 +45,7 @@ class Held:
             return True
         if rid == self.response_id:
             if isinstance(event, ev.ResponseDone) and event.status is ev.ResponseStatus.WITHDRAWN:
-                self.response_id, self.events = None, []  # taken back before the server asked by its id
+                self.drop()  # taken back before the server asked by its id
             else:
                 self.events.append(event)
             return True
@@ -55,7 +58,14 @@ class Held:
 
     def withdraw(self) -> str | None:
         """The user went on: the held reply's id, to withdraw in the engine; its events are dropped."""
-        rid, self.response_id, self.events = self.response_id, None, []
+        rid = self.drop()
         if rid is not None:
             self.withdrawn.add(rid)
+        return rid
+
+    def drop(self) -> str | None:
+        """Forget the held reply unreleased (withdrawn, or gone with its engine session); returns its id."""
+        rid, self.response_id, self.events = self.response_id, None, []
+        if rid is not None and self.on_drop is not None:
+            self.on_drop(rid)
         return rid

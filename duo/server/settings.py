@@ -44,6 +44,9 @@ class Settings(BaseModel):
                                         "(cut at a comma, semicolon, colon or dash) once it holds this many "
                                         "words, or before and/but/or... after twice as many; the rest sentence "
                                         "by sentence; 0: from the first whole sentence")
+    tts_presynthesize: bool = Field(True, description="speak a reply held until the user's turn is confirmed "
+                                    "while it waits (nothing is sent before the release), so its first audio "
+                                    "goes out with its first text")
     # network
     host: str = Field("127.0.0.1", description="bind address; anything but loopback requires API keys")
     port: int = Field(8000, ge=0, le=65535)

@@ -30,6 +30,7 @@ class SpeechServices:
     on_recognized: Callable[[float], None] | None = None  # seconds from a slice queued to its text (load)
     on_first_audio: Callable[[float], None] | None = None  # seconds from a reply's first text to its first audio
     first_clause_words: int = 4  # a reply is spoken from its first clause of this many words (0: first sentence)
+    presynthesize: bool = True  # a held reply is spoken while it waits, its audio sent once it is released
 
     async def recognizer(self) -> tuple[Any, Any]:
         async with self._lock:

@@ -39,7 +39,7 @@ class Turns:
         self.id, self.handle, self.options = session_id, handle, options  # the owner keeps both current
         self.user, self.responses, self.metrics = user, responses, metrics
         self.complete = complete  # tells the microphone whether the newest judgement is `process`
-        self.held = Held()
+        self.held = Held(on_drop=responses.voice.drop)  # a withdrawn reply's audio, spoken ahead, is cancelled
         self.last_state = ""  # the newest DUO decision on the input being heard
         self.ended = False  # the user's utterance ended at a pause
         self.over_reply = False  # the utterance began while a reply was running

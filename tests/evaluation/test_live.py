@@ -8,6 +8,7 @@ import pytest
 
 from duo.evaluation.cli import format_summary
 from duo.evaluation.client import PlayOptions
+from duo.evaluation.counters import COUNTERS
 from duo.evaluation.plot import plot_report
 from duo.evaluation.runner import EvalConfig, run_evaluation
 
@@ -50,5 +51,9 @@ def test_scenarios_through_the_live_server(tmp_path) -> None:
     summary = report["summary"]["server_vad"]
     assert summary["takeover_background"] == {"n": 1, "rate": 1.0} and summary["latency_token_s"]["n"] == 1
     assert "takeover, background speech" in format_summary(report)
+    # the server's counts of early closes and withdrawn replies: over every run (two at a time: not per run)
+    counted = report["server_counters"]
+    assert set(counted) == {*COUNTERS, "early_close_resumed_rate"} and all(counted[n] >= 0 for n in COUNTERS)
+    assert report["summary"]["duo"]["server_counters"] is None and "server_counters" not in runs[("ask", "duo")]
     pngs = plot_report(report, tmp_path / "plots")
     assert sorted(p.name for p in pngs) == ["ask.png", "room.png"] and all(p.stat().st_size > 10_000 for p in pngs)

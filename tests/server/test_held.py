@@ -50,3 +50,19 @@ def test_the_short_pause_never_exceeds_the_pause() -> None:
     assert DuoParams(confirm_ms=100).confirm == 200  # never shorter than the early pause
     reported = DuoTurnDetection(type="duo", partial_ms=300).reported()["duo"]
     assert reported["partial_ms"] == 300 and reported["early_pause_ms"] == 200 and reported["confirm_ms"] is None
+
+
+def test_every_reply_dropped_unreleased_is_reported_and_a_released_one_is_not() -> None:
+    dropped: list[str] = []
+    held = Held(on_drop=dropped.append)
+    for rid in ("r1", "r2", "r3", "r4"):
+        held.hold(_reply(rid)[0])
+        if rid == "r1":
+            held.withdraw()  # the user went on
+        elif rid == "r2":
+            held.take(ev.ResponseDone("s", rid, ev.ResponseStatus.WITHDRAWN, "x", 1))  # the engine took it back
+        elif rid == "r3":
+            held.drop()  # its engine session was replaced
+        else:
+            held.release()
+    assert dropped == ["r1", "r2", "r3"]

@@ -107,24 +107,36 @@ async def test_an_early_close_is_withdrawn_unheard_when_speech_resumes(server: I
 async def test_a_speculative_reply_is_discarded_when_the_user_goes_on(server: InProcessServer) -> None:
     c = await connect(server.url)
     await c.configure(**ANSWER)
+    await c.send("session.update", session={"output_modalities": ["audio"]})  # held replies are spoken ahead
+    await c.until("session.updated")
     conv = conversation_of(server, c)
+    voice = conv.responses.voice
     discarded, withdrawn = metric(server, "duo_speculative_tokens_discarded_total"), metric(
         server, "duo_withdrawn_replies_total")
     await c.send("duo.input.slice", text="what is the capital", final=False, partial=True)
     assert (await c.until("duo.input.state"))["held"]  # `process`, before the pause
     held = await until(lambda: conv.held.response_id if len(conv.held.events) > 3 else None, "a held reply")
+    ahead = voice.held[held]  # its synthesis began when it was held
     await c.send("duo.input.slice", text="what is the capital of france", final=False, partial=True)
     await until(lambda: metric(server, "duo_withdrawn_replies_total") > withdrawn, "the withdrawal")
+    await until(lambda: ahead.task.done(), "the withdrawn reply's synthesis cancelled")
+    assert ahead.task.cancelled() and held not in voice.held
     assert metric(server, "duo_speculative_tokens_discarded_total") >= discarded + 3
     await c.until("duo.input.state")
     kept = await until(lambda: conv.held.response_id if len(conv.held.events) > 1 else None, "a second held reply")
+    assert kept in voice.held  # spoken ahead too
     withdrawn = metric(server, "duo_withdrawn_replies_total")
     await c.send("duo.input.slice", text="what is the capital of france", final=True)  # the turn ends
     created = await c.until("response.created")
     await c.until("response.done")
     assert created["response"]["id"] == kept != held  # the reply to these very words goes out, as it stands
-    assert metric(server, "duo_withdrawn_replies_total") == withdrawn and mentions(c.events, held) == []
+    assert metric(server, "duo_withdrawn_replies_total") == withdrawn and mentions(c.events, held) == []  # audio too
     assert sum(e["type"] == "response.created" for e in c.events) == 1
+    kinds = [e["type"] for e in mentions(c.events, kept)]
+    if "response.output_audio_transcript.delta" in kinds:  # it said something: spoken ahead, out after its start
+        assert "response.output_audio.delta" in kinds and "response.output_audio.done" in kinds
+        assert kinds.index("response.created") < kinds.index("response.output_audio.delta")
+        assert kinds.index("response.output_audio.done") < kinds.index("response.done")
     assert [t for t in conv.handle.session.turns if t["role"] == "user"] == [
         {"role": "user", "content": "what is the capital of france"}]
     await c.ws.close()
