@@ -70,7 +70,7 @@ def encoder(tokenizer: Any) -> Callable[[str], list[int]]:
     encoded in the tick, and transformers' own checks cost several times the encoding itself."""
     backend = getattr(tokenizer, "_tokenizer", None)
     cls = type(tokenizer)
-    stock = (getattr(getattr(cls, "__call__", None), "__module__", "") == "transformers.tokenization_utils_base"
+    stock = (getattr(cls.__call__, "__module__", "") == "transformers.tokenization_utils_base"
              and getattr(getattr(cls, "_encode_plus", None), "__module__", "") in FAST_MODULES)
     if backend is None or not stock or backend.truncation is not None or backend.padding is not None:
         return lambda text: list(tokenizer(text, add_special_tokens=False)["input_ids"])
