@@ -23,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="audio sent this many times faster than real time (default 1: real time)")
     p.add_argument("--chunk-ms", type=int, default=40, help="audio per input_audio_buffer.append (default 40)")
     p.add_argument("--concurrency", type=int, default=1, help="scenarios played at once, one session each")
+    p.add_argument("--duo-param", nargs="+", default=(), metavar="KEY=VALUE",
+                   help="set in DUO's turn_detection, e.g. confirm_ms=300 early_pause_ms=null (JSON values)")
     p.add_argument("--within", type=float, default=None,
                    help="seconds a reply may take after the end of a query (overrides each scenario's within_s)")
     p.add_argument("--only", nargs="+", default=(), metavar="ID|EXPECTATION|TAG", help="run these scenarios only")
@@ -92,11 +94,25 @@ def _run(args: argparse.Namespace, cache: Path | None) -> dict[str, Any]:
     headers = (("Authorization", f"Bearer {args.api_key}"),) if args.api_key else ()
     cfg = EvalConfig(scenarios=args.scenarios, url=args.url, modes=tuple(dict.fromkeys(args.turn_detection)),
                      play=PlayOptions(speed=args.speed, chunk_ms=args.chunk_ms, audio_out=args.output == "audio",
-                                      headers=headers),
+                                      headers=headers, duo_params=_duo_params(args.duo_param)),
                      concurrency=args.concurrency, cache_dir=cache, only=tuple(args.only), model=args.model,
                      adapter=args.adapter, device=args.device, dtype=args.dtype, asr_model=args.asr_model,
                      tts=args.tts, within_s=args.within)
     return run_evaluation(cfg)
+
+
+def _duo_params(pairs: list[str]) -> tuple[tuple[str, Any], ...]:
+    """`KEY=VALUE` pairs, each value read as JSON (`300`, `null`, `true`)."""
+    out = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"evaluate-duplex: --duo-param takes KEY=VALUE, got {pair!r}")
+        try:
+            out.append((key, json.loads(value)))
+        except json.JSONDecodeError:
+            raise SystemExit(f"evaluate-duplex: --duo-param {key}: {value!r} is not a JSON value") from None
+    return tuple(out)
 
 
 def _fmt_rate(r: dict[str, Any]) -> str:

@@ -39,6 +39,10 @@ class PlayOptions:
     max_tail_s: float = 30.0
     headers: tuple[tuple[str, str], ...] = ()
     connect_timeout_s: float = 30.0
+    duo_params: tuple[tuple[str, Any], ...] = ()  # set in DUO's turn_detection (e.g. confirm_ms), others default
+
+    def turn_detection(self, mode: str) -> dict[str, Any]:
+        return {**TURN_DETECTION[mode], **(dict(self.duo_params) if mode == "duo" else {})}
 
 
 def to_wire(samples: np.ndarray) -> bytes:
@@ -163,7 +167,7 @@ class ScenarioRun:
         session = {"output_modalities": ["audio" if self.options.audio_out else "text"],
                    "max_output_tokens": self.scenario.max_output_tokens,
                    "audio": {"input": {"format": {"type": "audio/pcm", "rate": WIRE_RATE},
-                                       "turn_detection": TURN_DETECTION[self.mode]}}}
+                                       "turn_detection": self.options.turn_detection(self.mode)}}}
         await ws.send(json.dumps({"type": "session.update", "session": session}))
         while True:
             event = json.loads(await asyncio.wait_for(ws.recv(), self.options.connect_timeout_s))

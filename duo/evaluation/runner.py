@@ -187,7 +187,7 @@ def run_evaluation(cfg: EvalConfig, progress: Callable[[str], None] | None = Non
         "server": server_info,
         "settings": {"modes": list(cfg.modes), "speed": options.speed, "chunk_ms": options.chunk_ms,
                      "concurrency": cfg.concurrency, "output": "audio" if options.audio_out else "text",
-                     "max_tail_s": options.max_tail_s},
+                     "max_tail_s": options.max_tail_s, "duo_params": dict(options.duo_params)},
         "summary": {m: metrics.summarize(outcomes) for m, outcomes in by_mode.items()},
         "server_counters": counters.total([counted["all"]]) if counted.get("all") is not None else None,
         "skipped": skipped,
