@@ -1,6 +1,6 @@
 """The wire protocol: OpenAI Realtime events (GA names, beta aliases accepted) plus `duo.*` events.
 
-Client events are parsed into typed models here; server events are typed in `server_events.py`.
+Client events are parsed into typed models here; server events are typed in `server_events/`.
 `docs/protocol.md` is the one-page description of the same thing. The parts: what every event shares
 (`wire.py`), the `session.update` payload (`session_config.py`), the events themselves (`client_events.py`)
 and the parse of one frame (`parsing.py`).
