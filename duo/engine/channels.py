@@ -1,7 +1,7 @@
 """What a session's channels hold: the input channel being judged, a reply, and the facts the state machine needs.
 
 Plain state with the few operations that keep it consistent (a rollback always returns the input channel to
-the user's words); the transitions between them live in `session.py`.
+the user's words); the transitions between them live in `turn_taking.py` and `replies.py`.
 """
 
 from __future__ import annotations

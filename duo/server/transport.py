@@ -1,10 +1,10 @@
 """A session's socket: client frames in (limits, parsing), server events out through a bounded queue.
 
 Nothing here knows what the events mean. The reader enforces the idle timeout and session length (the
-frame size is the connection's, `connections.py`) and hands each parsed client event to the conversation;
+frame size is the connection's, `connections/`) and hands each parsed client event to the conversation;
 a `ProtocolError` becomes an `error` event and the session goes on, as it does when applying an event
 fails (`internal_error`). The writer serializes server events in order. A client that stops reading
-fills its queue and is closed (1008), or its socket stalls and is reset (`connections.py`): the engine
+fills its queue and is closed (1008), or its socket stalls and is reset (`connections/`): the engine
 loop and the other sessions never wait for it.
 """
 
