@@ -244,7 +244,8 @@ class BenchServer(InProcessServer):
     def __init__(self, args: argparse.Namespace) -> None:
         from duo.server.settings import Settings
 
-        super().__init__(Settings(device=args.device, dtype=args.dtype, tts="none", host="127.0.0.1", port=0,
+        super().__init__(Settings(model=args.model, device=args.device, dtype=args.dtype, tts="none",
+                                  host="127.0.0.1", port=0,
                                   max_sessions=2 * max(args.sessions) + 4, idle_timeout_s=3600,
                                   outbound_queue=1 << 16))
 
@@ -252,7 +253,8 @@ class BenchServer(InProcessServer):
         """Engine tick totals from the server's /metrics (to read the latencies in ticks)."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
             lines = r.read().decode().splitlines()
-        names = ("duo_ticks_total", "duo_tick_seconds_sum", "duo_batch_sessions_sum")
+        names = ("duo_ticks_total", "duo_tick_seconds_sum", "duo_batch_sessions_sum", "duo_graph_captures_total",
+                 "duo_eager_forward_passes_total")
         return {name: float(value) for name, _, value in (line.partition(" ") for line in lines) if name in names}
 
     def device_name(self) -> str:
@@ -269,6 +271,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, auto")
+    parser.add_argument("--model", default=None, help="checkpoint or embedded name (default: the embedded default)")
     parser.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16")
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds per client")
     parser.add_argument("--warmup-rounds", type=int, default=1, help="rounds per client run first, not counted")
@@ -299,7 +302,9 @@ def main() -> None:
                    "warmup_rounds": args.warmup_rounds, "slice_gap_s": args.slice_gap, "wall_s": round(wall, 1),
                    **tally.summary(), "ticks": int(ticks),
                    "tick_ms_mean": round(1000 * d["duo_tick_seconds_sum"] / ticks, 1) if ticks else None,
-                   "sessions_per_tick_mean": round(d["duo_batch_sessions_sum"] / ticks, 2) if ticks else None}
+                   "sessions_per_tick_mean": round(d["duo_batch_sessions_sum"] / ticks, 2) if ticks else None,
+                   "graph_captures": int(d.get("duo_graph_captures_total", 0.0)),  # after ready: want 0
+                   "eager_passes": int(d.get("duo_eager_forward_passes_total", 0.0))}
             print(json.dumps(row), flush=True)
             rows.append(row)
     finally:
