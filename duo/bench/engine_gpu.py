@@ -145,7 +145,7 @@ class Workload:
                 self.slices += 1
 
     def produced(self) -> list[int]:
-        return [len(s.reply.detok.ids) if s.reply else 0 for s in self.sessions]
+        return [s.reply.detok.num_tokens if s.reply else 0 for s in self.sessions]
 
     def warm_graphs(self) -> None:
         """Capture the shapes this load produces before timing it (rows: replies plus forecasting inputs).

@@ -29,13 +29,29 @@ FAST_MODULES = ("transformers.tokenization_utils_tokenizers", "transformers.toke
 
 
 class IncrementalDetokenizer:
+    """Tokens in, text out. `add` only queues a token and `drain` decodes the queue: the engine queues a tick's
+    tokens and decodes them while the next tick's forward runs on the device."""
+
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
         self._decode = decoder(tokenizer)
         self.ids: list[int] = []
+        self.queued: list[int] = []  # added, not yet decoded
         self._prefix = 0
         self._read = 0
         self.text = ""
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.ids) + len(self.queued)
+
+    def add(self, token: int) -> None:
+        self.queued.append(token)
+
+    def drain(self) -> str:
+        """The text the queued tokens complete."""
+        queued, self.queued = self.queued, []
+        return "".join([self.push(token) for token in queued])
 
     def push(self, token: int) -> str:
         """Add a token; return the text it completes (possibly empty)."""
@@ -50,7 +66,8 @@ class IncrementalDetokenizer:
         return delta
 
     def flush(self) -> str:
-        """At the end of a reply: whatever is still held back."""
+        """At the end of a reply: the queued tokens' text and whatever is still held back."""
+        head = self.drain()
         rest = self._decode(self.ids)[len(self.text) :]
         self.text += rest
-        return rest
+        return head + rest

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -85,6 +86,11 @@ class Engine:
         self._framings: dict[str, ChatFraming] = {}
         self.ticks = 0
         self.last_tick = TickStats()
+        # Set by an owner that can take events mid-tick (the loop): the previous tick's text, decoded while
+        # this tick's forward runs, goes out then instead of with this tick's own events.
+        self.emit: Callable[[list[ev.Event]], None] | None = None
+        self._undecoded: list[Session] = []  # sessions whose newest reply tokens are not decoded yet
+        self._early: list[ev.Event] = []  # their text, when there is no `emit`: it leads the tick's events
         self.failed_ticks = 0  # in a row
         self.broken: str | None = None  # why the engine can serve no one, once it cannot
 
@@ -166,10 +172,34 @@ class Engine:
         self._leaving.append(session_id)
 
     def has_work(self) -> bool:
-        return bool(self._joining or self._leaving) or any(s.has_work() for s in self.sessions.values())
+        return (bool(self._joining or self._leaving or self._undecoded)
+                or any(s.has_work() for s in self.sessions.values()))
 
     def step(self) -> list[ev.Event]:
-        """One tick. Returns the events it produced, in order."""
+        """One tick. Returns the events it produced, in order, after what it handed to `emit`: the text of
+        the previous tick's reply tokens, decoded while this tick's forward runs (`_decode_text`)."""
+        passes = self.forward_passes
+        events = self._tick()
+        if self.forward_passes == passes:  # a tick that ran nothing overlapped nothing: the text goes now
+            self._decode_text()
+        early, self._early = self._early, []
+        return early + events
+
+    def drain_text(self, session_id: str) -> list[ev.Event]:
+        """The text of the session's reply tokens not decoded yet (between ticks: before it is replaced)."""
+        session = self._find(session_id)
+        return [] if session is None else session.drain_text()
+
+    def _decode_text(self) -> None:
+        """Decode the newest reply tokens of the last tick into text deltas, and hand them on."""
+        sessions, self._undecoded = self._undecoded, []
+        out = [e for s in sessions if self.sessions.get(s.id) is s for e in s.drain_text()]
+        if out and self.emit is not None:
+            self.emit(out)
+        else:
+            self._early += out
+
+    def _tick(self) -> list[ev.Event]:
         events: list[ev.Event] = []
         self.last_tick = TickStats()
         while self._joining:
@@ -179,6 +209,7 @@ class Engine:
         while self._leaving:
             session = self.sessions.pop(self._leaving.popleft(), None)
             if session is not None:
+                events += session.drain_text()
                 session.close()
                 events.append(ev.SessionClosed(session.id))
         while left and self.kv.shrink():  # sessions left: a pool grown for a crowd gives its memory back
@@ -228,6 +259,7 @@ class Engine:
             params = [s.config.sampling if need is Need.OUTPUT else None for s, _, need in group]
             gens = [s.generator if need is Need.OUTPUT else None for s, _, need in group]
             result = self.runner.download(choose(logits, params, gens, self._state_ids))
+            self._decode_text()  # the last tick's text, while this tick runs on the device
             tokens, probs = rows(result.wait())  # on CUDA the host waits here, and only here, for the device
         except Exception as exc:  # the forward failed: the sessions it carried end, the others go on
             log.exception("event=tick_failed sessions=%d", len({s.id for s, _, _ in group}))
@@ -241,6 +273,8 @@ class Engine:
                 events += session.advance(need, token, probs[i].tolist() if need is Need.FORECAST else [])
             except Exception as exc:
                 events += self._fail(session, exc)
+            if need is Need.OUTPUT and session.reply is not None:
+                self._undecoded.append(session)
         return events
 
     def _fail_all(self, sessions: list[Session], exc: BaseException) -> list[ev.Event]:

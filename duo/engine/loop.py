@@ -101,6 +101,8 @@ class EngineLoop:
         """
 
         def swap() -> SessionHandle:
+            for event in self.engine.drain_text(handle.id):  # the old reply's newest text, to the old reader
+                handle.events.put_nowait(event)
             new = SessionHandle(self.engine.replace_session(handle.id, config, history), self)
             self._handles[handle.id] = new
             handle.events.put_nowait(ev.SessionClosed(handle.id, reason="replaced"))
@@ -137,13 +139,17 @@ class EngineLoop:
                 future.set_exception(exc)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self.run(), name="duo-engine")
+        loop = asyncio.get_running_loop()
+        # text decoded mid-tick (in the tick's thread) reaches its readers then, ahead of the tick's own events
+        self.engine.emit = lambda events: loop.call_soon_threadsafe(self._deliver, events)
+        self._task = loop.create_task(self.run(), name="duo-engine")
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        self.engine.emit = None  # a tick run later, without the loop, returns all of its events
         self._run_calls()  # no tick runs any more
 
     async def run(self) -> None:
@@ -162,10 +168,14 @@ class EngineLoop:
                 events = self.engine.abort(exc)
             if self.on_tick is not None and self.engine.last_tick.forward_passes:
                 self.on_tick(time.perf_counter() - start, self.engine.last_tick)
-            for event in events:
-                handle = self._handles.get(event.session_id)
-                if handle is None:
-                    continue
-                handle.events.put_nowait(event)
-                if isinstance(event, ev.SessionClosed):
-                    del self._handles[event.session_id]
+            self._deliver(events)
+
+    def _deliver(self, events: list[ev.Event]) -> None:
+        """Each event to its session's reader (on the event loop)."""
+        for event in events:
+            handle = self._handles.get(event.session_id)
+            if handle is None:
+                continue
+            handle.events.put_nowait(event)
+            if isinstance(event, ev.SessionClosed):
+                del self._handles[event.session_id]

@@ -24,12 +24,19 @@ class Replies(SessionState):
         if token in self.vocab.stop_ids and not self.config.sampling.ignore_eos:
             return self._finish(ev.ResponseStatus.COMPLETED)
         reply.seq.append([token])
-        delta = reply.detok.push(token)
-        out: list[ev.Event] = [ev.TextDelta(self.id, reply.id, delta)] if delta else []
+        reply.detok.add(token)  # decoded by `drain_text`, while the next tick runs
         room = self.vocab.max_context - len(self.framing.assistant_close) - 1
-        if len(reply.detok.ids) >= self.config.sampling.max_new_tokens or reply.seq.total_len >= room:
-            out += self._finish(ev.ResponseStatus.LENGTH)
-        return out
+        if reply.detok.num_tokens >= self.config.sampling.max_new_tokens or reply.seq.total_len >= room:
+            return self._finish(ev.ResponseStatus.LENGTH)
+        return []
+
+    def drain_text(self) -> list[ev.Event]:
+        """The text of the reply's tokens not yet decoded, as a delta."""
+        reply = self.reply
+        if reply is None or not reply.detok.queued:
+            return []
+        delta = reply.detok.drain()
+        return [ev.TextDelta(self.id, reply.id, delta)] if delta else []
 
     def _finish(self, status: ev.ResponseStatus, context_len: int | None = None) -> list[ev.Event]:
         """End the reply; close its turn in context (unless a promoted input already continues it)."""
@@ -45,7 +52,7 @@ class Replies(SessionState):
         self.closed.append(reply)
         if status is not ev.ResponseStatus.INTERRUPTED:  # the template's own end of turn, whatever stopped it
             reply.seq.append(self.framing.assistant_close)
-        return [*out, ev.ResponseDone(self.id, reply.id, status, reply.detok.text, len(reply.detok.ids))]
+        return [*out, ev.ResponseDone(self.id, reply.id, status, reply.detok.text, reply.detok.num_tokens)]
 
     def _truncate(self, response_id: str, chars: int) -> None:
         """Cut an ended reply to its first `chars` characters (what was played) and close the turn there.

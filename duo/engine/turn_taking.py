@@ -145,7 +145,8 @@ class TurnTaking(Replies):
             if rec is not None:
                 rec.old.release()
             return self._error("not_withdrawn", f"response {response_id} can no longer be taken back")
-        tokens = len(reply.detok.ids)
+        out = self.drain_text()  # what it said so far, as if decoded tick by tick
+        tokens = reply.detok.num_tokens
         if self.reply is reply:
             self.reply = None
         else:
@@ -155,4 +156,4 @@ class TurnTaking(Replies):
         del self.turns[rec.turn :]
         self.last, self.input = rec.old, inp
         inp.final = False
-        return [ev.ResponseDone(self.id, response_id, ev.ResponseStatus.WITHDRAWN, reply.detok.text, tokens)]
+        return [*out, ev.ResponseDone(self.id, response_id, ev.ResponseStatus.WITHDRAWN, reply.detok.text, tokens)]

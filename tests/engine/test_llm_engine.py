@@ -146,3 +146,52 @@ def test_session_limit(tiny) -> None:
     engine.open_session()
     with pytest.raises(RuntimeError, match="session limit"):
         engine.open_session()
+
+
+def _talk(engine: Engine) -> list[ev.Event]:
+    """Two sessions asked at once, one interrupted by a barge-in mid-reply, one left to finish; all events."""
+    config = SessionConfig(forecast_tokens=1, thresholds=scripted(State.PROCESS),
+                           sampling=SamplingParams(max_new_tokens=12))
+    a, b = engine.open_session(config, session_id="a"), engine.open_session(config, session_id="b")
+    a.push_slice("tell me about the sea")
+    b.push_slice("what time is it")
+    out: list[ev.Event] = []
+    for _ in range(8):
+        out += engine.step()
+    a.push_slice("no wait, about the mountains")
+    return out + run_until_idle(engine)
+
+
+def test_a_ticks_text_is_decoded_while_the_next_tick_runs(tiny) -> None:
+    """Reply tokens become text in the next tick, once its forward is launched; handed to `emit` then, the
+    events are the same, in the same order, as those an engine without `emit` returns."""
+    plain = _talk(Engine(tiny))
+    engine, log, got, emitted = Engine(tiny), [], [], []
+    run, step = engine.runner.run, engine.step
+    engine.runner.run = lambda chunks, **kw: log.append("forward") or run(chunks, **kw)  # type: ignore[method-assign]
+    engine.emit = log.append  # each call: a list of events, in the tick's thread
+
+    def stepped() -> list[ev.Event]:
+        log.clear()
+        events = step()
+        for i, entry in enumerate(log):
+            if isinstance(entry, list):
+                assert all(isinstance(e, ev.TextDelta) for e in entry)
+                assert "forward" in log[:i] or "forward" not in log  # after the launch, when there is one
+                got.extend(entry)
+                emitted.extend(entry)
+        got.extend(events)
+        return events
+
+    engine.step = stepped  # type: ignore[method-assign]
+    _talk(engine)
+
+    def stream(events: list[ev.Event]) -> list[tuple]:
+        return [(e.session_id, type(e).__name__, getattr(e, "delta", None), getattr(e, "text", None))
+                for e in events]
+
+    assert stream(got) == stream(plain)
+    assert len(emitted) > 5 and len(emitted) >= sum(isinstance(e, ev.TextDelta) for e in got) // 2
+    for done in (e for e in got if isinstance(e, ev.ResponseDone)):
+        deltas = [e.delta for e in got if isinstance(e, ev.TextDelta) and e.response_id == done.response_id]
+        assert "".join(deltas) == done.text

@@ -6,6 +6,7 @@ import asyncio
 
 from duo.engine import events as ev
 from duo.engine.config import SamplingParams, SessionConfig, State
+from duo.engine.detokenizer import IncrementalDetokenizer
 from duo.engine.llm_engine import Engine
 from duo.engine.loop import EngineLoop
 
@@ -181,5 +182,30 @@ async def test_reopen_keeps_the_id_and_the_conversation(tiny) -> None:
         assert [t["role"] for t in await new.history()] == ["user", "assistant"]
         new.push_slice("what is my name")
         await _until(new, ev.ResponseDone)
+    finally:
+        await loop.stop()
+
+
+async def test_a_reply_replaced_mid_stream_gives_its_reader_all_of_its_text(tiny) -> None:
+    """Text is decoded a tick late (while the next forward runs); a session replaced between ticks still
+    hands its reader the text of every token its reply had, before it says it was replaced."""
+    engine = Engine(tiny)
+    loop = EngineLoop(engine)
+    loop.start()
+    try:
+        old = loop.open_session(SessionConfig(forecast_tokens=1, thresholds=scripted(State.PROCESS),
+                                              sampling=SamplingParams(max_new_tokens=60, ignore_eos=True)))
+        old.push_slice("tell me a long story")
+        got = [e for e in await _until(old, ev.TextDelta)]
+        while sum(isinstance(e, ev.TextDelta) for e in got) < 4:
+            got.append(await asyncio.wait_for(old.events.get(), timeout=60))
+        reply = await loop.between_ticks(lambda: old.session.reply)
+        await loop.reopen(old, SessionConfig(forecast_tokens=1, thresholds=scripted(State.PROCESS)))
+        got += await _until(old, ev.SessionClosed)
+        tokens = reply.seq.tokens[reply.start :]
+        detok = IncrementalDetokenizer(tiny.tokenizer)
+        expected = "".join(detok.push(t) for t in tokens)
+        assert len(tokens) > 4 and "".join(e.delta for e in got if isinstance(e, ev.TextDelta)) == expected
+        assert got[-1].reason == "replaced"
     finally:
         await loop.stop()

@@ -28,13 +28,13 @@ def test_a_long_slice_is_spread_over_ticks_and_replies_keep_their_pace(tiny) -> 
     assert talker.reply is not None
     reader = engine.open_session(_cfg(State.INCOMPLETE))
     reader.push_slice(LONG)
-    before, ticks = len(talker.reply.detok.ids), 0
+    before, ticks = talker.reply.detok.num_tokens, 0
     while reader.input is None or reader.input.probs is None:
         engine.step()
         ticks += 1
         assert engine.last_tick.tokens <= 64 and ticks < 100
     assert ticks >= 5  # hundreds of tokens could not go in one tick
-    assert len(talker.reply.detok.ids) - before == ticks  # one reply token every tick all along
+    assert talker.reply.detok.num_tokens - before == ticks  # one reply token every tick all along
     seq = reader.input.seq  # the KV written chunk by chunk is a prefill of the same tokens
     assert seq.num_cached == len(seq)
     seq.append([5])

@@ -81,7 +81,7 @@ def test_process_answers_like_greedy_generation_and_interruption_is_reported(emb
     for _ in range(6):
         engine.step()
     assert s.reply is not None
-    heard = list(s.reply.detok.ids)  # what the input channel forks from: the reply so far
+    heard = s.reply.seq.tokens[s.reply.start :]  # what the input channel forks from: the reply so far
     s.push_slice("no wait, what about spain?")
     out = run_until_idle(engine)
     first, second = _reply(out)

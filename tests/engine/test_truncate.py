@@ -72,7 +72,7 @@ def test_truncate_after_barge_in_reprefills_only_what_follows_the_cut(tiny, barg
     for _ in range(4):  # promoted; the new reply has begun
         out += engine.step()
     first = _done(out)[0] if barge_in == "while_it_was_generating" else first
-    assert s.reply is not None and s.reply.detok.ids and s.last.parent is s.closed[-1].seq
+    assert s.reply is not None and s.reply.detok.num_tokens and s.last.parent is s.closed[-1].seq
     before, _ = _heard(s, first.response_id)
 
     s.truncate(first.response_id, len(first.text) // 3)
