@@ -22,7 +22,7 @@ import numpy as np
 
 from duo.audio.decode import WIRE_RATE
 
-from . import metrics
+from . import metrics, playback
 from .render import RATE, AudioPart, Part, WaitPart
 from .scenario import Scenario
 
@@ -99,7 +99,7 @@ def compact(event: dict[str, Any], t: float) -> dict[str, Any]:
     for key, value in event.items():
         if key in ("type", "event_id", "session"):
             continue
-        if key == "delta" and kind == metrics.AUDIO_EVENT:
+        if key == "delta" and kind == playback.AUDIO_EVENT:
             out["audio_ms"] = round(len(base64.b64decode(value)) / 2 / WIRE_RATE * 1000, 1)
         elif key == "response" and isinstance(value, dict):
             out["response_id"] = value.get("id")
@@ -223,8 +223,8 @@ class ScenarioRun:
         since = max((s["start"] for s in self.record["segments"] if s["role"] == "query"), default=0.0)
         began = self.pos
         while self.pos - began < part.item.max_s:
-            heard = [r for r in metrics.replies(self.record) if r.created >= since and
-                     metrics.heard_by_user(r, self.record)]
+            heard = [r for r in playback.replies(self.record) if r.created >= since and
+                     playback.heard_by_user(r, self.record)]
             if heard:
                 self.record["notes"].append(f"reply heard at {self.clock():.2f} s")
                 break

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import metrics
+from . import playback
 
 ROLE_COLORS = {"query": "#1f77b4", "interrupt": "#9467bd", "background": "#8c8c8c", "pause": "#f2e394"}
 STATE_STYLE = {"process": ("#2ca02c", "^"), "ignore": ("#7f7f7f", "x"), "incomplete": ("#ff7f0e", "o")}
@@ -41,12 +41,12 @@ def _panel(ax: Any, record: dict[str, Any], x_max: float) -> None:
                        facecolors="none" if e.get("held") and marker != "x" else color)
         elif e["type"] == "conversation.item.input_audio_transcription.completed":
             ax.scatter([e["t"]], [ROWS["heard"] + 0.3], color="#17becf", marker="v", s=25)
-    for r in metrics.replies(record):
+    for r in playback.replies(record):
         end = min(r.end, record["end"])
         ax.broken_barh([(r.created, max(0.02, end - r.created))], (ROWS["reply"] + 0.05, 0.35),
                        color=STATUS_COLORS.get(r.status, "#1f77b4"), alpha=0.85)
         heard_from = r.first_audio if r.first_audio is not None else r.first_token if r.audio_end else None
-        if heard_from is not None:  # text-only replies: as the client reads them out (see metrics)
+        if heard_from is not None:  # text-only replies: as the client reads them out (see playback)
             stop = min(end, r.audio_end or end)
             ax.broken_barh([(heard_from, max(0.02, stop - heard_from))], (ROWS["reply"] - 0.4, 0.35),
                            color="#bcbd22")

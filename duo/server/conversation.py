@@ -1,11 +1,12 @@
 """The logic of one Realtime session: client events drive its engine session, engine events its replies.
 
 Here: the client's events (settings, audio, the client's edits of the conversation, responses it asks
-for) and the engine's. Turn taking (when speech opens an input, stops a reply or is answered) is
-`turns.py`, the microphone's `Ears`; the user item being heard and when standard clients learn of it,
-`user_input.py`; the conversation's items, `items.py`; the reply side, `responses.py`. A promoted input
-ends the running reply, generating or still being played, with `response.done` `cancelled` /
-`turn_detected`. Nothing here touches the socket or the model.
+for), the engine session's lifecycle (rewritten when the conversation or its settings change) and the pump
+of its events; what those events do is `engine_events.py`. Turn taking (when speech opens an input, stops
+a reply or is answered) is `turns.py`, the microphone's `Ears`; the user item being heard and when standard
+clients learn of it, `user_input.py`; the conversation's items, `items.py`; the reply side, `responses.py`.
+A promoted input ends the running reply, generating or still being played, with `response.done`
+`cancelled` / `turn_detected`. Nothing here touches the socket or the model.
 """
 
 from __future__ import annotations
@@ -18,16 +19,14 @@ from typing import Any
 from starlette.websockets import WebSocketDisconnect
 
 from duo.engine import DEFAULT_INSTRUCTIONS, EngineLoop, SessionConfig, SessionHandle
-from duo.engine import events as ev
 
 from . import objects as ob
 from . import protocol as p
 from . import server_events as se
-from .held import Release
+from .engine_events import EngineEvents
 from .items import ROOT, Items
 from .metrics import Metrics
 from .options import SessionOptions, output_tokens
-from .presynth import speak_ahead
 from .responses import Request, Responses
 from .settings import Settings
 from .speech import SpeechServices
@@ -50,9 +49,6 @@ class Conversation:
         self.items = Items()
         self.user = UserInput(self.send, self.items)
         self.responses = Responses(transport, speech, metrics, self.items, p.new_id("conv"))
-        self.requests: dict[str, Request] = {}  # by the tag of each `respond`: what the client asked
-        self.restore = False  # the engine runs one response's own settings: back to the session's after it
-        self.cause: str | None = None  # event_id of the newest client event that fed the engine
         self.pump: asyncio.Task[None] | None = None
         self.closed = False
         self.buffered = False  # audio appended since the last commit or clear
@@ -62,6 +58,8 @@ class Conversation:
                            lambda complete: self.listener.judged_complete(complete))
         self.held = self.turns.held
         self.listener = SpeechIn(speech, settings.audio_burst_s, self.turns, self._hearing())
+        self.engine_events = EngineEvents(session_id, transport, metrics, self.options, self.user, self.turns,
+                                          self.responses, lambda: self._rewrite(None))
 
     def start(self) -> None:
         self._configure_listening()
@@ -85,7 +83,7 @@ class Conversation:
     # -- client events ---------------------------------------------------------------------------------
     async def on_client_event(self, event: Any) -> None:
         if isinstance(event, p.ItemCreate | p.DuoInputSlice | p.ResponseCreate | p.AudioCommit):
-            self.cause = event.event_id
+            self.engine_events.cause = event.event_id
         match event:
             case p.SessionUpdate():
                 await self._update(event)
@@ -144,7 +142,7 @@ class Conversation:
         options.apply(event.session)
         if options.engine_config() != self.options.engine_config():
             await self._rewrite(event.event_id, options.engine_config())  # from the next utterance on
-        self.options = self.turns.options = options
+        self.options = self.turns.options = self.engine_events.options = options
         self._configure_listening()
         if rejected := event.session.rejected:
             names = ", ".join(f"session.{where} ({why})" for where, why in rejected)
@@ -212,9 +210,9 @@ class Conversation:
             config = dataclasses.replace(config, sampling=sampling)
         if self._effective(config) != self.handle.session.config or not request.in_conversation:
             await self._rewrite(event.event_id, config)
-            self.restore = True  # after this response, the session's own settings and conversation again
+            self.engine_events.restore = True  # after this response, the session's own settings and conversation again
         tag = p.new_id("req")
-        self.requests[tag] = request
+        self.engine_events.requests[tag] = request
         self.turns.withdraw()  # the client's response answers the input: a held reply of DUO's gives way
         self.turns.may_answer = False  # and no later withdrawal may take the client's response back
         self.turns.answer_now(tag)
@@ -251,71 +249,17 @@ class Conversation:
     def _hearing(self) -> Hearing:
         return Hearing.of(self.options, self.turns.judged, self.partial_ms)
 
-    # -- engine events ---------------------------------------------------------------------------------
+    # -- engine events (applied by `engine_events.py`) -------------------------------------------------
     async def _pump(self, handle: SessionHandle) -> None:
         """One engine session's events, in order, until it is replaced (`_rewrite`) or the session ends."""
         try:
             while handle is self.handle:  # once replaced, what is left of it is moot
                 event = await handle.events.get()
                 if handle is self.handle:
-                    await self.on_engine_event(event)
+                    await self.engine_events.on_engine_event(event)
         except (SlowClient, WebSocketDisconnect):
             raise
         except Exception as exc:  # this session ends; the loop and the other sessions go on
             log.exception("session=%s event=session_failed", self.id)
             self.transport.error("internal_error", f"{type(exc).__name__}: {exc}")
             await self.transport.close(1011)
-
-    async def on_engine_event(self, event: ev.Event) -> None:
-        """An engine event, unless it belongs to a reply held until the user's turn is confirmed."""
-        if isinstance(event, Release):
-            rid = self.held.response_id
-            for held in self.held.release():
-                await self._apply(held)
-            if rid is not None:
-                self.responses.voice.release(rid)  # its audio spoken ahead follows the events just sent
-            return
-        if isinstance(event, ev.ResponseDone) and event.status is ev.ResponseStatus.WITHDRAWN:
-            log.info("session=%s event=reply_withdrawn response=%s tokens=%d", self.id, event.response_id,
-                     event.num_tokens)
-            self.metrics.withdrawn_replies.inc()
-            self.metrics.discarded_tokens.inc(event.num_tokens)
-        if self.held.take(event) or (isinstance(event, ev.ResponseStarted) and self.turns.holds(event)):
-            await speak_ahead(event, self.held, self.responses.voice, self.options)
-            return
-        await self._apply(event)
-
-    async def _apply(self, event: ev.Event) -> None:
-        match event:
-            case ev.StateDecided():
-                self.metrics.states.labels(str(event.state)).inc()
-                if self.options.duo_events:
-                    self.send(se.InputState(
-                        item_id=self.user.item.id if self.user.item else None, state=str(event.state),
-                        probs={str(k): round(v, 4) for k, v in event.probs.items()}, slice_text=event.slice_text,
-                        input_text=event.input_text, forecast=event.forecast, held=event.held))
-                self.turns.judged_as(event)
-            case ev.ResponseStarted():
-                self.turns.restore("interrupted")  # a ducked reply is cut by this one
-                request = self.requests.pop(event.request or "", None)
-                if self.user.item is not None:  # the reply answers it: a user turn, complete as it stands
-                    self.user.announce()
-                    self.user.close(now=True)
-                spoken = "audio" in self.options.output_modalities
-                codec = self.options.output_format.codec
-                await self.responses.started(event, request or Request(spoken=spoken, codec=codec))
-            case ev.TextDelta():
-                self.responses.delta(event)
-            case ev.ResponseDone():
-                self.responses.done(event)
-                if self.restore:
-                    self.restore = False
-                    await self._rewrite(None)
-            case ev.Error():
-                self.transport.error(event.code, event.message, self.cause)
-                if event.fatal:
-                    await self.transport.close(1011)
-            case ev.ContextTrimmed():
-                if self.options.duo_events:
-                    self.send(se.ContextTrimmed(dropped_turns=event.dropped_turns,
-                                                tokens_before=event.tokens_before, tokens_after=event.tokens_after))

@@ -2,7 +2,7 @@
 
 The reader parses client events and hands them to the conversation; the pump turns the engine session's
 events into server events; the writer drains the bounded outbound queue to the socket. Transport
-(`transport.py`), wire models (`protocol/`, `server_events/`), logic (`conversation.py`) and speech
+(`transport.py`), wire models (`protocol/`, `server_events/`), logic (`conversation.py`, `engine_events.py`) and speech
 (`speech_in.py`, `speech_out.py`) live apart; this module only starts and stops them together.
 """
 
