@@ -45,8 +45,8 @@ class DuoParams(BaseModel):
     # always wait `pause_ms`). The reply it starts stays unheard until the turn is confirmed.
     early_pause_ms: int | None = Field(200, ge=50, le=3000)
     # Silence after an early close that confirms the turn and releases its reply; speech before then joins
-    # the same turn and the reply is withdrawn unheard (null: `pause_ms`).
-    confirm_ms: int | None = Field(None, ge=50, le=3000)
+    # the same turn and the reply is withdrawn unheard (null: `pause_ms`; capped at it).
+    confirm_ms: int | None = Field(300, ge=50, le=3000)
     # Re-recognize the words being spoken this often (and once as each pause begins) so their judgement is
     # ready when the silence starts; 0: only whole slices; null: the server's `partial_ms`.
     partial_ms: int | None = Field(None, ge=0, le=5000)
@@ -61,8 +61,9 @@ class DuoParams(BaseModel):
 
     @property
     def confirm(self) -> int:
-        """The silence that confirms an early close (never shorter than the early pause)."""
-        return max(self.confirm_ms if self.confirm_ms is not None else self.pause_ms, self.early or 0)
+        """The silence that confirms an early close: at most the pause itself, never shorter than the early one."""
+        return max(min(self.confirm_ms, self.pause_ms) if self.confirm_ms is not None else self.pause_ms,
+                   self.early or 0)
 
 
 DUO_KEYS = frozenset(DuoParams.model_fields)

@@ -80,7 +80,8 @@ def mentions(events: list[dict[str, Any]], response_id: str) -> list[dict[str, A
 
 async def test_an_early_close_is_withdrawn_unheard_when_speech_resumes(server: InProcessServer, tmp_path) -> None:
     c = await connect(server.url)
-    await c.configure(**ANSWER, early_pause_ms=200, pause_ms=1500, partial_ms=300, incomplete_timeout_ms=None)
+    await c.configure(**ANSWER, early_pause_ms=200, pause_ms=1500, confirm_ms=1500, partial_ms=300,
+                      incomplete_timeout_ms=None)
     conv = conversation_of(server, c)
     resumed = metric(server, "duo_early_closes_resumed_total")
     await send_audio(c, np.concatenate([spoken(tmp_path, "what is the capital"), silence(100)]))

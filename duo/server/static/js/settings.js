@@ -15,6 +15,7 @@ export const DEFAULTS = Object.freeze({
   actBeforePause: false,
   incompleteTimeoutMs: 3000, // 0: an utterance judged incomplete waits for more speech however long
   earlyPauseMs: 200, // speech judged `process` ends after this much silence; 0: always the full pause
+  confirmMs: 300, // the silence after an early close that releases its held reply; 0: the full pause
   partialMs: 0, // re-recognize the words being said this often; 0: the server's default (300 on CUDA, off on CPU)
   speculate: true, // start the reply on a `process` before the pause (held until the turn is confirmed)
   voice: true,
@@ -31,6 +32,7 @@ const LIMITS = {
   ignoreThreshold: [0, 1],
   incompleteTimeoutMs: [0, 60000],
   earlyPauseMs: [0, 3000],
+  confirmMs: [0, 3000],
   partialMs: [0, 5000],
   playbackLeadMs: [20, 500],
   maxTokens: [1, 4096],
@@ -89,6 +91,8 @@ export function sessionPatch(settings) {
           // the short pause is at least the server's 50 ms floor and never longer than the pause itself
           early_pause_ms: settings.earlyPauseMs > 0 ? Math.min(settings.pauseMs, Math.max(50, settings.earlyPauseMs))
             : null,
+          // at least the server's 50 ms floor; the server caps it at the pause
+          confirm_ms: settings.confirmMs > 0 ? Math.max(50, settings.confirmMs) : null,
           partial_ms: settings.partialMs > 0 ? settings.partialMs : null,
           speculate: settings.speculate,
         };
@@ -113,6 +117,7 @@ export function fillForm(form, settings) {
   f.actBeforePause.checked = settings.actBeforePause;
   f.incompleteTimeoutMs.value = settings.incompleteTimeoutMs;
   f.earlyPauseMs.value = settings.earlyPauseMs;
+  f.confirmMs.value = settings.confirmMs;
   f.partialMs.value = settings.partialMs;
   f.speculate.checked = settings.speculate;
   f.voice.checked = settings.voice;
@@ -137,6 +142,7 @@ export function readForm(form, previous, serverInstructions) {
     actBeforePause: f.actBeforePause.checked,
     incompleteTimeoutMs: Math.round(Number(f.incompleteTimeoutMs.value)),
     earlyPauseMs: Math.round(Number(f.earlyPauseMs.value)),
+    confirmMs: Math.round(Number(f.confirmMs.value)),
     partialMs: Math.round(Number(f.partialMs.value)),
     speculate: f.speculate.checked,
     voice: f.voice.checked,
@@ -155,6 +161,6 @@ export function syncForm(form) {
   }
   const duo = f.turnDetection.value === "duo";
   const duoOnly = ["sliceMs", "processThreshold", "ignoreThreshold", "actBeforePause", "incompleteTimeoutMs",
-                   "earlyPauseMs", "partialMs", "speculate"];
+                   "earlyPauseMs", "confirmMs", "partialMs", "speculate"];
   for (const name of duoOnly) f[name].disabled = !duo;
 }
