@@ -104,14 +104,14 @@ class Load:
         self.sessions = [self.engine.open_session(config, history=turns) for _ in range(n)]
         self.slice_every, self.t, self.tokens = slice_every, 0, 0
         self.beside = 0.0  # CPU seconds of this tick spent beside the forward (decoding the last tick's text)
-        decode = self.engine._decode_text
+        decode = self.engine.text.decode
 
-        def timed_decode() -> None:
+        def timed_decode(live: dict) -> None:
             start = time.thread_time()
-            decode()
+            decode(live)
             self.beside += time.thread_time() - start
 
-        self.engine._decode_text = timed_decode  # type: ignore[method-assign]
+        self.engine.text.decode = timed_decode  # type: ignore[method-assign]
 
     def before_tick(self) -> None:
         for i, s in enumerate(self.sessions):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +26,7 @@ from .config import EngineConfig, Mode, SamplingParams, SessionConfig
 from .cuda_graphs import PREFILL_ROWS, PREFILL_WIDTH
 from .framing import DEFAULT_INSTRUCTIONS, ChatFraming
 from .kv_cache import KVCache
+from .late_text import LateText
 from .loader import Backbone
 from .model_runner import ModelRunner
 from .plan import Chunk
@@ -86,11 +86,7 @@ class Engine:
         self._framings: dict[str, ChatFraming] = {}
         self.ticks = 0
         self.last_tick = TickStats()
-        # Set by an owner that can take events mid-tick (the loop): the previous tick's text, decoded while
-        # this tick's forward runs, goes out then instead of with this tick's own events.
-        self.emit: Callable[[list[ev.Event]], None] | None = None
-        self._undecoded: list[Session] = []  # sessions whose newest reply tokens are not decoded yet
-        self._early: list[ev.Event] = []  # their text, when there is no `emit`: it leads the tick's events
+        self.text = LateText()  # the last tick's reply text, decoded while this tick's forward runs
         self.failed_ticks = 0  # in a row
         self.broken: str | None = None  # why the engine can serve no one, once it cannot
 
@@ -172,32 +168,22 @@ class Engine:
         self._leaving.append(session_id)
 
     def has_work(self) -> bool:
-        return (bool(self._joining or self._leaving or self._undecoded)
+        return (bool(self._joining or self._leaving or self.text)
                 or any(s.has_work() for s in self.sessions.values()))
 
     def step(self) -> list[ev.Event]:
-        """One tick. Returns the events it produced, in order, after what it handed to `emit`: the text of
-        the previous tick's reply tokens, decoded while this tick's forward runs (`_decode_text`)."""
+        """One tick. Returns the events it produced, in order, after what it handed to `text.emit`: the text
+        of the previous tick's reply tokens, decoded while this tick's forward runs (`late_text.py`)."""
         passes = self.forward_passes
         events = self._tick()
         if self.forward_passes == passes:  # a tick that ran nothing overlapped nothing: the text goes now
-            self._decode_text()
-        early, self._early = self._early, []
-        return early + events
+            self.text.decode(self.sessions)
+        return self.text.take() + events
 
     def drain_text(self, session_id: str) -> list[ev.Event]:
         """The text of the session's reply tokens not decoded yet (between ticks: before it is replaced)."""
         session = self._find(session_id)
         return [] if session is None else session.drain_text()
-
-    def _decode_text(self) -> None:
-        """Decode the newest reply tokens of the last tick into text deltas, and hand them on."""
-        sessions, self._undecoded = self._undecoded, []
-        out = [e for s in sessions if self.sessions.get(s.id) is s for e in s.drain_text()]
-        if out and self.emit is not None:
-            self.emit(out)
-        else:
-            self._early += out
 
     def _tick(self) -> list[ev.Event]:
         events: list[ev.Event] = []
@@ -259,7 +245,7 @@ class Engine:
             params = [s.config.sampling if need is Need.OUTPUT else None for s, _, need in group]
             gens = [s.generator if need is Need.OUTPUT else None for s, _, need in group]
             result = self.runner.download(choose(logits, params, gens, self._state_ids))
-            self._decode_text()  # the last tick's text, while this tick runs on the device
+            self.text.decode(self.sessions)  # the last tick's text, while this tick runs on the device
             tokens, probs = rows(result.wait())  # on CUDA the host waits here, and only here, for the device
         except Exception as exc:  # the forward failed: the sessions it carried end, the others go on
             log.exception("event=tick_failed sessions=%d", len({s.id for s, _, _ in group}))
@@ -274,7 +260,7 @@ class Engine:
             except Exception as exc:
                 events += self._fail(session, exc)
             if need is Need.OUTPUT and session.reply is not None:
-                self._undecoded.append(session)
+                self.text.queued(session)
         return events
 
     def _fail_all(self, sessions: list[Session], exc: BaseException) -> list[ev.Event]:

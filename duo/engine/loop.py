@@ -141,7 +141,7 @@ class EngineLoop:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         # text decoded mid-tick (in the tick's thread) reaches its readers then, ahead of the tick's own events
-        self.engine.emit = lambda events: loop.call_soon_threadsafe(self._deliver, events)
+        self.engine.text.emit = lambda events: loop.call_soon_threadsafe(self._deliver, events)
         self._task = loop.create_task(self.run(), name="duo-engine")
 
     async def stop(self) -> None:
@@ -149,7 +149,7 @@ class EngineLoop:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        self.engine.emit = None  # a tick run later, without the loop, returns all of its events
+        self.engine.text.emit = None  # a tick run later, without the loop, returns all of its events
         self._run_calls()  # no tick runs any more
 
     async def run(self) -> None:

@@ -169,7 +169,7 @@ def test_a_ticks_text_is_decoded_while_the_next_tick_runs(tiny) -> None:
     engine, log, got, emitted = Engine(tiny), [], [], []
     run, step = engine.runner.run, engine.step
     engine.runner.run = lambda chunks, **kw: log.append("forward") or run(chunks, **kw)  # type: ignore[method-assign]
-    engine.emit = log.append  # each call: a list of events, in the tick's thread
+    engine.text.emit = log.append  # each call: a list of events, in the tick's thread
 
     def stepped() -> list[ev.Event]:
         log.clear()
