@@ -119,8 +119,8 @@ def _fmt_rate(r: dict[str, Any]) -> str:
     return "—" if r.get("rate") is None else f"{100 * r['rate']:.0f} % ({r['n']})"
 
 
-def _fmt_lat(s: dict[str, Any]) -> str:
-    return "—" if not s.get("n") else f"{s['p50']:.2f} / {s['p90']:.2f} s ({s['n']})"
+def _fmt_lat(s: dict[str, Any] | None) -> str:
+    return "—" if not s or not s.get("n") else f"{s['p50']:.2f} / {s['p90']:.2f} s ({s['n']})"
 
 
 def _fmt_resumed(c: dict[str, Any] | None) -> str:
@@ -148,6 +148,9 @@ def format_summary(report: dict[str, Any]) -> str:
         ("end of query → first token p50/p90", lambda s: _fmt_lat(s["latency_token_s"])),
         ("end of query → first audio p50/p90", lambda s: _fmt_lat(s["latency_audio_s"])),
         ("barge-in → reply stopped p50/p90", lambda s: _fmt_lat(s["barge_in_s"])),
+        ("interruption's end → silenced p50/p90", lambda s: _fmt_lat(s.get("silenced_s"))),
+        ("interruption's end → answer audio p50/p90", lambda s: _fmt_lat(s.get("interrupt_answer_audio_s"))),
+        ("speech over a reply → duck p50/p90", lambda s: _fmt_lat(s.get("duck_s"))),
         ("early closes resumed", lambda s: _fmt_resumed(s.get("server_counters"))),
         ("withdrawn replies (tokens)", lambda s: _fmt_withdrawn(s.get("server_counters"))),
     ]

@@ -34,6 +34,15 @@ def _latencies(out: dict[str, Any], answer: Reply | None, end_of_query: float) -
         out["latency_audio_s"] = round(answer.first_audio - end_of_query, 3)
 
 
+def _ducked(out: dict[str, Any], record: dict[str, Any], live: Reply, onset: float) -> None:
+    """Speech began over a spoken reply: when the server ducked it (`duo.*` events; DUO only)."""
+    duck = next((e["t"] for e in record["events"] if e["type"] == DUCK and e.get("response_id") == live.id
+                 and e["t"] >= onset), None)
+    if duck is not None:
+        out["duck_s"] = round(duck - onset, 3)
+
+
+DUCK = "duo.output_audio.duck"
 TRANSCRIPT = "conversation.item.input_audio_transcription.completed"
 TRANSCRIPT_DELTA = "conversation.item.input_audio_transcription.delta"
 
@@ -133,8 +142,11 @@ def evaluate(record: dict[str, Any]) -> dict[str, Any]:
         _latencies(out, answer, inter["end"])
         answered = answer is not None and answer.created <= inter["end"] + within
         out["answered"] = answered
+        _ducked(out, record, live, inter["start"])
         if live.stopped is not None:
             out["barge_in_s"] = round(live.stopped - inter["start"], 3)
+            # from the end of the interrupting words (Full-Duplex-Bench's reference point); 0 when sooner
+            out["silenced_s"] = round(max(0.0, live.stopped - inter["end"]), 3)
             out["passed"] = answered
             out["reason"] = "stopped and answered" if answered else "stopped, but the new query got no reply"
         elif live.natural_end < inter["end"]:
@@ -147,6 +159,7 @@ def evaluate(record: dict[str, Any]) -> dict[str, Any]:
         if live is None:
             out["reason"] = "no reply was playing when the background speech began"
             return out
+        _ducked(out, record, live, bg["start"])
         out["false_interruption"] = live.stopped is not None
         out["takeover"] = any(r.created > bg["start"] for r in rs if r is not live)
         out["passed"] = not out["false_interruption"] and not out["takeover"]

@@ -56,6 +56,12 @@ def summarize(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
         "latency_token_s": stats([o["latency_token_s"] for o in outcomes if "latency_token_s" in o]),
         "latency_audio_s": stats([o["latency_audio_s"] for o in outcomes if "latency_audio_s" in o]),
         "barge_in_s": stats([o["barge_in_s"] for o in outcomes if "barge_in_s" in o]),
+        # an interruption obeyed: its words' end -> the reply silenced, and -> the answer's first audio
+        "silenced_s": stats([o["silenced_s"] for o in outcomes if "silenced_s" in o]),
+        "interrupt_answer_audio_s": stats([o["latency_audio_s"] for o in of("interrupt")
+                                           if "latency_audio_s" in o and o["passed"]]),
+        "respond_answer_audio_s": stats([o["latency_audio_s"] for o in of("respond") if "latency_audio_s" in o]),
+        "duck_s": stats([o["duck_s"] for o in outcomes if "duck_s" in o]),  # speech onset over a reply -> duck
         # over the runs the server's counters were read for alone (None when runs overlapped)
         "server_counters": {**counters.total(counted), "runs": len(counted)} if counted else None,
     }

@@ -166,6 +166,23 @@ def test_interrupt_by_cancellation_and_by_a_new_response() -> None:
     assert out["passed"] is True and out["barge_in_s"] == pytest.approx(2.0)
 
 
+def test_an_interruption_is_timed_from_its_end_and_its_duck_from_its_onset() -> None:
+    # r1 plays 3.5-8.5 s, ducked 0.12 s into the interruption (5.0-6.5 s), cancelled at 6.8, r2 audio at 7.3
+    events = [*long_reply("r1", 3.0), ev(5.12, "duo.output_audio.duck", response_id="r1", audio_start_ms=1620),
+              done(6.8, "r1", "cancelled", "turn_detected"), created(6.8, "r2"), token(6.9, "r2"),
+              audio(7.3, "r2", 500)]
+    out = metrics.evaluate(rec("interrupt", INTERRUPT, events))
+    assert out["passed"] is True and out["duck_s"] == pytest.approx(0.12)
+    assert out["barge_in_s"] == pytest.approx(1.8) and out["silenced_s"] == pytest.approx(0.3)
+    assert out["latency_audio_s"] == pytest.approx(0.8)  # the end of the interrupting words to r2's audio
+    sooner = [*long_reply("r1", 3.0), done(6.2, "r1", "cancelled", "turn_detected"), created(6.2, "r2")]
+    early = metrics.evaluate(rec("interrupt", INTERRUPT, sooner))
+    assert early["silenced_s"] == 0.0 and "duck_s" not in early  # silenced before the words ended; no duck event
+    summary = metrics.summarize([{**o, "expect": "interrupt"} for o in (out, early)])
+    assert summary["silenced_s"]["n"] == 2 and summary["duck_s"]["p50"] == pytest.approx(0.12)
+    assert summary["interrupt_answer_audio_s"]["n"] == 1 and summary["interrupt_answer_audio_s"]["p50"] == 0.8
+
+
 def test_server_vad_stops_at_the_speech_it_hears() -> None:
     events = [*long_reply("r1", 3.0, gen_done=4.0), ev(5.1, "input_audio_buffer.speech_started", audio_start_ms=5000),
               created(7.5, "r2")]
