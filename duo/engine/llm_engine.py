@@ -204,7 +204,8 @@ class Engine:
         work: list[tuple[Session, Sequence, Need]] = []
         for session in list(self.sessions.values()):
             try:
-                events += session.apply_inbox()
+                if session.inbox:
+                    events += session.apply_inbox()
                 work += [(session, seq, need) for seq, need in session.work()]
             except Exception as exc:  # one session's failure never stops the others
                 events += self._fail(session, exc)

@@ -86,8 +86,10 @@ class Session(TurnTaking):
         return out
 
     def work(self) -> list[tuple[Sequence, Need]]:
-        items = [(seq, Need.PREFILL) for seq in self.stale if seq.refs and seq.num_pending]  # before what sees them
-        self.stale = []
+        items = []
+        if self.stale:  # earlier turns re-closed by a truncate: before what sees them
+            items = [(seq, Need.PREFILL) for seq in self.stale if seq.refs and seq.num_pending]
+            self.stale = []
         if self.last.num_pending:
             items.append((self.last, Need.OUTPUT if self.reply else Need.PREFILL))
         if self.input is not None and self.input.seq.num_pending:  # judged: <|prediction|> follows the kept tokens
