@@ -242,7 +242,7 @@ class Engine:
 
     def _run(self, group: list[tuple[Session, Chunk, Need]]) -> list[ev.Event]:
         try:
-            logits = self.runner.run([chunk for _, chunk, _ in group])
+            logits = self.runner.run([chunk for _, chunk, _ in group], fp32=False)
             params = [s.config.sampling if need is Need.OUTPUT else None for s, _, need in group]
             gens = [s.generator if need is Need.OUTPUT else None for s, _, need in group]
             result = self.runner.download(choose(logits, params, gens, self._state_ids))

@@ -77,11 +77,12 @@ class ModelRunner:
         return t["ids"], t["positions"], self._batch(t, plan.shape)
 
     @torch.inference_mode()
-    def run(self, chunks: list[Chunk], *, all_logits: bool = False) -> torch.Tensor:
+    def run(self, chunks: list[Chunk], *, all_logits: bool = False, fp32: bool = True) -> torch.Tensor:
         """Advance each chunk's sequence by its `n` tokens in ONE forward.
 
-        Returns fp32 logits at each chunk's last token `[len(chunks), vocab]`, or at every token of every
-        chunk `[sum(n), vocab]` with `all_logits`.
+        Returns logits at each chunk's last token `[len(chunks), vocab]`, or at every token of every chunk
+        `[sum(n), vocab]` with `all_logits`; in fp32, or in the model's dtype without `fp32` (the sampler
+        converts only what it computes with: a whole fp32 copy of a big tick's logits is a gigabyte to move).
         """
         shape = exact_shape(chunks)
         graph_shape = None if (self.graphs is None or all_logits) else self.graphs.shape_for(shape)
@@ -109,7 +110,7 @@ class ModelRunner:
         self.forward_passes += 1
         for chunk in chunks:
             chunk.seq.num_cached += chunk.n
-        return logits.float()
+        return logits.float() if fp32 else logits
 
     def lead(self, plan: TickPlan, keep: np.ndarray | None = None) -> torch.Tensor:
         """Run `plan` as its graph (`keep` None) or eagerly, keeping the logits at flat indices `keep`.

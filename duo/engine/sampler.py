@@ -25,9 +25,9 @@ def choose(
     generators: list[torch.Generator | None],
     state_ids: list[int],
 ) -> torch.Tensor:
-    """`[N, 1 + len(state_ids)]` float32 on the logits' device for logits `[N, vocab]`: each row's token, then
-    its state probabilities (in `state_ids` order). A row with `None` params (a forecast) is greedy; a row
-    with a generator draws from it alone.
+    """`[N, 1 + len(state_ids)]` float32 on the logits' device for logits `[N, vocab]` (any float dtype: what
+    is computed with is converted to float32): each row's token, then its state probabilities (in `state_ids`
+    order). A row with `None` params (a forecast) is greedy; a row with a generator draws from it alone.
     """
     tokens = logits.argmax(dim=-1)
     groups: dict[tuple[float, float], list[int]] = defaultdict(list)
@@ -42,7 +42,7 @@ def choose(
         index = torch.tensor(members, device=logits.device)
         p = SamplingParams(temperature=temperature, top_p=top_p)
         tokens[index] = torch.multinomial(filtered_probs(logits[index], p), 1)[:, 0]
-    probs = logits[:, state_ids].softmax(dim=-1)
+    probs = logits[:, state_ids].float().softmax(dim=-1)
     return torch.cat([tokens[:, None].to(probs.dtype), probs], dim=1)
 
 

@@ -77,3 +77,12 @@ def test_a_seeded_row_repeats_its_draws_whatever_the_tick_holds() -> None:
     alone = draws(1, 0)
     assert draws(12, 0) == alone and draws(12, 99) == alone
     assert len(set(alone)) > 1  # really sampled
+
+
+def test_logits_in_the_models_dtype_choose_as_their_float32_copy() -> None:
+    """The engine hands the sampler bf16 logits as the model made them; tokens and states are those of fp32."""
+    torch.manual_seed(3)
+    logits = torch.randn(16, 300).to(torch.bfloat16)
+    params = [None] * 16
+    half, full = choose(logits, params, [None] * 16, STATES), choose(logits.float(), params, [None] * 16, STATES)
+    assert half.dtype == torch.float32 and torch.equal(half, full)
