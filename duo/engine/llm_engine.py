@@ -79,7 +79,8 @@ class Engine:
                                   paged_attention=self.config.paged_attention, group=group,
                                   max_rows=2 * self.config.max_sessions, max_keys=self.vocab.max_context)
         self.tick_tokens = self.config.max_tick_tokens or (2048 if cuda else 32)
-        self._state_ids = list(self.vocab.state_ids.values())
+        # on the device: indexing with a host list would copy it there, and a blocking copy waits for the tick
+        self._state_ids = torch.tensor(list(self.vocab.state_ids.values()), device=backbone.device)
         self.sessions: dict[str, Session] = {}
         self._joining: deque[Session] = deque()
         self._leaving: deque[str] = deque()
@@ -245,7 +246,7 @@ class Engine:
             logits = self.runner.run([chunk for _, chunk, _ in group], fp32=False)
             params = [s.config.sampling if need is Need.OUTPUT else None for s, _, need in group]
             gens = [s.generator if need is Need.OUTPUT else None for s, _, need in group]
-            result = self.runner.download(choose(logits, params, gens, self._state_ids))
+            result = self.runner.download(choose(logits, params, gens, self._state_ids, self.runner.staging.upload))
             self.text.decode(self.sessions)  # the last tick's text, while this tick runs on the device
             tokens, probs = rows(result.wait())  # on CUDA the host waits here, and only here, for the device
         except Exception as exc:  # the forward failed: the sessions it carried end, the others go on

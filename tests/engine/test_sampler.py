@@ -3,6 +3,7 @@ stay argmax, and a seeded row repeats its draws whatever else the tick holds."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from duo.engine.config import SamplingParams
@@ -86,3 +87,22 @@ def test_logits_in_the_models_dtype_choose_as_their_float32_copy() -> None:
     params = [None] * 16
     half, full = choose(logits, params, [None] * 16, STATES), choose(logits.float(), params, [None] * 16, STATES)
     assert half.dtype == torch.float32 and torch.equal(half, full)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (a sync only exists there)")
+def test_choosing_never_waits_for_the_device() -> None:
+    """The engine decodes the last tick's text while this tick runs: choosing must not synchronize."""
+    from duo.engine.staging import Staging
+
+    logits = torch.randn(64, 1000, device="cuda")
+    states = torch.tensor(STATES, device="cuda")
+    params = [None, SamplingParams(temperature=0.8, top_p=0.9), SamplingParams(temperature=1.2)] * 21 + [None]
+    staging = Staging(torch.device("cuda"))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = choose(logits, params, [None] * 64, states, staging.upload)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert out.shape == (64, 1 + len(STATES))
