@@ -1,7 +1,7 @@
 """Reply text decoded a tick late, beside the next tick's forward.
 
 `advance` only queues a reply's sampled token in its detokenizer; the engine decodes the queues once the next
-tick's forward is launched, so decoding (a third of the host's work per session) runs while the device does.
+tick's forward is launched, so decoding (a quarter of the host's work per tick) runs while the device does.
 An owner that can take events mid-tick (the loop) sets `emit` and gets the deltas then, delivered ahead of the
 tick's own events; otherwise they lead the tick's returned events. Either way a session sees its events in the
 order decoding tick by tick would give them.
