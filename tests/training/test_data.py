@@ -12,9 +12,9 @@ from duo.training.replies import EMBEDDED_ID, ReplyCache, shipped_cache
 from duo.training.sources import load_all
 
 
-@pytest.mark.parametrize("model", [EMBEDDED_ID, "embedded:qwen2.5-coder-1.5b"])
+@pytest.mark.parametrize("model", [EMBEDDED_ID, "embedded:qwen2.5-coder-1.5b", "embedded:qwen2.5-coder-0.5b"])
 def test_build_is_deterministic_split_by_source_and_offline(tmp_path: Path, model: str) -> None:
-    """Each embedded model with an adapter ships the replies its build needs, follow-ups' included."""
+    """Each embedded model ships the replies its build needs, follow-ups' included."""
     cache = ReplyCache(shipped_cache(model))
     config = BuildConfig(train_decisions=1500, eval_decisions=200)
     a = build(tmp_path / "a", config, cache, model, DEFAULT_INSTRUCTIONS)  # no generator: must be cached

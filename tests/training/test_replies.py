@@ -48,3 +48,4 @@ def test_keys_without_context_are_the_shipped_ones_and_models_are_named() -> Non
     assert model_id("some/hub-model") == "some/hub-model"
     assert shipped_cache(EMBEDDED_ID).name == "replies.jsonl.gz"
     assert shipped_cache("embedded:qwen2.5-coder-1.5b").name == "replies-qwen2.5-coder-1.5b.jsonl.gz"
+    assert shipped_cache("embedded:qwen2.5-coder-0.5b").is_file()
