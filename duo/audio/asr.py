@@ -6,6 +6,10 @@ prompt/prefix lengths share each step. A request may carry
 - `prompt`: earlier text, fed after `<|startofprev|>` as context only;
 - `prefix`: text already committed for this audio, forced after the task tokens, so the model continues it
   instead of re-deciding it (this is how a slice's words stay consistent with the slices before it).
+- `draft`: the words a recognition of this audio is expected to continue with (the stream's previous decode
+  of the same words). The draft is fed with the context in the first pass and each of its tokens is kept
+  while it is greedy's own choice there; decoding goes on from the first that is not. The result is what
+  greedy decoding alone gives, in a step or two where the open slice was already decoded by a partial.
 The no-speech probability is read where Whisper predicts the token after `<|startoftranscript|>`.
 """
 
@@ -38,6 +42,7 @@ class DecodeRequest:
     prompt: list[int] = field(default_factory=list)
     language: str | None = None
     max_new_tokens: int = 64
+    draft: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -114,65 +119,94 @@ class Recognizer:
                 heads.append(seq)
                 sot_at.append(len(prompt))
                 budgets.append(max(1, min(r.max_new_tokens, MAX_POSITIONS - len(seq))))
-            return self._greedy(enc, heads, sot_at, budgets, [bool(r.prefix) for r in requests], languages)
+            drafts = [[t for t in r.draft if t < ids.eot][:b] for r, b in zip(requests, budgets, strict=True)]
+            return self._greedy(enc, heads, drafts, sot_at, budgets, [bool(r.prefix) for r in requests], languages)
 
-    def _greedy(self, enc, heads, sot_at, budgets, has_prefix, languages) -> list[DecodeResult]:
+    def _greedy(self, enc, heads, drafts, sot_at, budgets, has_prefix, languages) -> list[DecodeResult]:
+        """Greedy continuation of each head, its draft verified in the first pass (see the module docstring).
+
+        A draft's rejected tokens stay in the cache but are masked out: rows keep one shared cache whatever
+        each one accepted, and the next token takes the first rejected one's position.
+        """
         from transformers import DynamicCache, EncoderDecoderCache
 
         torch, w = self._torch, self.whisper
         ids, dev, n = w.ids, enc.device, len(heads)
-        width = max(len(h) for h in heads)
+        seqs = [h + d for h, d in zip(heads, drafts, strict=True)]
+        width = max(len(s) for s in seqs)
         inp = torch.full((n, width), ids.eot, dtype=torch.long, device=dev)
         mask = torch.zeros((n, width), dtype=torch.long, device=dev)
-        for i, h in enumerate(heads):
-            inp[i, width - len(h) :] = torch.tensor(h, device=dev)
-            mask[i, width - len(h) :] = 1
+        for i, s in enumerate(seqs):
+            inp[i, width - len(s) :] = torch.tensor(s, device=dev)
+            mask[i, width - len(s) :] = 1
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         dec, proj = w.model.model.decoder, w.model.proj_out
         h = dec(input_ids=inp, attention_mask=mask, position_ids=pos, encoder_hidden_states=enc,
                 use_cache=True, **{self._cache_kw: cache}).last_hidden_state
-        rows = torch.arange(n, device=dev)
-        sot_pos = torch.tensor([width - len(hd) + s for hd, s in zip(heads, sot_at, strict=True)], device=dev)
-        no_speech = proj(h[rows, sot_pos]).float().softmax(-1)[:, ids.no_speech].tolist()
-        logits = proj(h[:, -1]).float()
-        block = torch.zeros(logits.shape[-1], dtype=torch.bool, device=dev)
+        sot_pos = torch.tensor([width - len(s) + a for s, a in zip(seqs, sot_at, strict=True)], device=dev)
+        no_speech = proj(h[torch.arange(n, device=dev), sot_pos]).float().softmax(-1)[:, ids.no_speech].tolist()
+        block = torch.zeros(proj.out_features, dtype=torch.bool, device=dev)
         block[ids.eot + 1 :] = True  # every special and timestamp token
         block[[t for t in w.suppress if 0 <= t < block.numel()]] = True
         begin = torch.zeros_like(block)
         begin[[t for t in w.suppress_begin if 0 <= t < block.numel()]] = True
+        # the predictions after each head and after each of its draft tokens, in one projection
+        row = [i for i, d in enumerate(drafts) for _ in range(len(d) + 1)]
+        col = [width - len(d) - 1 + j for d in drafts for j in range(len(d) + 1)]
+        logits = proj(h[row, col]).float().masked_fill(block, -math.inf)
+        first = [not has_prefix[i] and c == width - len(drafts[i]) - 1 for i, c in zip(row, col, strict=True)]
+        logits = logits.masked_fill(torch.tensor(first, device=dev)[:, None] & begin[None, :], -math.inf)
+        toks, chosen = self._choose(logits)
         out: list[list[int]] = [[] for _ in range(n)]
-        logprob = [0.0] * n
-        done = [False] * n
-        last = pos[:, -1]
-        for step in range(max(budgets)):
-            logits = logits.masked_fill(block, -math.inf)
-            if step == 0:
-                first = torch.tensor([not p for p in has_prefix], device=dev)[:, None] & begin[None, :]
-                logits = logits.masked_fill(first, -math.inf)
-            lp = logits.log_softmax(-1)
-            tok = lp.argmax(-1)
-            chosen = lp[rows, tok].tolist()
-            toks = tok.tolist()
-            for i in range(n):
-                if done[i]:
+        logprob, done = [0.0] * n, [False] * n
+        at = 0
+        for i, d in enumerate(drafts):
+            for j in range(len(d) + 1):
+                if j < len(d) and toks[at + j] == d[j]:
+                    out[i].append(d[j])
+                    logprob[i] += chosen[at + j]
+                    if len(out[i]) >= budgets[i]:
+                        done[i] = True
+                        break
                     continue
-                if toks[i] == ids.eot or len(out[i]) >= budgets[i]:
-                    done[i] = True
-                    logprob[i] += chosen[i] if toks[i] == ids.eot else 0.0
-                    continue
-                out[i].append(toks[i])
-                logprob[i] += chosen[i]
-            if all(done):
+                self._take(i, toks[at + j], chosen[at + j], out, logprob, done, budgets)
                 break
+            at += len(d) + 1
+        accepted = [len(o) - (0 if done[i] else 1) for i, o in enumerate(out)]
+        for i, (d, a) in enumerate(zip(drafts, accepted, strict=True)):
+            if a < len(d):  # the rejected tail: never attended to again
+                mask[i, width - len(d) + a :] = 0
+        last = torch.tensor([len(hd) - 1 + a for hd, a in zip(heads, accepted, strict=True)], device=dev)
+        while not all(done):
+            feed = torch.tensor([ids.eot if done[i] else out[i][-1] for i in range(n)], device=dev)
             mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=dev)], dim=1)
             last = last + 1
-            feed = torch.where(torch.tensor(done, device=dev), torch.full_like(tok, ids.eot), tok)
             step_pos = last[:, None].clamp(max=MAX_POSITIONS - 1)
             h = dec(input_ids=feed[:, None], attention_mask=mask, position_ids=step_pos,
                     encoder_hidden_states=enc, use_cache=True, **{self._cache_kw: cache}).last_hidden_state
-            logits = proj(h[:, -1]).float()
+            toks, chosen = self._choose(proj(h[:, -1]).float().masked_fill(block, -math.inf))
+            for i in range(n):
+                if not done[i]:
+                    self._take(i, toks[i], chosen[i], out, logprob, done, budgets)
         return [
             DecodeResult(o, float(ns), lp_sum / (len(o) + 1), lang)
             for o, ns, lp_sum, lang in zip(out, no_speech, logprob, languages, strict=True)
         ]
+
+    def _choose(self, logits) -> tuple[list[int], list[float]]:
+        """Greedy token of each row and its log-probability (one copy to the host)."""
+        lp = logits.log_softmax(-1)
+        tok = lp.argmax(-1)
+        return tok.tolist(), lp.gather(-1, tok[:, None])[:, 0].tolist()
+
+    def _take(self, i: int, tok: int, chosen: float, out: list[list[int]], logprob: list[float],
+              done: list[bool], budgets: list[int]) -> None:
+        """Row `i` takes greedy's next token: end of text and a spent budget end it."""
+        eot = self.whisper.ids.eot
+        if tok == eot or len(out[i]) >= budgets[i]:
+            done[i] = True
+            logprob[i] += chosen if tok == eot else 0.0
+        else:
+            out[i].append(tok)
+            logprob[i] += chosen

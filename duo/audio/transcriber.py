@@ -6,7 +6,9 @@ handed out forced as the decoder's prefix, and only the continuation is new. A w
 is not committed: a non-final slice holds back its last word, which the next slice re-decodes from the whole
 audio. A partial (the open slice so far) is decoded the same way and commits nothing. A final
 (pause-closed) slice commits everything. Past `max_window_s` the window restarts at the previous slice
-and older text moves to the `<|startofprev|>` prompt. New text is dropped when Whisper itself judges the
+and older text moves to the `<|startofprev|>` prompt. The stream's previous decode in the utterance is the
+draft of the next (`asr.py`): a final or a partial of words a partial already decoded costs a step or two,
+not one step a token, and comes out exactly as without it. New text is dropped when Whisper itself judges the
 window to be no speech: no-speech probability high and mean log-probability low (Whisper's own rule), or
 no-speech probability very high on its own (Whisper's confident " you" on silence passes the first rule).
 """
@@ -62,6 +64,8 @@ class StreamTranscriber:
         self.config = config or TranscriberConfig()
         self._utt: _Utterance | None = None
         self._expect: tuple[int, int] | None = None
+        self._prefix: list[int] = []  # the forced prefix of the request in flight
+        self._decoded: tuple[int, list[int]] | None = None  # (utterance, prefix + new tokens) of the last decode
 
     def transcribe(self, piece: AudioSlice) -> TextSlice:
         return transcribe_batch([(self, piece)])[0]
@@ -96,7 +100,15 @@ class StreamTranscriber:
         prompt = [t for c in commits[: utt.window_first] for t in c]
         new_s = new / SAMPLE_RATE + 1.0  # the held-back word's audio is in the earlier slice
         budget = int(12 + self.config.tokens_per_second * new_s)
-        return DecodeRequest(window, prefix, prompt, utt.language, budget)
+        self._prefix = prefix
+        return DecodeRequest(window, prefix, prompt, utt.language, budget, self._draft(utt.uid, prefix))
+
+    def _draft(self, uid: int, prefix: list[int]) -> list[int]:
+        """What the last decode of this utterance said after `prefix`, if it was decoded with that prefix."""
+        if self._decoded is None or self._decoded[0] != uid:
+            return []
+        said = self._decoded[1]
+        return said[len(prefix) :] if said[: len(prefix)] == prefix else []
 
     def finish(self, piece: AudioSlice, result: DecodeResult) -> TextSlice:
         """Commit the words of a decoded slice and produce its text slice."""
@@ -106,6 +118,7 @@ class StreamTranscriber:
         cfg, tok = self.config, self.recognizer.whisper.tokenizer
         utt.language = utt.language or result.language
         new = list(result.tokens)
+        self._decoded = (utt.uid, [*self._prefix, *new])
         ns = result.no_speech_prob
         unsure = ns > cfg.no_speech_threshold and result.avg_logprob < cfg.logprob_threshold
         silent = unsure or ns > cfg.no_speech_alone

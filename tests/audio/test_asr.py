@@ -74,3 +74,43 @@ def test_bad_audio_is_refused(tiny: Recognizer) -> None:
     with pytest.raises(AudioError, match="448"):
         tiny.decode([DecodeRequest(np.zeros(16_000, dtype=np.float32), prefix=[220] * 450)])
     assert tiny.decode([]) == []
+
+
+def _passes(recognizer: Recognizer) -> list[int]:
+    """A counter of the decoder's forward passes (one entry per pass) for the recognizer's lifetime."""
+    calls: list[int] = []
+    recognizer.whisper.model.model.decoder.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def test_a_draft_changes_the_passes_not_the_result(tiny: Recognizer, define_it: np.ndarray) -> None:
+    """Right, half right, wrong, too long or past the budget: the tokens and scores are greedy's own, and
+    a right draft is verified in the first pass alone."""
+    plain = tiny.decode([DecodeRequest(define_it)])[0]
+    said = plain.tokens
+    assert len(said) >= 4
+    calls = _passes(tiny)
+    drafts = [said, said[:2], [*said[:1], said[2], *said[1:]], [*said, *said], [said[0] + 1], []]
+    for draft in drafts:
+        calls.clear()
+        result = tiny.decode([DecodeRequest(define_it, draft=draft)])[0]
+        assert result.tokens == said, draft
+        assert result.avg_logprob == pytest.approx(plain.avg_logprob, abs=1e-3)
+        assert result.no_speech_prob == pytest.approx(plain.no_speech_prob, abs=1e-4)
+        if draft[: len(said)] == said:
+            assert len(calls) == 1, "a right draft needs no step after the first pass"
+        else:
+            assert len(calls) > 1
+    capped = tiny.decode([DecodeRequest(define_it, draft=said, max_new_tokens=2)])[0]
+    assert capped.tokens == said[:2]
+
+
+def test_drafts_in_one_batch_equal_each_alone(tiny: Recognizer, alsa_dir: Path, define_it: np.ndarray) -> None:
+    side = load_file(alsa_dir / "Side_Left.wav")
+    said = tiny.decode([DecodeRequest(define_it)])[0].tokens
+    requests = [DecodeRequest(define_it, draft=said), DecodeRequest(side, draft=said[:3]), DecodeRequest(side),
+                DecodeRequest(define_it, draft=said[1:])]
+    batched = tiny.decode(requests)
+    for request, together in zip(requests, batched, strict=True):
+        assert tiny.decode([request])[0].tokens == together.tokens
+    assert batched[0].tokens == said and batched[1].tokens == batched[2].tokens
