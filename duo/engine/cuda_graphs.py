@@ -34,10 +34,13 @@ Build = Callable[[dict[str, torch.Tensor], TickShape], TickBatch]
 
 log = logging.getLogger(__name__)
 
-DECODE = (0, 1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 144, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768,
+# Every bucket multiplies the graphs captured before ready (each costs two forwards), so buckets are as
+# coarse as the padding allows: a few decode rows more cost nothing while the weights' read bounds the tick,
+# and a slice's prefill rows are rarely wider than 32 tokens.
+DECODE = (0, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 144, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768,
           896, 1024, 1280, 1536, 2048)  # rows: beyond 2,048 in steps of 512 (`decode_buckets`)
-PREFILL = ((0, 0), (1, 32), (2, 32), (4, 32), (8, 32), (16, 32), (2, 64), (4, 64), (8, 64), (16, 64))
-KEYS = (256, 512, 768, 1024, 1536, 2048, 3072, 4096)  # beyond 4,096 doubling (`key_buckets`)
+PREFILL = ((0, 0), (1, 32), (2, 32), (4, 32), (8, 32), (16, 32), (4, 64), (16, 64))
+KEYS = (256, 512, 1024, 1536, 2048, 3072, 4096)  # beyond 4,096 doubling (`key_buckets`)
 # Slot-table entries of the largest graph (32 MiB of int64): a tick past it spends milliseconds copying its
 # table alone, graph or not, so it runs eagerly rather than add graphs no real-time load can use.
 TABLE_CELLS = 1 << 22
@@ -109,6 +112,7 @@ class CudaGraphs:
         self.graphs: dict[TickShape, _Graph] = {}
         self.captures = 0  # graphs captured so far (after warm-up, each one a tick that stalled every session)
         self.pool = torch.cuda.graph_pool_handle()
+        self._stream = torch.cuda.Stream(device)
         self.version = kv.version
         shapes = self.shapes()
         self._covered = set(shapes)
@@ -149,11 +153,10 @@ class CudaGraphs:
         def forward() -> torch.Tensor:
             return self.forward(inputs["ids"], inputs["positions"], self.build(inputs, shape), inputs["row_last"])
 
-        stream = torch.cuda.Stream()
+        stream = self._stream  # one warm-up pass on a side stream (lazy kernel set-up), as capture requires
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            for _ in range(2):
-                logits = forward()
+            logits = forward()
         torch.cuda.current_stream().wait_stream(stream)
         if self._logits is None:  # outside any graph: every graph writes its rows here
             self._logits = torch.empty((self._rows, logits.shape[-1]), dtype=logits.dtype, device=self.device)

@@ -70,7 +70,8 @@ class Workload:
         return [s.reply.detok.num_tokens if s.reply else 0 for s in self.sessions]
 
     def warm_graphs(self) -> None:
-        """Capture the shapes this load produces before timing it (rows: replies plus forecasting inputs).
+        """Capture the shapes this load produces before timing it (rows: replies plus forecasting inputs, down
+        to half the sessions for the ticks where replies have just ended).
 
         A load above the largest bucket has no graph to capture: its ticks run eagerly (and say so in the row).
         """
@@ -79,7 +80,7 @@ class Workload:
             return
         n, longest = len(self.sessions), max(s.last.total_len for s in self.sessions)
         top = graphs.shape_for(TickShape(n + n // 4 + 1, 0, 0, 1))  # replies plus the inputs judged at once
-        rows = [d for d in graphs.decode if n <= d <= (top.decode if top else graphs.decode[-1])]
+        rows = [d for d in graphs.decode if n // 2 <= d <= (top.decode if top else graphs.decode[-1])]
         shapes = {graphs.shape_for(TickShape(d, p, w if p else 0, keys)) for d in rows
                   for p, w in PREFILL for keys in range(longest, longest + self.growth + 1, 128)}
         self.engine.runner.warmup(sorted((s for s in shapes if s is not None),
