@@ -10,9 +10,10 @@ A tick's tokens are laid out flat in two groups, each a padded batch of rows for
 - prefill rows (a slice, a closed turn), padded to a common width.
 A row's slot table lists, in position order, the slots of its visible ancestry and then its own tokens,
 so "key l is visible to query j" is `l <= ctx + j`: a tree of channels becomes a batch of plain causal
-rows. Decode rows read the pool in place on CUDA (`paged_decode.py`, a Triton kernel walking each row's
-slot table); elsewhere, and always for prefill rows, the reference path gathers each row's visible keys
-(O(rows x context), never O(tokens x all keys)) and runs masked SDPA. Grouped-query heads are folded
+rows. On CUDA every token reads the pool in place (`paged_decode.py`, a Triton kernel walking its row's
+slot table; a prefill token is a row of its own over its prefill row's table, up to its causal limit);
+elsewhere the reference path gathers each row's visible keys (O(rows x context), never O(tokens x all
+keys)) and runs masked SDPA. Grouped-query heads are folded
 into the query length (a key/value head's g query heads become g queries of its row), so no kernel
 repeats keys. Padding (rows, query positions, keys) reads and writes the pool's scratch slot only; every
 padded query sees exactly that one key, so no row is ever fully masked (which would turn into NaN).
@@ -52,7 +53,9 @@ class TickBatch:
     decode: int
     prefill: int
     width: int
-    paged: bool  # decode rows read the pool in place (`paged_decode`), not a gathered copy
+    paged: bool  # every token reads the pool in place (`paged_decode`), not a gathered copy
+    token_rows: torch.Tensor | None = None  # paged: [T] the table row of each token
+    token_keys: torch.Tensor | None = None  # paged: [T] the keys each token sees (its causal limit)
 
     @classmethod
     def build(cls, kv: KVCache, write_slots: torch.Tensor, table: torch.Tensor, key_len: torch.Tensor,
@@ -68,7 +71,13 @@ class TickBatch:
         j = torch.arange(width, device=table.device)
         limit = torch.where(j < q_len[:, None], ctx[:, None] + j + 1, 1)  # padded queries see key 0 only
         mask_prefill = (cols < limit[..., None])[:, None]
-        return cls(kv, write_slots, table, mask_decode, mask_prefill, key_len, decode, prefill, width, paged)
+        rows = keys = None
+        if paged:  # the kernel's view of the same masks: a table row and a key count per token
+            rows = torch.cat([torch.arange(decode, device=table.device),
+                              decode + torch.arange(prefill * width, device=table.device) // max(width, 1)])
+            keys = torch.cat([key_len, limit.reshape(-1)])
+        return cls(kv, write_slots, table, mask_decode, mask_prefill, key_len, decode, prefill, width, paged,
+                   rows, keys)
 
 
 _active: TickBatch | None = None
@@ -107,21 +116,21 @@ def duo_attention(
     kv_heads = k_pool.shape[1]
     g = heads // kv_heads  # query heads per key/value head, folded into the query length below
     d, p, w = b.decode, b.prefill, b.width
-    gathered = b.table[d:] if b.paged else b.table
-    keys = k_pool[gathered].transpose(1, 2)  # [rows, kv_heads, L, head_dim]
-    values = v_pool[gathered].transpose(1, 2)
+    if b.paged:
+        assert b.token_rows is not None and b.token_keys is not None
+        out = paged_decode(q, k_pool, v_pool, b.table, b.token_keys, scaling or head_dim**-0.5, b.token_rows)
+        return out[None], None
+    keys = k_pool[b.table].transpose(1, 2)  # [rows, kv_heads, L, head_dim]
+    values = v_pool[b.table].transpose(1, 2)
     parts = []
-    if d and b.paged:
-        parts.append(paged_decode(q[:d], k_pool, v_pool, b.table[:d], b.key_len, scaling or head_dim**-0.5))
-    elif d:  # [d, kv_heads, g, head_dim]: each kv head's query group as g queries of one row
+    if d:  # [d, kv_heads, g, head_dim]: each kv head's query group as g queries of one row
         out = F.scaled_dot_product_attention(q[:d].view(d, kv_heads, g, head_dim), keys[:d], values[:d],
                                              attn_mask=b.mask_decode, scale=scaling)
         parts.append(out.reshape(d, heads, head_dim))
     if p:  # [p, kv_heads, g * w, head_dim], the mask repeated for each query head of a group
         qp = q[d:].view(p, w, kv_heads, g, head_dim).permute(0, 2, 3, 1, 4).reshape(p, kv_heads, g * w, head_dim)
         mask = b.mask_prefill[:, :, None].expand(p, 1, g, w, -1).reshape(p, 1, g * w, -1)
-        k_p, v_p = (keys, values) if b.paged else (keys[d:], values[d:])
-        out = F.scaled_dot_product_attention(qp, k_p, v_p, attn_mask=mask, scale=scaling)
+        out = F.scaled_dot_product_attention(qp, keys[d:], values[d:], attn_mask=mask, scale=scaling)
         parts.append(out.view(p, kv_heads, g, w, head_dim).permute(0, 3, 1, 2, 4).reshape(p * w, heads, head_dim))
     return torch.cat(parts)[None], None
 

@@ -79,14 +79,14 @@ def all_shapes(decode: tuple[int, ...], keys: tuple[int, ...], max_cells: int | 
     """Every bucket a tick can fall into, largest first (the shared pool reaches its peak with the first).
 
     `max_cells` bounds the keys a shape gathers (rows x keys): rows that all see that many keys would need
-    more KV than the pool holds, and their gathered copy more memory than is left. With `paged`, decode rows
-    read the pool in place and only prefill rows gather; the slot table itself is bounded by `TABLE_CELLS`.
+    more KV than the pool holds, and their gathered copy more memory than is left. With `paged`, every row
+    reads the pool in place and nothing is gathered; the slot table itself is bounded by `TABLE_CELLS`.
     The smallest key bucket is kept for every row count, so any number of short conversations runs as a graph.
     """
     def fits(d: int, p: int, k: int) -> bool:
         if k == keys[0] or max_cells is None:
             return True
-        gathered = p if paged else d + p
+        gathered = 0 if paged else d + p
         return gathered * k <= max_cells and (d + p) * k <= TABLE_CELLS
 
     shapes = [TickShape(d, p, w, k) for d in decode for p, w in PREFILL for k in keys if d + p and fits(d, p, k)]
@@ -105,7 +105,7 @@ class CudaGraphs:
 
     def __init__(self, kv: KVCache, forward: Forward, build: Build, device: torch.device,
                  max_rows: int = DECODE[-1], max_keys: int = KEYS[-1], paged: bool = False) -> None:
-        """`paged`: decode rows read the pool in place (only prefill rows gather their keys)."""
+        """`paged`: rows read the pool in place (none gathers its keys)."""
         self.kv, self.forward, self.build, self.device, self.paged = kv, forward, build, device, paged
         self.decode, self.keys = decode_buckets(max_rows), key_buckets(max_keys)
         self.max_cells = 2 * kv.num_blocks * kv.block_size  # each of a session's two rows sees its context once

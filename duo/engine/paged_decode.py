@@ -1,4 +1,4 @@
-"""Decode attention that reads the paged KV pool in place (a Triton kernel).
+"""Attention that reads the paged KV pool in place (a Triton kernel), for decode and prefill tokens alike.
 
 The reference path (`attention.py`) gathers every decode row's keys and values into a dense
 `[rows, L, kv_heads, head_dim]` copy and runs masked SDPA over it: the KV bytes of a tick are read, written
@@ -7,6 +7,11 @@ each visible key straight from the pool, with the row's query heads of that key/
 matrix (grouped-query attention without repeating keys), and an online softmax; a long row's keys are cut
 into splits that run in parallel and are merged after (flash-decoding), so a tick of few rows still fills
 the GPU. Keys past a row's `key_len` are never loaded: padding costs nothing.
+
+A prefill row's token j is a row of its own here: it reads its prefill row's table (`rows`, the table row of
+each query row) up to `ctx + j + 1` keys, which is the causal mask of the reference path. So a tick's every
+token, decode or prefill, is attended in one launch with no gathered copy, and the keys' bucket no longer
+sizes any buffer but the table. A prefill row's tokens read the same keys, mostly from L2.
 
 Triton is optional: without it, or off CUDA, the reference path runs. Tests run this kernel on CPU
 tensors through Triton's interpreter (`TRITON_INTERPRET=1` before Triton is imported, and `ON_CPU`) and
@@ -57,7 +62,7 @@ def _kernel() -> Any:
     import triton.language as tl
 
     @triton.jit
-    def paged_decode(Q, K, V, Table, KeyLen, Out, Max, Sum, scale, keys_per_split,
+    def paged_decode(Q, K, V, Table, Rows, KeyLen, Out, Max, Sum, scale, keys_per_split,
                      stride_qr, stride_qh, stride_ks, stride_kh, stride_tr, stride_or, stride_oh, stride_os,
                      GROUP: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
                      HEAD_DIM: tl.constexpr, SPLIT: tl.constexpr):
@@ -65,6 +70,7 @@ def _kernel() -> Any:
         kv_head = tl.program_id(1)
         split = tl.program_id(2)
         n_keys = tl.load(KeyLen + row)
+        table_row = tl.load(Rows + row)
         start = split * keys_per_split
         end = tl.minimum(start + keys_per_split, n_keys)
         g = tl.arange(0, BLOCK_G)
@@ -78,7 +84,7 @@ def _kernel() -> Any:
         for n0 in range(start, end, BLOCK_N):
             n = n0 + tl.arange(0, BLOCK_N)
             valid = n < end
-            slot = tl.load(Table + row * stride_tr + n, mask=valid, other=0)
+            slot = tl.load(Table + table_row * stride_tr + n, mask=valid, other=0)
             at = slot[:, None] * stride_ks + kv_head * stride_kh + d[None, :]
             k = tl.load(K + at, mask=valid[:, None], other=0.0)
             qk = tl.dot(q, tl.trans(k)).to(tl.float32) * scale
@@ -113,14 +119,17 @@ def splits_for(rows: int, kv_heads: int, keys: int) -> int:
 
 
 def paged_decode(q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, table: torch.Tensor,
-                 key_len: torch.Tensor, scale: float) -> torch.Tensor:
-    """Attention of decode rows over their visible keys, read in place from the pool.
+                 key_len: torch.Tensor, scale: float, rows_of: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention of query rows over their visible keys, read in place from the pool.
 
     `q` `[rows, heads, head_dim]` (one token a row), `k_pool`/`v_pool` `[slots, kv_heads, head_dim]`, `table`
-    `[rows, L]` the pool slot of each row's key l, `key_len` `[rows]` the keys each row sees (at least 1).
+    `[table rows, L]` the pool slot of each table row's key l, `rows_of` `[rows]` the table row each query
+    row reads (default: its own), `key_len` `[rows]` the keys each query row sees (at least 1).
     Returns `[rows, heads, head_dim]` in `q`'s dtype.
     """
     rows, heads, head_dim = q.shape
+    if rows_of is None:
+        rows_of = torch.arange(rows, device=q.device)
     kv_heads = k_pool.shape[1]
     group = heads // kv_heads  # q may be a strided view: the kernel takes its row and head strides
     splits = splits_for(rows, kv_heads, table.shape[1])
@@ -137,7 +146,7 @@ def paged_decode(q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, ta
         mx = torch.empty(rows, heads, splits, dtype=torch.float32, device=q.device)
         sm = torch.empty_like(mx)
     kernel[(rows, kv_heads, splits)](
-        q, k_pool, v_pool, table, key_len, part, mx, sm, scale, keys_per_split,
+        q, k_pool, v_pool, table, rows_of, key_len, part, mx, sm, scale, keys_per_split,
         q.stride(0), q.stride(1), k_pool.stride(0), k_pool.stride(1), table.stride(0),
         part.stride(0), part.stride(1), part.stride(2),
         GROUP=group, BLOCK_G=block_g, BLOCK_N=BLOCK_N, HEAD_DIM=head_dim, SPLIT=splits > 1,

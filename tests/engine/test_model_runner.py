@@ -74,8 +74,8 @@ def test_padding_never_touches_a_sequences_slots(tiny) -> None:
 
 @pytest.mark.parametrize(("exact", "padded"), [
     (TickShape(3, 0, 0, 40), TickShape(4, 0, 0, 256)),
-    (TickShape(128, 3, 20, 700), TickShape(128, 4, 32, 768)),
-    (TickShape(0, 1, 40, 100), TickShape(0, 2, 64, 256)),
+    (TickShape(128, 3, 20, 700), TickShape(128, 4, 32, 1024)),
+    (TickShape(0, 1, 40, 100), TickShape(0, 4, 64, 256)),
     (TickShape(129, 0, 0, 257), TickShape(144, 0, 0, 512)),
 ])
 def test_bucket_is_the_smallest_shape_that_holds_the_tick(exact: TickShape, padded: TickShape) -> None:

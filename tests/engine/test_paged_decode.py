@@ -76,6 +76,18 @@ def test_keys_past_a_rows_length_are_never_read(interpreted) -> None:
     assert torch.equal(a, pd.paged_decode(q, k, v, table, key_len, 0.25))
 
 
+def test_prefill_tokens_read_their_rows_table_up_to_their_causal_limit(interpreted) -> None:
+    """A prefill row's tokens as query rows over one table row: each equals its own row of the reference."""
+    g = torch.Generator().manual_seed(2)
+    k, v = torch.randn(800, 2, 16, generator=g), torch.randn(800, 2, 16, generator=g)
+    table = torch.randint(1, 800, (2, 200), generator=g)
+    rows_of = torch.tensor([0, 1, 1, 1, 1])  # a decode row, then four tokens of a prefill row at ctx 120
+    key_len = torch.tensor([90, 121, 122, 123, 1])  # the last is a padded query: key 0 only
+    q = torch.randn(5, 4, 16, generator=g)
+    out = pd.paged_decode(q, k, v, table, key_len, 0.25, rows_of)
+    assert rel_err(out, _gathered(q, k, v, table[rows_of], key_len, 0.25)) < 1e-5
+
+
 def _runner(backbone, paged: bool) -> ModelRunner:
     kv = KVCache.for_model(backbone.model, block_size=16, num_blocks=64, max_blocks=64)
     return ModelRunner(backbone.model, kv, paged_attention=paged)

@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tensor-parallel", type=int, default=1, help="GPUs of this host to split the model over")
     parser.add_argument("--attention", default="paged", choices=["paged", "gather"],
-                        help="decode attention: in place over the paged pool, or the gathered reference path")
+                        help="attention: every token in place over the paged pool, or the gathered reference path")
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args()
     defaults = {"passes": [1, 8, 32], "capacity": [64, 128, 192, 256, 320, 384], "floor": [64, 128], "kv": [1],
