@@ -5,7 +5,8 @@ little pre-roll so the onset is not clipped). Speaking, frames accumulate into t
 closes as non-final when it reaches `slice_s`, or as final when the speaker has been silent for `pause_s`,
 or already after `early_pause_s` while the owner says the words are complete (`early_ok`, DUO's `process`):
 then speech within `confirm_s` of the pause's start resumes the same turn, and silence confirms it.
-`partial` hands out the open slice so far for provisional recognition.
+`partial` hands out the open slice so far for provisional recognition; `onset_s` tells a run of speech frames
+that has not yet lasted `min_speech_s`.
 Hysteresis as in Silero's own iterator: a pause starts below `threshold - 0.15` and only a frame above
 `threshold` cancels it. Silence outside an utterance produces nothing.
 """
@@ -96,6 +97,14 @@ class Slicer:
     @property
     def speaking(self) -> bool:
         return self._speaking
+
+    @property
+    def onset_s(self) -> float | None:
+        """Idle, with frames above the threshold that may yet become speech: where they began. The owner may
+        act on it at once (duck a reply) and undo it if the run breaks before `min_speech_s`."""
+        if self._speaking or not self._speech_run:
+            return None
+        return (self._frames - self._speech_run) * FRAME / SAMPLE_RATE
 
     def take_frames(self, samples: np.ndarray) -> np.ndarray:
         """Append samples and return the whole frames now ready, shape (n, 512); keeps the remainder."""

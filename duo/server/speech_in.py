@@ -25,8 +25,11 @@ if TYPE_CHECKING:
 
 class Ears(Protocol):
     """What the microphone reports, in the order it happened. `at` is when it happened on the monotonic clock
-    (the stream's time mapped back from the newest audio received)."""
+    (the stream's time mapped back from the newest audio received). An onset is the first frame of a run that
+    may become speech: `speech_started` confirms it, `onset_dropped` says it was too short."""
 
+    def speech_onset(self, audio_ms: int, at: float) -> None: ...
+    def onset_dropped(self) -> None: ...
     def speech_started(self, audio_ms: int, at: float, resumed: bool = False) -> None: ...
     def speech_stopped(self, audio_ms: int, at: float, early: bool = False) -> None: ...
     def pause_confirmed(self, audio_ms: int) -> None: ...
@@ -68,6 +71,7 @@ class SpeechIn:
         self.idle = asyncio.Event()
         self.idle.set()
         self.complete = False  # see `judged_complete`
+        self.onset = False  # an onset was reported and neither confirmed nor dropped
 
     def configure(self, hearing: Hearing) -> None:
         """New rate or slicing: the next append starts a fresh stream."""
@@ -92,6 +96,7 @@ class SpeechIn:
         except (AudioError, ValueError) as exc:
             raise p.ProtocolError("invalid_audio", str(exc), event.event_id, "audio") from None
         self._report(events)
+        self._onset()
         every = self.hearing.partial_ms
         if every and (piece := self.stream.live.slicer.partial(every / 1000)) is not None:
             self.pieces.put_nowait((self.stream, piece))
@@ -121,6 +126,19 @@ class SpeechIn:
     def close(self) -> None:
         if self.task is not None:
             self.task.cancel()
+
+    def _onset(self) -> None:
+        """Report a new run of speech frames at once, and its end if it broke before becoming speech."""
+        assert self.stream is not None
+        slicer = self.stream.live.slicer
+        onset = slicer.onset_s
+        if onset is not None and not self.onset:
+            self.onset = True
+            self.ears.speech_onset(int(onset * 1000), time.monotonic() - (slicer.time_s - onset))
+        elif onset is None and self.onset:
+            self.onset = False
+            if not slicer.speaking:
+                self.ears.onset_dropped()
 
     def _report(self, events: list[Any]) -> None:
         from duo.audio.events import PauseConfirmed, SpeechStarted, SpeechStopped

@@ -174,6 +174,15 @@ class Turns:
         self.last_state = ""
 
     # -- the microphone (SpeechIn's ears) --------------------------------------------------------------
+    def speech_onset(self, audio_ms: int, at: float) -> None:
+        """The first frames of what may be speech, over a reply being spoken: duck it now, not a frame later."""
+        if (self.judged and self.responses.busy and self.responses.voice.speaking is not None
+                and not isinstance(self.options.turn_detection, p.ServerVadTurnDetection)):
+            self.ducking.duck(audio_ms, at, provisional=True)
+
+    def onset_dropped(self) -> None:
+        self.ducking.dropped()
+
     def speech_started(self, audio_ms: int, at: float, resumed: bool = False) -> None:
         self.stop_waiting()
         self.ended = False

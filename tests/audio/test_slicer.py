@@ -208,3 +208,21 @@ def test_partials_come_every_interval_and_once_at_each_pause(synth) -> None:
     assert [p.final for p in partials].count(True) >= 1 and partials[-1].final  # the pause's own partial
     assert all(b.end_s - a.end_s >= 0.3 - 1e-6 or b.final for a, b in itertools.pairwise(partials))
     assert slicer.partial(0.0) is None
+
+
+def test_a_run_of_speech_frames_is_an_onset_until_it_is_speech_or_breaks() -> None:
+    """`onset_s` tells the run's start from its first frame; speech takes over at `min_speech_s`; a run that
+    breaks first leaves no onset and no event."""
+    slicer, frame = Slicer(SlicerConfig(min_speech_s=0.096)), np.zeros(512, dtype=np.float32)
+
+    def feed(*probs: float) -> list[Event]:
+        return [e for p in probs for e in slicer.advance(frame, p)]
+
+    assert feed(0.1, 0.1) == [] and slicer.onset_s is None
+    assert feed(0.9) == [] and slicer.onset_s == pytest.approx(0.064)
+    assert feed(0.8) == [] and slicer.onset_s == pytest.approx(0.064)
+    assert feed(0.2) == [] and slicer.onset_s is None  # two frames of three: a click, not speech
+    assert feed(0.9) == [] and slicer.onset_s == pytest.approx(0.160)
+    started = feed(0.9, 0.9)
+    assert [type(e) for e in started] == [SpeechStarted] and started[0].time_s == pytest.approx(0.160)
+    assert slicer.speaking and slicer.onset_s is None

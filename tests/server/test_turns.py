@@ -47,8 +47,8 @@ def silence(ms: int) -> np.ndarray:
     return np.zeros(RATE * ms // 1000, dtype="<i2")
 
 
-async def send_audio(c: Client, pcm: np.ndarray) -> None:
-    step = RATE // 10  # 100 ms
+async def send_audio(c: Client, pcm: np.ndarray, step_ms: int = 100) -> None:
+    step = RATE * step_ms // 1000
     for i in range(0, len(pcm), step):
         await c.send("input_audio_buffer.append", audio=base64.b64encode(pcm[i : i + step].tobytes()).decode())
         await asyncio.sleep(0.02)
@@ -172,6 +172,43 @@ async def test_speech_over_a_spoken_reply_ducks_it_and_ignore_restores_it(server
     assert done["response"]["id"] == reply and done["response"]["status"] != "cancelled"  # it went on unbroken
     assert sum(e["type"] == "response.created" for e in c.events) == 1
     assert metric(server, "duo_duck_latency_seconds_count") == ducks + 1
+    await c.ws.close()
+
+
+def too_short_for_speech(sound: np.ndarray, lead: np.ndarray) -> np.ndarray:
+    """The shortest start of `sound` that the server's own decoder and slicer, fed `lead` then it in 20 ms
+    chunks, hear as an onset that never becomes speech (found with the real VAD, not assumed)."""
+    import base64 as b64
+
+    from duo.audio.decode import PcmStream
+    from duo.audio.slicer import Slicer
+
+    for ms in range(8, 200, 8):
+        pcm, slicer, onset, started = PcmStream(RATE), Slicer(), False, False
+        audio = np.concatenate([lead, sound[: RATE * ms // 1000], silence(600)])
+        for i in range(0, len(audio), RATE // 50):
+            events = slicer.push(pcm.push_base64(b64.b64encode(audio[i : i + RATE // 50].tobytes()).decode()))
+            onset |= slicer.onset_s is not None
+            started |= any(type(e).__name__ == "SpeechStarted" for e in events)
+        if started:
+            break
+        if onset:
+            return sound[: RATE * ms // 1000]
+    raise AssertionError("no start of the sound is an onset too short to be speech")
+
+
+async def test_a_sound_too_short_for_speech_ducks_the_reply_and_restores_it(server: InProcessServer,
+                                                                            tmp_path) -> None:
+    lead = silence(1000)
+    blip = too_short_for_speech(spoken(tmp_path, "ah"), lead)
+    c, reply = await speaking_a_story(server, IGNORE)
+    await send_audio(c, np.concatenate([lead, blip, silence(600)]), step_ms=20)
+    duck = await c.until("duo.output_audio.duck")
+    restore = await c.until("duo.output_audio.restore")
+    assert duck["response_id"] == reply and restore == {**restore, "reason": "not_speech", "response_id": reply}
+    done = await c.until("response.done", timeout=180)
+    assert done["response"]["id"] == reply and done["response"]["status"] != "cancelled"
+    assert not [e for e in c.events if e["type"].endswith("speech_started")]
     await c.ws.close()
 
 

@@ -126,12 +126,13 @@ class DuoDuck(ServerEvent):
 
 
 class DuoRestore(ServerEvent):
-    """duo: the speech over the reply was not a turn (`ignore`, or it ended unfinished): full volume again,
-    the reply goes on; or the reply stopped (`interrupted`)."""
+    """duo: the speech over the reply was not a turn (`ignore`, or it ended unfinished) or not speech at all
+    (`not_speech`: frames too short to be speech): full volume again, the reply goes on; or the reply stopped
+    (`interrupted`)."""
 
     type: Literal["duo.output_audio.restore"] = "duo.output_audio.restore"
     response_id: str | None = None
-    reason: Literal["ignore", "incomplete", "interrupted", "ended"]
+    reason: Literal["ignore", "incomplete", "interrupted", "ended", "not_speech"]
 
 
 class DuoTranscript(ServerEvent):
