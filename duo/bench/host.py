@@ -77,7 +77,7 @@ def stubbed_device(backbone: Backbone) -> Iterator[None]:
         rows = step.keep if not step.graph else step.shape.decode + step.shape.prefill
         return torch.zeros(rows, 1)
 
-    def choose(logits, params, generators, state_ids) -> torch.Tensor:
+    def choose(logits, params, generators, state_ids, upload=None) -> torch.Tensor:
         n = logits.shape[0]
         base = next(counter)
         ids = torch.tensor([story[(base + i) % len(story)] for i in range(n)], dtype=torch.float32)
@@ -139,6 +139,8 @@ def measure(backbone: Backbone, n: int, args: argparse.Namespace) -> dict:
         load.tick()
     load.tokens = 0
     times = np.array([load.tick() for _ in range(args.ticks)]) * 1000
+    if not load.tokens or load.engine.sessions.keys() != {s.id for s in load.sessions}:
+        raise SystemExit("host bench: the ticks ran no work or sessions failed (see the log): nothing to time")
     cpu, beside, wall = times[:, 0], times[:, 1], times[:, 2]
     exposed = cpu - beside  # what the device waits for: the tick's host work outside the forward
     return {"bench": "host", "sessions": n, "ticks": args.ticks, "context": args.context,
