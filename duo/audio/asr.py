@@ -9,7 +9,8 @@ prompt/prefix lengths share each step. A request may carry
 - `draft`: the words a recognition of this audio is expected to continue with (the stream's previous decode
   of the same words). The draft is fed with the context in the first pass and each of its tokens is kept
   while it is greedy's own choice there; decoding goes on from the first that is not. The result is what
-  greedy decoding alone gives, in a step or two where the open slice was already decoded by a partial.
+  greedy decoding alone gives (up to rounding between one pass and step by step), in a step or two where
+  the open slice was already decoded by a partial.
 The no-speech probability is read where Whisper predicts the token after `<|startoftranscript|>`.
 """
 
