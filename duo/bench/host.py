@@ -9,7 +9,7 @@ then ignored) alongside the reply. Prints one JSON row per session count, then a
 of a tick's host work outside its forward (what the device waits for): the rest, decoding the previous tick's
 text, runs while the forward does.
 
-    python -m duo.bench.host [--sessions 64 256 1024] [--ticks 40] [--json-out FILE]
+    python -m duo.bench.host [--sessions 64 256 1024] [--ticks 40] [--attention paged|gather] [--json-out FILE]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from duo.engine.config import EngineConfig, SamplingParams, SessionConfig, Thres
 from duo.engine.llm_engine import Engine
 from duo.engine.loader import Backbone, load_backbone
 from duo.engine.model_runner import ModelRunner
+from duo.engine.slot_table import SlotTable
 
 BACKGROUND = "and then she told me the train was late again so we walked all the way home"
 QUESTION = "please tell me a very long story about the sea"
@@ -94,10 +95,14 @@ def stubbed_device(backbone: Backbone) -> Iterator[None]:
 class Load:
     """`n` sessions streaming replies, each hearing background speech once per `slice_every` ticks."""
 
-    def __init__(self, backbone: Backbone, n: int, context: int, k: int, slice_every: int) -> None:
+    def __init__(self, backbone: Backbone, n: int, context: int, k: int, slice_every: int,
+                 in_place: bool = True) -> None:
         blocks = n * ((context + 2048) // 16 + 8) + 64
         self.engine = Engine(backbone, EngineConfig(initial_blocks=blocks, max_blocks=blocks, max_sessions=n,
                                                     max_tick_tokens=2048, cuda_graphs=False))
+        runner = self.engine.runner
+        if in_place and runner.slots is None:  # plan as on CUDA: rows read through the device's slot table
+            runner.slots = SlotTable(3 * n + 32, self.engine.vocab.max_context, runner.device)
         config = SessionConfig(forecast_tokens=k, thresholds=Thresholds(process=2.0, ignore=0.0),  # ignore all
                                sampling=SamplingParams(max_new_tokens=4096, ignore_eos=True))
         turns = history(backbone, context)
@@ -134,7 +139,7 @@ class Load:
 
 
 def measure(backbone: Backbone, n: int, args: argparse.Namespace) -> dict:
-    load = Load(backbone, n, args.context, args.forecast_tokens, args.slice_every)
+    load = Load(backbone, n, args.context, args.forecast_tokens, args.slice_every, args.attention == "paged")
     for _ in range(args.slice_every + 8):  # the prefixes, the first replies and one slice period
         load.tick()
     load.tokens = 0
@@ -143,7 +148,7 @@ def measure(backbone: Backbone, n: int, args: argparse.Namespace) -> dict:
         raise SystemExit("host bench: the ticks ran no work or sessions failed (see the log): nothing to time")
     cpu, beside, wall = times[:, 0], times[:, 1], times[:, 2]
     exposed = cpu - beside  # what the device waits for: the tick's host work outside the forward
-    return {"bench": "host", "sessions": n, "ticks": args.ticks, "context": args.context,
+    return {"bench": "host", "sessions": n, "ticks": args.ticks, "context": args.context, "attention": args.attention,
             "host_ms_median": round(float(np.median(cpu)), 2), "host_ms_p90": round(float(np.percentile(cpu, 90)), 2),
             "exposed_ms_median": round(float(np.median(exposed)), 2),
             "beside_forward_ms_median": round(float(np.median(beside)), 2),
@@ -159,6 +164,9 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=512)
     parser.add_argument("--slice-every", type=int, default=40, help="ticks per slice period (2 s at 20 tokens/s)")
     parser.add_argument("--forecast-tokens", type=int, default=4)
+    parser.add_argument("--attention", default="paged", choices=["paged", "gather"],
+                        help="plan as CUDA's in-place attention does (the device slot table), or with per-tick "
+                             "slot tables (the gathered reference path)")
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)  # the tick's host work is one thread; the stub's small copies need no more

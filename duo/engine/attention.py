@@ -46,7 +46,7 @@ class TickBatch:
 
     kv: KVCache
     write_slots: torch.Tensor  # [T] pool slot of each token's key/value
-    table: torch.Tensor  # [decode + prefill, L] pool slot of each row's key l
+    table: torch.Tensor  # [decode + prefill, L] pool slot of each row's key l (paged: the device slot table)
     mask_decode: torch.Tensor  # [decode, 1, 1, L] bool
     mask_prefill: torch.Tensor  # [prefill, 1, width, L] bool
     key_len: torch.Tensor  # [decode] keys each decode row sees
@@ -54,13 +54,13 @@ class TickBatch:
     prefill: int
     width: int
     paged: bool  # every token reads the pool in place (`paged_decode`), not a gathered copy
-    token_rows: torch.Tensor | None = None  # paged: [T] the table row of each token
+    token_rows: torch.Tensor | None = None  # paged: [T] the slot-table row of each token
     token_keys: torch.Tensor | None = None  # paged: [T] the keys each token sees (its causal limit)
 
     @classmethod
     def build(cls, kv: KVCache, write_slots: torch.Tensor, table: torch.Tensor, key_len: torch.Tensor,
-              ctx: torch.Tensor, q_len: torch.Tensor, width: int, paged: bool = False) -> TickBatch:
-        """Masks from lengths, on the device (inside a CUDA graph when captured).
+              ctx: torch.Tensor, q_len: torch.Tensor, width: int) -> TickBatch:
+        """Masks from lengths, on the device (inside a CUDA graph when captured), for the reference path.
 
         `key_len[r]`: keys a decode row sees (itself included); `ctx[p]`, `q_len[p]`: keys before a prefill
         row's tokens and its real token count.
@@ -71,13 +71,18 @@ class TickBatch:
         j = torch.arange(width, device=table.device)
         limit = torch.where(j < q_len[:, None], ctx[:, None] + j + 1, 1)  # padded queries see key 0 only
         mask_prefill = (cols < limit[..., None])[:, None]
-        rows = keys = None
-        if paged:  # the kernel's view of the same masks: a table row and a key count per token
-            rows = torch.cat([torch.arange(decode, device=table.device),
-                              decode + torch.arange(prefill * width, device=table.device) // max(width, 1)])
-            keys = torch.cat([key_len, limit.reshape(-1)])
-        return cls(kv, write_slots, table, mask_decode, mask_prefill, key_len, decode, prefill, width, paged,
-                   rows, keys)
+        return cls(kv, write_slots, table, mask_decode, mask_prefill, key_len, decode, prefill, width, False)
+
+    @classmethod
+    def in_place(cls, kv: KVCache, write_slots: torch.Tensor, slot_table: torch.Tensor, token_rows: torch.Tensor,
+                 positions: torch.Tensor, decode: int, prefill: int, width: int) -> TickBatch:
+        """For the kernel: each token's own slot is written into its row of the device slot table, at its
+        position (the one key of its row the table did not hold yet), and it sees the keys up to that one.
+        A padded token (row 0, position 0, the scratch slot) sees the scratch slot alone."""
+        slot_table[token_rows, positions] = write_slots.to(slot_table.dtype)
+        none = torch.empty(0, dtype=torch.bool, device=slot_table.device)
+        return cls(kv, write_slots, slot_table, none, none, none, decode, prefill, width, True, token_rows,
+                   positions + 1)
 
 
 _active: TickBatch | None = None

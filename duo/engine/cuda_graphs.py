@@ -1,8 +1,9 @@
 """Captured CUDA graphs of the tick forward, one per bucketed tick shape.
 
 A decode tick of a 7B model is hundreds of small kernels; launched one by one from Python they cost more
-than the math. A graph replays them in one launch. Shapes are bucketed (rows, prefill rows and width, keys),
-and the buckets are made to cover every tick the engine can plan: decode rows up to what its `max_sessions`
+than the math. A graph replays them in one launch. Shapes are bucketed (rows, prefill rows and width, and
+keys on the reference path; in place, rows read the device's slot table and keys are no dimension), and
+the buckets are made to cover every tick the engine can plan: decode rows up to what its `max_sessions`
 produce (a reply and an input being judged each), keys up to its context window, prefill rows and width up
 to the largest bucket (admission cuts longer prefills into chunks that fit, `scheduler.py`). `Engine.warmup`
 captures all of them before the server says it is ready, so no live tick pays for a capture.
@@ -17,6 +18,7 @@ does) would drop them all.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,8 +43,9 @@ DECODE = (0, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 144, 160, 192, 224, 256
           896, 1024, 1280, 1536, 2048)  # rows: beyond 2,048 in steps of 512 (`decode_buckets`)
 PREFILL = ((0, 0), (1, 32), (2, 32), (4, 32), (8, 32), (16, 32), (4, 64), (16, 64))
 KEYS = (256, 512, 1024, 1536, 2048, 3072, 4096)  # beyond 4,096 doubling (`key_buckets`)
-# Slot-table entries of the largest graph (32 MiB of int64): a tick past it spends milliseconds copying its
-# table alone, graph or not, so it runs eagerly rather than add graphs no real-time load can use.
+# Slot-table entries of the largest graph on the reference path (32 MiB of int64): a tick past it spends
+# milliseconds copying its table alone, graph or not, so it runs eagerly rather than add graphs no real-time
+# load can use. (In place, the table stays on the device: `slot_table.py`.)
 TABLE_CELLS = 1 << 22
 PREFILL_ROWS = max(p for p, _ in PREFILL)  # a tick's prefill rows and width never exceed these with graphs on
 PREFILL_WIDTH = max(w for _, w in PREFILL)
@@ -74,20 +77,18 @@ def bucket(shape: TickShape, decode: tuple[int, ...] = DECODE, keys: tuple[int, 
     return TickShape(d, prefill[0], prefill[1], k)
 
 
-def all_shapes(decode: tuple[int, ...], keys: tuple[int, ...], max_cells: int | None = None,
-               paged: bool = False) -> list[TickShape]:
+def all_shapes(decode: tuple[int, ...], keys: tuple[int, ...], max_cells: int | None = None) -> list[TickShape]:
     """Every bucket a tick can fall into, largest first (the shared pool reaches its peak with the first).
 
-    `max_cells` bounds the keys a shape gathers (rows x keys): rows that all see that many keys would need
-    more KV than the pool holds, and their gathered copy more memory than is left. With `paged`, every row
-    reads the pool in place and nothing is gathered; the slot table itself is bounded by `TABLE_CELLS`.
-    The smallest key bucket is kept for every row count, so any number of short conversations runs as a graph.
+    On the reference path `max_cells` bounds the keys a shape gathers (rows x keys): rows that all see that
+    many keys would need more KV than the pool holds, and their gathered copy more memory than is left; the
+    slot table itself is bounded by `TABLE_CELLS`. The smallest key bucket is kept for every row count, so
+    any number of short conversations runs as a graph. In place (`keys` is `(0,)`) nothing bounds them.
     """
     def fits(d: int, p: int, k: int) -> bool:
         if k == keys[0] or max_cells is None:
             return True
-        gathered = 0 if paged else d + p
-        return gathered * k <= max_cells and (d + p) * k <= TABLE_CELLS
+        return (d + p) * k <= min(max_cells, TABLE_CELLS)
 
     shapes = [TickShape(d, p, w, k) for d in decode for p, w in PREFILL for k in keys if d + p and fits(d, p, k)]
     return sorted(shapes, key=lambda s: (s.tokens * s.keys, s.tokens), reverse=True)
@@ -105,9 +106,9 @@ class CudaGraphs:
 
     def __init__(self, kv: KVCache, forward: Forward, build: Build, device: torch.device,
                  max_rows: int = DECODE[-1], max_keys: int = KEYS[-1], paged: bool = False) -> None:
-        """`paged`: rows read the pool in place (none gathers its keys)."""
+        """`paged`: rows read the pool in place through the device's slot table: no key dimension at all."""
         self.kv, self.forward, self.build, self.device, self.paged = kv, forward, build, device, paged
-        self.decode, self.keys = decode_buckets(max_rows), key_buckets(max_keys)
+        self.decode, self.keys = decode_buckets(max_rows), (0,) if paged else key_buckets(max_keys)
         self.max_cells = 2 * kv.num_blocks * kv.block_size  # each of a session's two rows sees its context once
         self.graphs: dict[TickShape, _Graph] = {}
         self.captures = 0  # graphs captured so far (after warm-up, each one a tick that stalled every session)
@@ -122,10 +123,12 @@ class CudaGraphs:
 
     def shapes(self) -> list[TickShape]:
         """Every shape a graph is kept for, largest first."""
-        return all_shapes(self.decode, self.keys, self.max_cells, self.paged)
+        return all_shapes(self.decode, self.keys, self.max_cells)
 
     def shape_for(self, shape: TickShape) -> TickShape | None:
         """The graph shape that holds `shape`, or None: it runs eagerly."""
+        if self.paged:
+            shape = dataclasses.replace(shape, keys=0)
         padded = bucket(shape, self.decode, self.keys)
         return padded if padded in self._covered else None
 

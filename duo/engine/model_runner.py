@@ -15,6 +15,7 @@ the same step on their shard of the model.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -25,9 +26,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from . import paged_decode
 from .attention import TickBatch, tick
-from .cuda_graphs import CudaGraphs
+from .cuda_graphs import PREFILL_ROWS, CudaGraphs
 from .kv_cache import KVCache
 from .plan import Chunk, Step, TickPlan, TickShape, exact_shape, pack, plan_tick, unpack
+from .slot_table import SlotTable
 from .staging import Download, Staging
 
 if TYPE_CHECKING:
@@ -50,8 +52,14 @@ class ModelRunner:
         self.device = next(model.parameters()).device
         self.forward_passes = 0
         self.eager_ticks = 0  # ticks on CUDA that no graph covered (each one hundreds of launches from Python)
-        # decode rows read the pool in place where the kernel runs; the gathered reference path otherwise
+        # every row reads the pool in place where the kernel runs, through a slot table kept on the device;
+        # the gathered reference path otherwise
         self.paged = paged_attention and paged_decode.available(self.device, kv.k[0].shape[-1])
+        self.slots = None
+        if self.paged:
+            decode_rows = max_rows if max_rows is not None else 256
+            width = max_keys if max_keys is not None else kv.max_blocks * kv.block_size
+            self.slots = SlotTable(decode_rows * 3 // 2 + PREFILL_ROWS + 16, width, self.device)
         self.graphs = None
         if cuda_graphs and self.device.type == "cuda":
             limits = {k: v for k, v in (("max_rows", max_rows), ("max_keys", max_keys)) if v is not None}
@@ -67,8 +75,10 @@ class ModelRunner:
         return out.logits[0]
 
     def _batch(self, t: dict[str, torch.Tensor], shape: TickShape) -> TickBatch:
-        return TickBatch.build(self.kv, t["write_slots"], t["table"], t["key_len"], t["ctx"], t["q_len"], shape.width,
-                               self.paged)
+        if self.slots is not None:
+            return TickBatch.in_place(self.kv, t["write_slots"], self.slots.table, t["token_rows"], t["positions"],
+                                      shape.decode, shape.prefill, shape.width)
+        return TickBatch.build(self.kv, t["write_slots"], t["table"], t["key_len"], t["ctx"], t["q_len"], shape.width)
 
     def tensors(self, plan: TickPlan) -> tuple[torch.Tensor, torch.Tensor, TickBatch]:
         """Device tensors of a plan, as an eager step reads them."""
@@ -85,40 +95,62 @@ class ModelRunner:
         converts only what it computes with: a whole fp32 copy of a big tick's logits is a gigabyte to move).
         """
         shape = exact_shape(chunks)
-        graph_shape = None if (self.graphs is None or all_logits) else self.graphs.shape_for(shape)
-        logits = None
-        if graph_shape is not None:
-            payload = self.staging.payload
-            out = None if payload is None else payload.take(Step(True, graph_shape, 0).size).numpy()
-            # written straight into the pinned staging buffer
-            plan = plan_tick(chunks, graph_shape, out=out, decode_tails=not self.paged)
-            rows = self.staging.upload(plan.rows)
-            try:
-                logits = self.lead(plan)[rows]
-            except RuntimeError:  # a model whose forward cannot be captured still runs, eagerly
-                log.exception("event=cuda_graphs_disabled shape=%s", graph_shape)
-                self.graphs = None
-        if logits is None:
-            self.eager_ticks += self.graphs is not None and not all_logits
-            plan = plan_tick(chunks, shape, decode_tails=not self.paged)
-            if all_logits:
-                keep = np.concatenate([np.arange(plan.row_last[r] - c.n + 1, plan.row_last[r] + 1)
-                                       for r, c in zip(plan.rows, chunks, strict=True)])
-            else:
-                keep = plan.row_last[plan.rows]
-            logits = self.lead(plan, keep)
+        rows_of, rewrites = None, None
+        if self.slots is not None:  # read through the device's slot table: the plan has no key dimension
+            shape = dataclasses.replace(shape, keys=0)
+            rows_of, *written = self.slots.assign(chunks)
+            rewrites = (written[0], written[1])
+        try:
+            logits = self._forward(chunks, shape, all_logits, rows_of, rewrites)
+        except BaseException:
+            if self.slots is not None:  # what this tick wrote into its rows is unknown: they are written afresh
+                self.slots.forget(chunks)
+            raise
         self.forward_passes += 1
         for chunk in chunks:
             chunk.seq.num_cached += chunk.n
         return logits.float() if fp32 else logits
 
-    def lead(self, plan: TickPlan, keep: np.ndarray | None = None) -> torch.Tensor:
-        """Run `plan` as its graph (`keep` None) or eagerly, keeping the logits at flat indices `keep`.
+    def _forward(self, chunks: list[Chunk], shape: TickShape, all_logits: bool, rows_of: np.ndarray | None,
+                 rewrites: tuple[np.ndarray, np.ndarray] | None) -> torch.Tensor:
+        graph_shape = None if (self.graphs is None or all_logits) else self.graphs.shape_for(shape)
+        logits = None
+        if graph_shape is not None:
+            payload = self.staging.payload
+            size, extra = Step(True, graph_shape, 0).size, 0 if rewrites is None else 2 * len(rewrites[0])
+            out = None if payload is None else payload.take(size + extra).numpy()
+            # written straight into the pinned staging buffer, the rewrites after the plan
+            plan = plan_tick(chunks, graph_shape, out=out, rows_of=rows_of)
+            if out is not None and extra:
+                out[size:] = np.concatenate(rewrites)
+                plan.flat = out
+            rows = self.staging.upload(plan.rows)
+            try:
+                logits = self.lead(plan, rewrites=None if out is not None else rewrites)[rows]
+            except RuntimeError:  # a model whose forward cannot be captured still runs, eagerly
+                log.exception("event=cuda_graphs_disabled shape=%s", graph_shape)
+                self.graphs = None
+        if logits is None:
+            self.eager_ticks += self.graphs is not None and not all_logits
+            plan = plan_tick(chunks, shape, rows_of=rows_of)
+            if all_logits:
+                keep = np.concatenate([np.arange(plan.row_last[r] - c.n + 1, plan.row_last[r] + 1)
+                                       for r, c in zip(plan.rows, chunks, strict=True)])
+            else:
+                keep = plan.row_last[plan.rows]
+            logits = self.lead(plan, keep, rewrites)
+        return logits
+
+    def lead(self, plan: TickPlan, keep: np.ndarray | None = None,
+             rewrites: tuple[np.ndarray, np.ndarray] | None = None) -> torch.Tensor:
+        """Run `plan` as its graph (`keep` None) or eagerly, keeping the logits at flat indices `keep`, after
+        writing `rewrites` into the slot table (or the ones staged after the plan, `plan.flat`).
 
         In a tensor-parallel group this is rank 0: the step goes to the other ranks first.
         """
-        step = Step(keep is None, plan.shape, self.kv.num_blocks, 0 if keep is None else len(keep))
-        host = torch.from_numpy(pack(plan, keep))
+        host = torch.from_numpy(pack(plan, keep, rewrites))
+        base = Step(keep is None, plan.shape, self.kv.num_blocks, 0 if keep is None else len(keep))
+        step = dataclasses.replace(base, rewrites=(host.numel() - base.size) // 2)
         if self.group is not None:
             self.group.send(step)
         payload = self.staging.payload if plan.flat is not None and keep is None else None
@@ -149,12 +181,23 @@ class ModelRunner:
             if self.graphs is None:
                 raise RuntimeError("a CUDA graph step reached a runner without CUDA graphs")
             g = self.graphs.get(step.shape)
-            fill(g.buffer)
+            if not step.rewrites:
+                fill(g.buffer)
+                return self.graphs.replay(g)
+            buffer = torch.empty(step.size, dtype=torch.int64, device=self.device)
+            fill(buffer)
+            g.buffer.copy_(buffer[: g.buffer.numel()])
+            self._rewrite(unpack(buffer, step))
             return self.graphs.replay(g)
         buffer = torch.empty(step.size, dtype=torch.int64, device=self.device)
         fill(buffer)
         t = unpack(buffer, step)
+        self._rewrite(t)
         return self.forward(t["ids"], t["positions"], self._batch(t, step.shape), t["keep"])
+
+    def _rewrite(self, t: dict[str, torch.Tensor]) -> None:
+        if self.slots is not None:
+            self.slots.write(t["rewrite_at"], t["rewrite_slot"])
 
     def warmup(self, shapes: list[TickShape] | None = None) -> int:
         """Capture the graphs of `shapes` (every shape the graphs cover by default) ahead of traffic, so no

@@ -8,10 +8,10 @@ matrix (grouped-query attention without repeating keys), and an online softmax; 
 into splits that run in parallel and are merged after (flash-decoding), so a tick of few rows still fills
 the GPU. Keys past a row's `key_len` are never loaded: padding costs nothing.
 
-A prefill row's token j is a row of its own here: it reads its prefill row's table (`rows`, the table row of
-each query row) up to `ctx + j + 1` keys, which is the causal mask of the reference path. So a tick's every
-token, decode or prefill, is attended in one launch with no gathered copy, and the keys' bucket no longer
-sizes any buffer but the table. A prefill row's tokens read the same keys, mostly from L2.
+Every token is a query row of its own here: it reads its sequence's row of the slot table (`rows_of`; in the
+engine the device's persistent table, `slot_table.py`) up to its causal limit (position + 1), which is the
+mask of the reference path. So a tick's every token, decode or prefill, is attended in one launch with no
+gathered copy; a prefill row's tokens read the same keys, mostly from L2.
 
 Triton is optional: without it, or off CUDA, the reference path runs. Tests run this kernel on CPU
 tensors through Triton's interpreter (`TRITON_INTERPRET=1` before Triton is imported, and `ON_CPU`) and
@@ -84,7 +84,7 @@ def _kernel() -> Any:
         for n0 in range(start, end, BLOCK_N):
             n = n0 + tl.arange(0, BLOCK_N)
             valid = n < end
-            slot = tl.load(Table + table_row * stride_tr + n, mask=valid, other=0)
+            slot = tl.load(Table + table_row * stride_tr + n, mask=valid, other=0).to(tl.int64)
             at = slot[:, None] * stride_ks + kv_head * stride_kh + d[None, :]
             k = tl.load(K + at, mask=valid[:, None], other=0.0)
             qk = tl.dot(q, tl.trans(k)).to(tl.float32) * scale

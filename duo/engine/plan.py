@@ -54,7 +54,7 @@ class TickShape:
     decode: int  # rows of one token
     prefill: int  # rows of several tokens
     width: int  # tokens per prefill row (padded)
-    keys: int  # keys per row (padded)
+    keys: int  # keys per row (padded); 0: rows are read through the device's slot table (`slot_table.py`)
 
     @property
     def tokens(self) -> int:
@@ -73,6 +73,7 @@ class TickPlan:
     ids: np.ndarray  # [tokens]
     positions: np.ndarray  # [tokens]
     write_slots: np.ndarray  # [tokens]
+    token_rows: np.ndarray  # [tokens] the device slot-table row of each token (0: padding)
     table: np.ndarray  # [decode + prefill, keys]
     key_len: np.ndarray  # [decode]
     ctx: np.ndarray  # [prefill]
@@ -82,7 +83,7 @@ class TickPlan:
     flat: np.ndarray | None = None  # the arrays above, back to back
 
     # the arrays a graph copies in, in a fixed order
-    INPUTS = ("ids", "positions", "write_slots", "table", "key_len", "ctx", "q_len", "row_last")
+    INPUTS = ("ids", "positions", "write_slots", "token_rows", "table", "key_len", "ctx", "q_len", "row_last")
 
 
 def exact_shape(chunks: list[Chunk]) -> TickShape:
@@ -100,16 +101,15 @@ def exact_shape(chunks: list[Chunk]) -> TickShape:
 
 
 def plan_tick(chunks: list[Chunk], shape: TickShape, out: np.ndarray | None = None,
-              decode_tails: bool = True) -> TickPlan:
+              rows_of: np.ndarray | None = None) -> TickPlan:
     """Lay `chunks` out in `shape` (at least their exact shape), allocating the KV slots they write.
 
     `out`, if given, is a flat int64 buffer of at least `Step(True, shape, 0).size` that the plan's arrays
     are written into (the runner's pinned staging memory on CUDA). One pass over the chunks gathers what
-    only they know (their slot rows, cached per sequence, and tokens); the rest is array arithmetic.
+    only they know (their slots, cached per sequence, and tokens); the rest is array arithmetic.
 
-    `decode_tails=False` leaves the table of decode rows past each row's `key_len` as it was: a kernel that
-    reads a decode row's keys in place stops at its length (`paged_decode.py`), and at a thousand sessions
-    the fill is a fifth of the plan's time. Padded decode rows still get the scratch slot as their one key.
+    With `shape.keys` 0 the rows' keys are read through the device's slot table (`slot_table.py`): the plan
+    has no table, only each token's row there (`rows_of`, one per chunk) and the slot it writes.
     """
     d, p, w = shape.decode, shape.prefill, shape.width
     flat = np.empty(Step(True, shape, 0).size, dtype=np.int64) if out is None else out[: Step(True, shape, 0).size]
@@ -117,37 +117,40 @@ def plan_tick(chunks: list[Chunk], shape: TickShape, out: np.ndarray | None = No
     a["ids"][:] = 0
     a["positions"][:] = 0
     a["write_slots"][:] = KVCache.SCRATCH
-    if decode_tails:
-        a["table"][:] = KVCache.SCRATCH
-    else:
-        a["table"][:d, 0] = KVCache.SCRATCH
-        a["table"][d:] = KVCache.SCRATCH
+    a["token_rows"][:] = 0
+    a["table"][:] = KVCache.SCRATCH
     a["key_len"][:] = 1
     a["ctx"][:] = 0
     a["q_len"][:] = 0
     a["row_last"][:] = np.arange(d + p)
-    m = len(chunks)
+    m, in_place = len(chunks), shape.keys == 0
     slots, tokens = [], []
     for chunk in chunks:  # in order: blocks are allocated as the chunks come
         seq, start = chunk.seq, chunk.seq.num_cached
-        slots.append(seq.visible_slots(start + chunk.n))
+        slots.append(seq.slots(start, start + chunk.n) if in_place else seq.visible_slots(start + chunk.n))
         tokens += seq.tokens[start : start + chunk.n]
     n = np.fromiter((c.n for c in chunks), dtype=np.int64, count=m)
-    keys = np.fromiter(map(len, slots), dtype=np.int64, count=m)
+    keys = np.fromiter((c.keys for c in chunks), dtype=np.int64, count=m)
     decode = n == 1
     rank = np.where(decode, np.cumsum(decode), np.cumsum(~decode)) - 1  # among decode rows, or prefill rows
     rows = np.where(decode, rank, d + rank)
     first = np.where(decode, rank, d + rank * w)  # flat index of each chunk's first token
-    table = a["table"]
-    for r, row in zip(rows.tolist(), slots, strict=True):
-        table[r, : len(row)] = row
     total = int(n.sum())
     at = np.arange(total) - np.repeat(np.cumsum(n) - n, n)  # index of each token within its chunk
     flat_index = np.repeat(first, n) + at
     pos = np.repeat(keys - n, n) + at  # a token's position is its key's index in the row
     a["ids"][flat_index] = tokens
     a["positions"][flat_index] = pos
-    a["write_slots"][flat_index] = table[np.repeat(rows, n), pos]
+    if in_place:
+        if m:
+            a["write_slots"][flat_index] = np.concatenate(slots)
+        if rows_of is not None:
+            a["token_rows"][flat_index] = np.repeat(rows_of, n)
+    else:
+        table = a["table"]
+        for r, row in zip(rows.tolist(), slots, strict=True):
+            table[r, : len(row)] = row
+        a["write_slots"][flat_index] = table[np.repeat(rows, n), pos]
     a["key_len"][: int(decode.sum())] = keys[decode]
     a["ctx"][: m - int(decode.sum())] = (keys - n)[~decode]
     a["q_len"][: m - int(decode.sum())] = n[~decode]
@@ -160,43 +163,52 @@ class Step:
     """How one forward runs on every rank: eagerly or as the graph of `shape`, over a pool of `num_blocks`.
 
     An eager step also carries `keep`, the number of flat token indices whose logits it returns; a graph step
-    returns each row's last token.
+    returns each row's last token. `rewrites`: slot-table entries written before the forward (`slot_table.py`),
+    sent after the plan as their flat indices, then their slots.
     """
 
     graph: bool
     shape: TickShape
     num_blocks: int
     keep: int = 0
+    rewrites: int = 0
 
-    HEADER = 7  # ints in `header()`
+    HEADER = 8  # ints in `header()`
 
     def header(self) -> list[int]:
         s = self.shape
-        return [int(self.graph), s.decode, s.prefill, s.width, s.keys, self.num_blocks, self.keep]
+        return [int(self.graph), s.decode, s.prefill, s.width, s.keys, self.num_blocks, self.keep, self.rewrites]
 
     @classmethod
     def from_header(cls, h: list[int]) -> Step:
-        return cls(bool(h[0]), TickShape(*h[1:5]), h[5], h[6])
+        return cls(bool(h[0]), TickShape(*h[1:5]), h[5], h[6], h[7])
 
     def layout(self) -> list[tuple[str, tuple[int, ...]]]:
-        """The payload's arrays in order: `TickPlan.INPUTS`, then the kept indices of an eager step."""
+        """The payload's arrays in order: `TickPlan.INPUTS`, the kept indices of an eager step, the rewrites."""
         d, p, t = self.shape.decode, self.shape.prefill, self.shape.tokens
-        shapes = {"ids": (t,), "positions": (t,), "write_slots": (t,), "table": (d + p, self.shape.keys),
-                  "key_len": (d,), "ctx": (p,), "q_len": (p,), "row_last": (d + p,)}
+        shapes = {"ids": (t,), "positions": (t,), "write_slots": (t,), "token_rows": (t,),
+                  "table": (d + p, self.shape.keys), "key_len": (d,), "ctx": (p,), "q_len": (p,), "row_last": (d + p,)}
         parts = [(name, shapes[name]) for name in TickPlan.INPUTS]
-        return parts if self.graph else [*parts, ("keep", (self.keep,))]
+        if not self.graph:
+            parts.append(("keep", (self.keep,)))
+        return [*parts, ("rewrite_at", (self.rewrites,)), ("rewrite_slot", (self.rewrites,))]
 
     @property
     def size(self) -> int:
         return sum(int(np.prod(shape)) for _, shape in self.layout())
 
 
-def pack(plan: TickPlan, keep: np.ndarray | None = None) -> np.ndarray:
-    """The plan's arrays (and an eager step's kept indices) as one flat int64 array, in `Step.layout` order."""
-    if plan.flat is not None and keep is None:
+def pack(plan: TickPlan, keep: np.ndarray | None = None,
+         rewrites: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """The plan's arrays, an eager step's kept indices and the rewrites as one flat int64 array, in
+    `Step.layout` order (the plan's own buffer when there is nothing to add)."""
+    extra = [] if keep is None else [keep]
+    if rewrites is not None and len(rewrites[0]):
+        extra += list(rewrites)
+    if plan.flat is not None and not extra:
         return plan.flat
     parts = [plan.flat] if plan.flat is not None else [getattr(plan, name).ravel() for name in TickPlan.INPUTS]
-    return np.concatenate(parts if keep is None else [*parts, keep]).astype(np.int64, copy=False)
+    return np.concatenate([*parts, *extra]).astype(np.int64, copy=False)
 
 
 def unpack(flat: Any, step: Step) -> dict[str, Any]:

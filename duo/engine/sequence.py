@@ -40,6 +40,7 @@ class Sequence:
         # Slots of the visible ancestry then of every own block: a tick's slot table row is a prefix of it.
         # It grows by a block as the sequence does; dropped when its blocks or any ancestor's view change.
         self._visible: np.ndarray | None = None
+        self.version = 0  # bumped when the slots of keys it already saw change (a device table row is stale)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -103,6 +104,7 @@ class Sequence:
     def _changed(self) -> None:
         """Own blocks or the visible ancestry changed: this cache and every descendant's are stale."""
         self._visible = None
+        self.version += 1
         for child in list(self.children):
             child._changed()
 

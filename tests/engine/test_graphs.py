@@ -4,6 +4,8 @@ captures every bucket before serving, over a fixed KV pool."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ import torch
 from duo.engine import llm_engine
 from duo.engine.config import EngineConfig, SamplingParams, SessionConfig, State
 from duo.engine.cuda_graphs import (
+    PREFILL,
     PREFILL_ROWS,
     PREFILL_WIDTH,
     TABLE_CELLS,
@@ -51,18 +54,16 @@ def test_a_bounded_table_keeps_the_shortest_keys_for_every_row_count() -> None:
     assert shapes[0].tokens * shapes[0].keys == max(s.tokens * s.keys for s in shapes)  # largest first
 
 
-def test_in_place_decode_rows_are_covered_past_what_a_gathered_copy_could_hold() -> None:
-    """A tight pool bounds the keys a tick may gather; rows read in place gather none, so the graphs still
-    cover every session at a longer context (the capacity load: two rows a session, ~900 keys each), slices
-    included; only the slot table bounds them."""
+def test_in_place_the_shapes_have_no_key_dimension() -> None:
+    """Rows read through the device slot table: one graph per (rows, prefill) bucket covers every context,
+    where the gathered path's bound on the keys a tick may copy leaves long contexts eager."""
     decode, keys, cells = decode_buckets(2048), key_buckets(4096), 768 * 900 * 2
-    tick = TickShape(2 * 768, 0, 0, 900)
-    gathered, paged = set(all_shapes(decode, keys, cells)), set(all_shapes(decode, keys, cells, paged=True))
-    assert bucket(tick, decode, keys) not in gathered and bucket(tick, decode, keys) in paged
-    assert gathered <= paged
-    assert bucket(TickShape(2 * 700, 16, 32, 900), decode, keys) in paged - gathered  # with 16 slices
-    assert all((s.decode + s.prefill) * s.keys <= TABLE_CELLS or s.keys == keys[0] for s in paged)
-    assert bucket(TickShape(2048, 0, 0, 4000), decode, keys) not in paged  # a 64 MiB table: eager, no graph
+    gathered, in_place = set(all_shapes(decode, keys, cells)), set(all_shapes(decode, (0,)))
+    assert len(in_place) == len(decode) * len(PREFILL) - 1  # every bucket but the empty one
+    for tick in (TickShape(2 * 768, 0, 0, 900), TickShape(2 * 700, 16, 32, 4000), TickShape(2048, 0, 0, 4000)):
+        assert bucket(tick, decode, keys) not in gathered
+        assert bucket(dataclasses.replace(tick, keys=0), decode, (0,)) in in_place
+    assert all((s.decode + s.prefill) * s.keys <= TABLE_CELLS or s.keys == keys[0] for s in gathered)
 
 
 def _talk(backbone, monkeypatch: pytest.MonkeyPatch, rows: int | None,

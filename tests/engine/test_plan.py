@@ -12,12 +12,14 @@ from duo.engine.plan import Chunk, Step, TickPlan, TickShape, exact_shape, pack,
 from duo.engine.sequence import Sequence
 
 
-def reference_plan(chunks: list[Chunk], shape: TickShape) -> dict[str, np.ndarray]:
-    """The plan as one loop over the chunks, every slot row rebuilt from the ancestry (the old planner)."""
+def reference_plan(chunks: list[Chunk], shape: TickShape, rows_of: list[int] | None = None) -> dict[str, np.ndarray]:
+    """The plan as one loop over the chunks, every slot row rebuilt from the ancestry (the old planner);
+    `rows_of`: each chunk's row of a device slot table (then the plan holds no table: `shape.keys` 0)."""
     d, p, w = shape.decode, shape.prefill, shape.width
     s = KVCache.SCRATCH
     out = {"ids": np.zeros(shape.tokens, np.int64), "positions": np.zeros(shape.tokens, np.int64),
-           "write_slots": np.full(shape.tokens, s, np.int64), "table": np.full((d + p, shape.keys), s, np.int64),
+           "write_slots": np.full(shape.tokens, s, np.int64), "token_rows": np.zeros(shape.tokens, np.int64),
+           "table": np.full((d + p, shape.keys), s, np.int64),
            "key_len": np.ones(d, np.int64), "ctx": np.zeros(p, np.int64), "q_len": np.zeros(p, np.int64),
            "row_last": np.arange(d + p, dtype=np.int64), "rows": np.empty(len(chunks), np.int64)}
     nd = npre = 0
@@ -33,7 +35,10 @@ def reference_plan(chunks: list[Chunk], shape: TickShape) -> dict[str, np.ndarra
             r, t = d + npre, d + npre * w
             out["ctx"][npre], out["q_len"][npre] = n - q, q
             npre += 1
-        out["table"][r, :n] = slots
+        if shape.keys:
+            out["table"][r, :n] = slots
+        if rows_of is not None:
+            out["token_rows"][t : t + q] = rows_of[i]
         out["ids"][t : t + q] = seq.tokens[chunk.start : chunk.start + q]
         out["positions"][t : t + q] = np.arange(n - q, n)
         out["write_slots"][t : t + q] = slots[n - q :]
@@ -52,24 +57,20 @@ def _check(chunks: list[Chunk], shape: TickShape) -> TickPlan:
     plan = plan_tick(chunks, shape)
     for name in (*TickPlan.INPUTS, "rows"):
         assert np.array_equal(getattr(plan, name), ref[name]), name
-    _check_read_entries(chunks, shape, ref)
+    _check_in_place(chunks, shape)
     return plan
 
 
-def _check_read_entries(chunks: list[Chunk], shape: TickShape, ref: dict[str, np.ndarray]) -> None:
-    """Without the decode rows' tails, into a buffer of stale values: every entry a reader reads is the same
-    (a decode row's first `key_len` keys, every prefill row), and only the tails keep the stale values."""
-    stale = np.full(Step(True, shape, 0).size, -7, dtype=np.int64)
-    plan = plan_tick(chunks, shape, out=stale, decode_tails=False)
+def _check_in_place(chunks: list[Chunk], shape: TickShape) -> None:
+    """Read through a device slot table, the same tick has no table, and each token names its chunk's row."""
+    in_place = TickShape(shape.decode, shape.prefill, shape.width, 0)
+    rows_of = [3 + 2 * i for i in range(len(chunks))]
+    ref = reference_plan(chunks, in_place, rows_of)
+    stale = np.full(Step(True, in_place, 0).size, -7, dtype=np.int64)
+    plan = plan_tick(chunks, in_place, out=stale, rows_of=np.array(rows_of))
+    assert plan.table.size == 0
     for name in (*TickPlan.INPUTS, "rows"):
-        if name != "table":
-            assert np.array_equal(getattr(plan, name), ref[name]), name
-    d = shape.decode
-    for r in range(d):
-        n = ref["key_len"][r]
-        assert np.array_equal(plan.table[r, :n], ref["table"][r, :n])
-        assert (plan.table[r, n:] == -7).all()
-    assert np.array_equal(plan.table[d:], ref["table"][d:])
+        assert np.array_equal(getattr(plan, name), ref[name]), name
 
 
 def _ran(chunks: list[Chunk]) -> None:
