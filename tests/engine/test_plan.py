@@ -178,3 +178,14 @@ def test_a_tree_of_sequences_is_freed_without_the_collector() -> None:
         assert alive() is None
     finally:
         gc.enable()
+
+
+def test_a_steps_header_and_layout_carry_its_rewrites_last() -> None:
+    """What a tensor-parallel rank rebuilds from the header has the same layout, the rewrites at the end (a
+    graph reads only the start of its payload)."""
+    for step in (Step(True, TickShape(8, 2, 32, 0), 64, 0, 5), Step(False, TickShape(3, 1, 20, 128), 64, 4, 2)):
+        again = Step.from_header(step.header())
+        assert again == step and len(step.header()) == Step.HEADER
+        names = [name for name, _ in step.layout()]
+        assert names[-2:] == ["rewrite_at", "rewrite_slot"]
+        assert step.size == Step(step.graph, step.shape, 64, step.keep).size + 2 * step.rewrites
