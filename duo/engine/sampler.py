@@ -39,6 +39,7 @@ def choose(
     """
     tokens = logits.argmax(dim=-1)
     groups: dict[tuple[float, float], list[int]] = defaultdict(list)
+    first: dict[tuple[float, float], SamplingParams] = {}  # each group's parameters, as a member gave them
     for row, (p, gen) in enumerate(zip(params, generators, strict=True)):
         if p is None or p.greedy:
             continue
@@ -46,11 +47,11 @@ def choose(
             tokens[row] = draw(filtered_probs(logits[row : row + 1], p), gen)[0]
         else:
             groups[p.temperature, p.top_p].append(row)
-    for (temperature, top_p), members in groups.items():
+            first.setdefault((p.temperature, p.top_p), p)
+    for key, members in groups.items():
         host = np.asarray(members, dtype=np.int64)
         index = upload(host) if upload is not None else torch.from_numpy(host).to(logits.device)
-        p = SamplingParams(temperature=temperature, top_p=top_p)
-        tokens[index] = draw(filtered_probs(logits[index], p))
+        tokens[index] = draw(filtered_probs(logits[index], first[key]))
     probs = logits[:, state_ids].float().softmax(dim=-1)
     return torch.cat([tokens[:, None].to(probs.dtype), probs], dim=1)
 
