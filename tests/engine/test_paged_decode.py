@@ -160,3 +160,20 @@ def test_a_slot_table_smaller_than_the_sequences_reuses_rows_and_stays_exact(int
             a[i].append([7 + round_])
             b[i].append([7 + round_])
     assert paged.slots.rewritten > 0
+
+
+@cuda
+@pytest.mark.gpu
+def test_compiled_kernel_reads_an_int32_slot_table_through_row_indices() -> None:
+    """As the engine calls it: int32 table rows shared by a prefill row's tokens, each up to its own limit."""
+    g = torch.Generator(device="cuda").manual_seed(1)
+    slots, width, heads, kv_heads, head_dim = 60_000, 2048, 12, 2, 128
+    kw = {"device": "cuda", "dtype": torch.bfloat16, "generator": g}
+    k, v = torch.randn(slots, kv_heads, head_dim, **kw), torch.randn(slots, kv_heads, head_dim, **kw)
+    table = torch.randint(1, slots, (6, width), device="cuda", generator=g, dtype=torch.int32)
+    rows_of = torch.tensor([0, 1, 2, *[5] * 40], device="cuda")
+    key_len = torch.tensor([1, 900, 2048, *range(1500, 1540)], device="cuda")
+    q = torch.randn(len(rows_of), heads, head_dim, **kw)
+    out = pd.paged_decode(q, k, v, table, key_len, head_dim**-0.5, rows_of)
+    ref = _gathered(q.float(), k.float(), v.float(), table[rows_of].long(), key_len, head_dim**-0.5)
+    assert rel_err(out.float(), ref) < 2e-2
