@@ -102,7 +102,7 @@ class Load:
                                                     max_tick_tokens=2048, cuda_graphs=False))
         runner = self.engine.runner
         if in_place and runner.slots is None:  # plan as on CUDA: rows read through the device's slot table
-            runner.slots = SlotTable(3 * n + 32, self.engine.vocab.max_context, runner.device)
+            runner.slots = SlotTable.sized(2 * n, self.engine.vocab.max_context, runner.device)
         config = SessionConfig(forecast_tokens=k, thresholds=Thresholds(process=2.0, ignore=0.0),  # ignore all
                                sampling=SamplingParams(max_new_tokens=4096, ignore_eos=True))
         turns = history(backbone, context)

@@ -26,7 +26,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from . import paged_decode
 from .attention import TickBatch, tick
-from .cuda_graphs import PREFILL_ROWS, CudaGraphs
+from .cuda_graphs import CudaGraphs
 from .kv_cache import KVCache
 from .plan import Chunk, Step, TickPlan, TickShape, exact_shape, pack, plan_tick, unpack
 from .slot_table import SlotTable
@@ -59,7 +59,7 @@ class ModelRunner:
         if self.paged:
             decode_rows = max_rows if max_rows is not None else 256
             width = max_keys if max_keys is not None else kv.max_blocks * kv.block_size
-            self.slots = SlotTable(decode_rows * 3 // 2 + PREFILL_ROWS + 16, width, self.device)
+            self.slots = SlotTable.sized(decode_rows, width, self.device)
         self.graphs = None
         if cuda_graphs and self.device.type == "cuda":
             limits = {k: v for k, v in (("max_rows", max_rows), ("max_keys", max_keys)) if v is not None}
@@ -123,10 +123,9 @@ class ModelRunner:
             plan = plan_tick(chunks, graph_shape, out=out, rows_of=rows_of)
             if out is not None and extra:
                 out[size:] = np.concatenate(rewrites)
-                plan.flat = out
             rows = self.staging.upload(plan.rows)
             try:
-                logits = self.lead(plan, rewrites=None if out is not None else rewrites)[rows]
+                logits = self.lead(plan, rewrites=rewrites, staged=out)[rows]
             except RuntimeError:  # a model whose forward cannot be captured still runs, eagerly
                 log.exception("event=cuda_graphs_disabled shape=%s", graph_shape)
                 self.graphs = None
@@ -142,18 +141,18 @@ class ModelRunner:
         return logits
 
     def lead(self, plan: TickPlan, keep: np.ndarray | None = None,
-             rewrites: tuple[np.ndarray, np.ndarray] | None = None) -> torch.Tensor:
+             rewrites: tuple[np.ndarray, np.ndarray] | None = None, staged: np.ndarray | None = None) -> torch.Tensor:
         """Run `plan` as its graph (`keep` None) or eagerly, keeping the logits at flat indices `keep`, after
-        writing `rewrites` into the slot table (or the ones staged after the plan, `plan.flat`).
+        writing `rewrites` into the slot table. `staged`: the whole payload, already in pinned memory.
 
         In a tensor-parallel group this is rank 0: the step goes to the other ranks first.
         """
-        host = torch.from_numpy(pack(plan, keep, rewrites))
-        base = Step(keep is None, plan.shape, self.kv.num_blocks, 0 if keep is None else len(keep))
-        step = dataclasses.replace(base, rewrites=(host.numel() - base.size) // 2)
+        step = Step(keep is None, plan.shape, self.kv.num_blocks, 0 if keep is None else len(keep),
+                    0 if rewrites is None else len(rewrites[0]))
+        host = torch.from_numpy(staged if staged is not None else pack(plan, keep, rewrites))
         if self.group is not None:
             self.group.send(step)
-        payload = self.staging.payload if plan.flat is not None and keep is None else None
+        payload = self.staging.payload if staged is not None or (plan.flat is not None and keep is None) else None
 
         def fill(buffer: torch.Tensor) -> None:
             buffer.copy_(host, non_blocking=True)

@@ -19,6 +19,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from .cuda_graphs import PREFILL_ROWS
 from .kv_cache import KVCache
 from .plan import Chunk
 
@@ -32,6 +33,12 @@ class SlotTable:
         self._free = list(range(rows - 1, 0, -1))
         self._rows: OrderedDict[int, tuple[int, int]] = OrderedDict()  # sequence id -> (row, version written)
         self.rewritten = 0  # entries written from the host so far
+
+    @classmethod
+    def sized(cls, decode_rows: int, width: int, device: torch.device) -> SlotTable:
+        """Rows for a tick of `decode_rows` decode rows and the most prefill rows a tick admits, and half as
+        many again for the sequences that ran lately and may run again (each reuse is a rewrite)."""
+        return cls(decode_rows * 3 // 2 + PREFILL_ROWS + 16, width, device)
 
     def assign(self, chunks: list[Chunk]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each chunk's row, and the entries to write first: (rows, flat indices, slots).

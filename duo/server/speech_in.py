@@ -134,22 +134,26 @@ class SpeechIn:
         onset = slicer.onset_s
         if onset is not None and not self.onset:
             self.onset = True
-            self.ears.speech_onset(int(onset * 1000), time.monotonic() - (slicer.time_s - onset))
+            self.ears.speech_onset(int(onset * 1000), self._at(onset))
         elif onset is None and self.onset:
             self.onset = False
             if not slicer.speaking:
                 self.ears.onset_dropped()
 
+    def _at(self, time_s: float) -> float:
+        """Stream time `time_s` on the monotonic clock, from the newest audio heard."""
+        assert self.stream is not None
+        return time.monotonic() - (self.stream.live.slicer.time_s - time_s)
+
     def _report(self, events: list[Any]) -> None:
         from duo.audio.events import PauseConfirmed, SpeechStarted, SpeechStopped
 
         assert self.stream is not None
-        now, heard_s = time.monotonic(), self.stream.live.slicer.time_s
         for e in events:
             if isinstance(e, SpeechStarted):
-                self.ears.speech_started(int(e.time_s * 1000), now - (heard_s - e.time_s), e.resumed)
+                self.ears.speech_started(int(e.time_s * 1000), self._at(e.time_s), e.resumed)
             elif isinstance(e, SpeechStopped):
-                self.ears.speech_stopped(int(e.time_s * 1000), now - (heard_s - e.time_s), e.early)
+                self.ears.speech_stopped(int(e.time_s * 1000), self._at(e.time_s), e.early)
             elif isinstance(e, PauseConfirmed):
                 self.ears.pause_confirmed(int(e.time_s * 1000))
             else:

@@ -174,10 +174,14 @@ class Turns:
         self.last_state = ""
 
     # -- the microphone (SpeechIn's ears) --------------------------------------------------------------
+    @property
+    def ducks(self) -> bool:
+        """Speech now would duck the reply: DUO judges it, and a reply is being spoken."""
+        return self.judged and self.responses.busy and self.responses.voice.speaking is not None
+
     def speech_onset(self, audio_ms: int, at: float) -> None:
         """The first frames of what may be speech, over a reply being spoken: duck it now, not a frame later."""
-        if (self.judged and self.responses.busy and self.responses.voice.speaking is not None
-                and not isinstance(self.options.turn_detection, p.ServerVadTurnDetection)):
+        if self.ducks:
             self.ducking.duck(audio_ms, at, provisional=True)
 
     def onset_dropped(self) -> None:
@@ -205,7 +209,7 @@ class Turns:
             if isinstance(td, p.ServerVadTurnDetection) and td.interrupt_response:
                 self.responses.stop_speaking("turn_detected")  # the baseline: any speech stops the reply
                 self.cancel("turn_detected")
-            elif self.judged and self.responses.voice.speaking is not None:
+            elif self.ducks:
                 self.ducking.duck(audio_ms, at)
 
     def speech_stopped(self, audio_ms: int, at: float, early: bool = False) -> None:
