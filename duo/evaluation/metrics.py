@@ -113,6 +113,9 @@ def evaluate(record: dict[str, Any]) -> dict[str, Any]:
         answer = next((r for r in rs if answers_whole(record, r, q_end)), None)
         early = [r for r in rs if r is not answer and (answer is None or r.created < answer.created)]
         _latencies(out, answer, q_end)
+        heard = next((e["t"] for e in record["events"] if e["type"] == TRANSCRIPT and e["t"] >= q_end), None)
+        if heard is not None:  # the words recognized: what DUO's last judgement and any reply wait for
+            out["transcript_s"] = round(heard - q_end, 3)
         answered = answer is not None and answer.created <= q_end + within
         if kind == "wait":
             inside = [r for r in early if r.created >= q_start]

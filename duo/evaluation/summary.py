@@ -55,6 +55,7 @@ def summarize(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
                                      if "false_interruption" in o]),
         "latency_token_s": stats([o["latency_token_s"] for o in outcomes if "latency_token_s" in o]),
         "latency_audio_s": stats([o["latency_audio_s"] for o in outcomes if "latency_audio_s" in o]),
+        "transcript_s": stats([o["transcript_s"] for o in outcomes if "transcript_s" in o]),  # end -> words
         "barge_in_s": stats([o["barge_in_s"] for o in outcomes if "barge_in_s" in o]),
         # an interruption obeyed: its words' end -> the reply silenced, and -> the answer's first audio
         "silenced_s": stats([o["silenced_s"] for o in outcomes if "silenced_s" in o]),

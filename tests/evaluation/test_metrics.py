@@ -59,6 +59,15 @@ def test_respond_answered_with_both_latencies() -> None:
     out = metrics.evaluate(rec("respond", QUERY, events))
     assert out["passed"] is True and out["reason"] == "answered"
     assert out["latency_token_s"] == pytest.approx(1.5) and out["latency_audio_s"] == pytest.approx(1.9)
+    assert out["transcript_s"] == pytest.approx(1.0)  # the query's end (2.0) to its words (3.0)
+
+
+def test_the_transcript_is_timed_from_the_query_end_not_an_earlier_utterance() -> None:
+    """A wait query's first half is transcribed mid-query; the figure is the words after its end."""
+    events = [*heard(0.5, 1.2, 1.8), *heard(2.5, 3.4, 3.9), created(4.0, "r1"), token(4.2, "r1")]
+    out = metrics.evaluate(rec("wait", [seg("query", 0.5, 1.2), seg("query", 2.5, 3.4)], events))
+    assert out["transcript_s"] == pytest.approx(0.5)
+    assert "transcript_s" not in metrics.evaluate(rec("respond", QUERY, heard(0.5, 2.0, 1.9)))
 
 
 def test_respond_too_late_too_early_or_never() -> None:
