@@ -47,8 +47,9 @@ def summarize(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
         "measured": len(measured),
         "pass_rate": round(sum(bool(o["passed"]) for o in measured) / len(measured), 4) if measured else None,
         "per_expectation": per_kind,
-        "takeover_background": _rate([o["takeover"] for o in of("no_response")]),
-        "takeover_pause": _rate([o["takeover"] for o in of("wait")]),
+        # a run that ended in an error (the server refused it, the connection broke) judged nothing
+        "takeover_background": _rate([o["takeover"] for o in of("no_response") if "takeover" in o]),
+        "takeover_pause": _rate([o["takeover"] for o in of("wait") if "takeover" in o]),
         "response_rate": _rate([bool(o["passed"]) for o in of("respond") if o["passed"] is not None]),
         "interrupt_success": _rate([bool(o["passed"]) for o in of("interrupt") if o["passed"] is not None]),
         "false_interruption": _rate([o["false_interruption"] for o in of("no_interrupt")

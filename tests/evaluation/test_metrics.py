@@ -266,13 +266,15 @@ def test_summary_rates_and_percentiles() -> None:
         {"expect": "no_response", "passed": True, "takeover": False},
         {"expect": "no_response", "passed": True, "takeover": False},
         {"expect": "wait", "passed": False, "takeover": True},
+        {"expect": "wait", "passed": None, "reason": "error: ConnectionError: server refused the session"},
+        {"expect": "no_response", "passed": None, "reason": "error: TimeoutError"},
         {"expect": "interrupt", "passed": None},
         {"expect": "interrupt", "passed": True, "barge_in_s": 0.5},
         {"expect": "no_interrupt", "passed": False, "false_interruption": True, "takeover": False},
         {"expect": "no_interrupt", "passed": True, "false_interruption": False, "takeover": False},
     ]
     s = metrics.summarize(outcomes)
-    assert s["scenarios"] == 11 and s["measured"] == 10 and s["passed"] == 6 and s["pass_rate"] == 0.6
+    assert s["scenarios"] == 13 and s["measured"] == 10 and s["passed"] == 6 and s["pass_rate"] == 0.6
     assert s["takeover_background"] == {"n": 4, "rate": 0.25}
     assert s["takeover_pause"] == {"n": 1, "rate": 1.0}
     assert s["response_rate"] == {"n": 2, "rate": 0.5}
