@@ -4,7 +4,8 @@ Workload: the recorded telephone call shipped with pyannote (30 s, real speech) 
 slices are recognized in order as one live stream would (batch 1), then as 16 streams whose slices are ready
 at the same moment (batch 16, one decode call per round). Latency is the wall time from a closed slice to its
 text. RTF is decode time over audio time (below 1 is faster than real time; for batch 16, over 16 streams'
-audio). VAD cost is measured per second of audio, one stream and 16 batched. TTS time to first chunk is from
+audio). VAD cost is measured per second of audio, one stream and 16 batched, at torch's own CPU thread count and
+at one (what a server beside a GPU model uses). TTS time to first chunk is from
 reply text to the first PCM16 chunk. Prints one JSON object per measurement, then a summary table.
 
     python bench/audio_bench.py [--models tiny.en base] [--device cpu|cuda] [--batch 1 16] [--rounds 3]
@@ -84,7 +85,10 @@ def bench_asr(model: str, device: str, batch: int, rounds: int, slices: list[Aud
     }
 
 
-def bench_vad(audio: np.ndarray, streams: int) -> dict[str, Any]:
+def bench_vad(audio: np.ndarray, streams: int, threads: int) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(threads)
     vad = SileroVad.shared()
     x = audio[: audio.size // FRAME * FRAME]
     frames = x.reshape(-1, FRAME)
@@ -95,7 +99,7 @@ def bench_vad(audio: np.ndarray, streams: int) -> dict[str, Any]:
         vad.batch_probs(np.stack([frame] * streams), states)
     seconds = time.perf_counter() - t0
     audio_s = x.size / SAMPLE_RATE
-    return {"what": "vad", "streams": streams, "ms_per_audio_s_per_stream": 1000 * seconds / audio_s / streams,
+    return {"what": "vad", "streams": streams, "threads": threads, "ms_per_audio_s_per_stream": 1000 * seconds / audio_s / streams,
             "ms_per_frame_call": 1000 * seconds / len(frames)}
 
 
@@ -125,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--batch", nargs="+", type=int, default=[1, 16])
     parser.add_argument("--rounds", type=int, default=3, help="slice rounds timed at batch > 1")
+    parser.add_argument("--vad-threads", nargs="+", type=int, default=None,
+                        help="torch CPU threads for the VAD rows (default: torch's own, then 1, as a server "
+                             "beside a GPU model runs it)")
     parser.add_argument("--out", default=None, help="also write all results to this JSON file")
     args = parser.parse_args(argv)
     from transformers.utils import logging as hf_logging
@@ -140,9 +147,12 @@ def main(argv: list[str] | None = None) -> int:
         for batch in args.batch:
             results.append(bench_asr(model, device, batch, args.rounds, slices))
             print(json.dumps(results[-1]), flush=True)
-    for streams in (1, 16):
-        results.append(bench_vad(audio, streams))
-        print(json.dumps(results[-1]), flush=True)
+    import torch
+
+    for threads in args.vad_threads or sorted({torch.get_num_threads(), 1}, reverse=True):
+        for streams in (1, 16):
+            results.append(bench_vad(audio, streams, threads))
+            print(json.dumps(results[-1]), flush=True)
     for backend in ("piper", "espeak-ng"):
         row = bench_tts(backend)
         if row:
@@ -162,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             label = f"asr {r['model']} batch {r['batch']} ({r['slices']} slices)"
             print(f"{label:<34}{r['latency_p50_s']:>12.3f} s{r['latency_max_s']:>8.3f} s{r['rtf']:>8.3f}")
         elif r["what"] == "vad":
-            label = f"vad, {r['streams']} stream(s) batched"
+            label = f"vad, {r['streams']} stream(s) batched, {r['threads']} thr."
             print(f"{label:<34}{r['ms_per_audio_s_per_stream']:>9.2f} ms/s")
         elif "skipped" in r:
             print(f"{'tts ' + r['backend']:<34}{'skipped':>14}")

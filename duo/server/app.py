@@ -45,6 +45,18 @@ def load_model(settings: Settings) -> Backbone:
     return load_backbone(model, adapter=adapter, device=settings.device, dtype=settings.dtype, parallel=parallel)
 
 
+def cpu_threads(setting: int | None, device: Any) -> int | None:
+    """torch's CPU thread count for a server whose model runs on `device`; None leaves torch's default.
+
+    With the model on a GPU, what torch runs on the CPU is the VAD: one 32 ms frame per stream per call, on the
+    event loop. A pool of one thread per core makes each such call wake and join every thread: on a 16-core GPU
+    host the frames of eight streams kept the loop busy, and every tick and transcript late, behind them.
+    """
+    if setting is not None:
+        return setting
+    return 1 if getattr(device, "type", str(device)).startswith("cuda") else None
+
+
 class Server:
     """What the app holds: the engine loop shared by every session, speech services, counters."""
 
@@ -68,6 +80,14 @@ class Server:
     async def start(self) -> None:
         if self.backbone is None:
             self.backbone = await asyncio.to_thread(load_model, self.settings)
+        import torch
+
+        if (threads := cpu_threads(self.settings.cpu_threads, self.backbone.device)) is not None:
+            # on this thread (the event loop's, where the VAD runs) and for the threads that start torch work
+            # after it; threads that already ran parallel torch work keep their pools
+            torch.set_num_threads(threads)
+        self.metrics.cpu_threads.set(torch.get_num_threads())
+        log.info("event=cpu_threads threads=%d", torch.get_num_threads())
         engine = Engine(self.backbone, EngineConfig(max_sessions=2 * self.settings.max_sessions + 1))
         if self.settings.warmup:  # on CUDA this captures every graph the engine can need before /readyz says so
             await asyncio.to_thread(engine.warmup)

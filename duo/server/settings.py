@@ -27,6 +27,11 @@ class Settings(BaseModel):
     adapter: str = Field("auto", description="peft adapter folder; 'auto' = the shipped one, 'none' = bare model")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     dtype: str = Field("auto", description="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
+    cpu_threads: int | None = Field(None, ge=1, le=1024,
+                                    description="torch's CPU threads in this process; default: 1 when the model "
+                                                "runs on a GPU (the CPU's torch work is then the VAD's 32 ms "
+                                                "frames, which a pool of many threads slows down), torch's own "
+                                                "on a CPU")
     instructions: str | None = Field(None, description="default system instructions of new sessions")
     tensor_parallel: int = Field(1, ge=1, description="GPUs of this host to split the model over (runs under "
                                                       "torchrun, one process per GPU; rank 0 serves)")

@@ -12,7 +12,9 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from duo.cli import main
+from duo.server.app import cpu_threads
 from duo.server.auth import SUBPROTOCOL_PREFIX, redact_logs
+from duo.server.settings import load_settings
 
 from .helpers import connect, live_server
 
@@ -231,3 +233,26 @@ def test_a_failing_engine_closes_its_sessions_with_an_error_then_readyz_says_bro
         assert status == 503 and json.loads(body)["status"] == "broken" and "device lost" in json.loads(body)["reason"]
 
         asyncio.run(refused(s.url, "broken"))
+
+
+def test_torch_runs_on_one_cpu_thread_beside_a_gpu_model_unless_told() -> None:
+    import torch
+
+    assert cpu_threads(None, torch.device("cuda", 0)) == 1
+    assert cpu_threads(None, torch.device("cpu")) is None  # a CPU model's math wants every core
+    assert cpu_threads(3, torch.device("cuda")) == 3 and cpu_threads(2, "cpu") == 2
+    assert load_settings(env={"DUO_CPU_THREADS": "4"}).cpu_threads == 4
+    with pytest.raises(ValueError):
+        load_settings(env={"DUO_CPU_THREADS": "0"})
+
+
+def test_the_server_applies_its_cpu_threads_at_start(tiny) -> None:
+    """Read where the VAD runs, the server's event loop (a thread of its own here): /metrics reports it."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        with live_server(tiny, cpu_threads=1) as s:
+            assert "duo_cpu_threads 1.0" in _get(s.http + "/metrics")[1].decode()
+    finally:  # the count is also what threads started later take: later tests' servers get the default back
+        torch.set_num_threads(before)
