@@ -47,7 +47,9 @@ def venv(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Path:
 def test_the_wheel_carries_the_page_and_the_adapters(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"duo/server/static/index.html", "duo/server/static/js/app.js"} <= names
-    assert "duo/assets/adapters/smollm2-135m-instruct/adapter_model.safetensors" in names
+    for model in ("smollm2-135m-instruct", "qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"):
+        assert {f"duo/assets/adapters/{model}/adapter_model.safetensors",
+                f"duo/assets/adapters/{model}/adapter_config.json"} <= names, model
     assert "duo/training/data/replies.jsonl.gz" in names
     assert not any(n.startswith(("engine/", "server/", "tests/")) for n in names)
 
