@@ -123,14 +123,17 @@ class Slicer:
         frames = self.take_frames(samples)
         if not len(frames):
             return []
-        probs = self.vad.frame_probs(frames.reshape(-1), self.vad_state)
+        return self.advance_all(frames, self.vad.frame_probs(frames.reshape(-1), self.vad_state))
+
+    def advance_all(self, frames: np.ndarray, probs: np.ndarray) -> list[Event]:
+        """Consume frames judged elsewhere (`push_batch`, the server's `VadBatcher`), in order."""
         events: list[Event] = []
         for frame, prob in zip(frames, probs, strict=True):
             events.extend(self.advance(frame, float(prob)))
         return events
 
     def advance(self, frame: np.ndarray, prob: float) -> list[Event]:
-        """Consume one judged frame (used directly by `push_batch`)."""
+        """Consume one judged frame."""
         cfg = self.config
         start = self._frames * FRAME
         self._frames += 1
@@ -223,11 +226,5 @@ def push_batch(slicers: Sequence[Slicer], chunks: Sequence[np.ndarray]) -> list[
     if not slicers:
         return []
     frames = [s.take_frames(c) for s, c in zip(slicers, chunks, strict=True)]
-    vad = slicers[0].vad
-    events: list[list[Event]] = [[] for _ in slicers]
-    for k in range(max(len(f) for f in frames)):
-        rows = [i for i, f in enumerate(frames) if k < len(f)]
-        probs = vad.batch_probs(np.stack([frames[i][k] for i in rows]), [slicers[i].vad_state for i in rows])
-        for i, p in zip(rows, probs, strict=True):
-            events[i].extend(slicers[i].advance(frames[i][k], float(p)))
-    return events
+    probs = slicers[0].vad.judge(frames, [s.vad_state for s in slicers])
+    return [s.advance_all(f, p) for s, f, p in zip(slicers, frames, probs, strict=True)]

@@ -11,6 +11,7 @@ import importlib.util
 import logging
 import threading
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +86,16 @@ class SileroVad:
         for i in range(n):
             frame = samples[i * FRAME : (i + 1) * FRAME]
             out[i] = self.batch_probs(frame[None, :], [state])[0]
+        return out
+
+    def judge(self, frames: Sequence[np.ndarray], states: Sequence[VadState]) -> list[np.ndarray]:
+        """Each stream's whole frames ((n_i, 512) each), frame k of every stream in one batched call."""
+        out = [np.empty(len(f), dtype=np.float32) for f in frames]
+        for k in range(max((len(f) for f in frames), default=0)):
+            rows = [i for i, f in enumerate(frames) if k < len(f)]
+            probs = self.batch_probs(np.stack([frames[i][k] for i in rows]), [states[i] for i in rows])
+            for i, prob in zip(rows, probs, strict=True):
+                out[i][k] = prob
         return out
 
     def batch_probs(self, frames: np.ndarray, states: list[VadState]) -> np.ndarray:

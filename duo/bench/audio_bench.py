@@ -99,7 +99,8 @@ def bench_vad(audio: np.ndarray, streams: int, threads: int) -> dict[str, Any]:
         vad.batch_probs(np.stack([frame] * streams), states)
     seconds = time.perf_counter() - t0
     audio_s = x.size / SAMPLE_RATE
-    return {"what": "vad", "streams": streams, "threads": threads, "ms_per_audio_s_per_stream": 1000 * seconds / audio_s / streams,
+    return {"what": "vad", "streams": streams, "threads": threads,
+            "ms_per_audio_s_per_stream": 1000 * seconds / audio_s / streams,
             "ms_per_frame_call": 1000 * seconds / len(frames)}
 
 

@@ -1,7 +1,8 @@
 """The speech services of the server: shared recognizers and voices, and each session's audio input.
 
 Models are loaded once per process and shared; each session owns only its stream state (decoder,
-slicer, transcriber). Recognition of slices from all sessions goes through one batching worker.
+slicer, transcriber). The VAD of every session's frames, and recognition of their slices, each go through one
+batching worker off the event loop.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class SpeechServices:
     device: str | None = None
     _recognizer: Any = None
     _batcher: Any = None
+    _vad: Any = None
     _speaker: Any = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     on_recognized: Callable[[float], None] | None = None  # seconds from a slice queued to its text (load)
@@ -43,6 +45,14 @@ class SpeechServices:
                 self._recognizer, self._batcher = Recognizer(whisper), TimedBatcher(AsrBatcher(), self._recognized)
             return self._recognizer, self._batcher
 
+    def vad(self) -> Any:
+        """The process's `VadBatcher` (made on first use: the Silero model loads in ~0.1 s)."""
+        if self._vad is None:
+            from duo.audio.vad_batcher import VadBatcher
+
+            self._vad = VadBatcher()
+        return self._vad
+
     def _recognized(self, seconds: float) -> None:
         if self.on_recognized is not None:
             self.on_recognized(seconds)
@@ -59,6 +69,8 @@ class SpeechServices:
     async def close(self) -> None:
         if self._batcher is not None:
             await self._batcher.close()
+        if self._vad is not None:
+            await self._vad.close()
 
 
 class TimedBatcher:
@@ -78,10 +90,10 @@ class TimedBatcher:
 
 
 class AudioInput:
-    """One session's microphone stream (`LiveInput`), held to real time, its slices recognized through the
-    process's batcher."""
+    """One session's microphone stream (`LiveInput`), held to real time, its frames judged and its slices
+    recognized through the process's batchers."""
 
-    def __init__(self, recognizer: Any, batcher: Any, rate: int, slice_ms: int, pause_ms: int,
+    def __init__(self, recognizer: Any, batcher: Any, vad: Any, rate: int, slice_ms: int, pause_ms: int,
                  burst_s: float, codec: str = "pcm16", early_pause_ms: int | None = None,
                  confirm_ms: int | None = None) -> None:
         from duo.audio.pipeline import LiveInput
@@ -91,12 +103,12 @@ class AudioInput:
         confirm = confirm_ms / 1000 if confirm_ms is not None else None
         self.live = LiveInput(recognizer, rate, SlicerConfig(slice_s=slice_ms / 1000, pause_s=pause_ms / 1000,
                                                              early_pause_s=early, confirm_s=confirm), codec=codec)
-        self.batcher = batcher
+        self.batcher, self.vad = batcher, vad
         self.burst_s = burst_s
         self.started = time.monotonic()
         self.received_s = 0.0
 
-    def push_base64(self, payload: str) -> list[Any]:
+    async def push_base64(self, payload: str) -> list[Any]:
         """Decode and slice; raises AudioError on bad audio and RateLimited when far ahead of real time."""
         from duo.audio.decode import SAMPLE_RATE
 
@@ -105,7 +117,7 @@ class AudioInput:
         if ahead > self.burst_s:
             raise RateLimited(f"audio is arriving {ahead:.1f} s ahead of real time (limit {self.burst_s:.0f} s)")
         self.received_s += len(samples) / SAMPLE_RATE
-        return self.live.push(samples)
+        return await self.vad.push(self.live.slicer, samples)
 
     def commit(self) -> list[Any]:
         return self.live.flush()

@@ -84,13 +84,13 @@ class SpeechIn:
         if self.stream is None:
             recognizer, batcher = await self.speech.recognizer()
             h = self.hearing
-            self.stream = AudioInput(recognizer, batcher, h.format.rate, h.slice_ms, h.pause_ms, self.burst_s,
-                                     h.format.codec, h.early_pause_ms, h.confirm_ms)
+            self.stream = AudioInput(recognizer, batcher, self.speech.vad(), h.format.rate, h.slice_ms,
+                                     h.pause_ms, self.burst_s, h.format.codec, h.early_pause_ms, h.confirm_ms)
             self.stream.live.slicer.early_ok = self.complete
             if self.task is None:
                 self.task = asyncio.create_task(self._recognize())
         try:
-            events = self.stream.push_base64(event.audio)
+            events = await self.stream.push_base64(event.audio)
         except RateLimited as exc:
             raise p.ProtocolError("rate_limited", str(exc), event.event_id) from None
         except (AudioError, ValueError) as exc:
