@@ -135,11 +135,9 @@ class Recognizer:
         ids, dev, n = w.ids, enc.device, len(heads)
         seqs = [h + d for h, d in zip(heads, drafts, strict=True)]
         width = max(len(s) for s in seqs)
-        inp = torch.full((n, width), ids.eot, dtype=torch.long, device=dev)
-        mask = torch.zeros((n, width), dtype=torch.long, device=dev)
-        for i, s in enumerate(seqs):
-            inp[i, width - len(s) :] = torch.tensor(s, device=dev)
-            mask[i, width - len(s) :] = 1
+        # built on the host and copied once each: a copy per row held the interpreter for each of them
+        inp = torch.tensor([[ids.eot] * (width - len(s)) + s for s in seqs], dtype=torch.long, device=dev)
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], dtype=torch.long, device=dev)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         dec, proj = w.model.model.decoder, w.model.proj_out
