@@ -48,9 +48,9 @@ def load_model(settings: Settings) -> Backbone:
 def cpu_threads(setting: int | None, device: Any) -> int | None:
     """torch's CPU thread count for a server whose model runs on `device`; None leaves torch's default.
 
-    With the model on a GPU, what torch runs on the CPU is the VAD: one 32 ms frame per stream per call, on the
-    event loop. A pool of one thread per core makes each such call wake and join every thread: on a 16-core GPU
-    host the frames of eight streams kept the loop busy, and every tick and transcript late, behind them.
+    With the model on a GPU, what torch runs on the CPU is the VAD: a batch of 32 ms frames per call, many calls
+    a second. A pool of one thread per core makes each call wake and join every thread: on a 16-core GPU host,
+    with the VAD then on the event loop, eight streams' frames kept every tick and transcript late behind them.
     """
     if setting is not None:
         return setting
@@ -83,8 +83,8 @@ class Server:
         import torch
 
         if (threads := cpu_threads(self.settings.cpu_threads, self.backbone.device)) is not None:
-            # on this thread (the event loop's, where the VAD runs) and for the threads that start torch work
-            # after it; threads that already ran parallel torch work keep their pools
+            # for this thread and every thread that starts torch work after it (the VAD's starts with the first
+            # audio); a thread that already ran parallel torch work keeps its pool
             torch.set_num_threads(threads)
         self.metrics.cpu_threads.set(torch.get_num_threads())
         log.info("event=cpu_threads threads=%d", torch.get_num_threads())

@@ -57,7 +57,7 @@ class Metrics:
         self.recognition_seconds = Histogram("duo_recognition_seconds", "a slice of speech queued to recognized",
                                              registry=r, buckets=(*_LATENCY, 20.0, 30.0))
         self.overloaded = Gauge("duo_overloaded", "1 while ticks or recognition fall behind", registry=r)
-        self.cpu_threads = Gauge("duo_cpu_threads", "torch's CPU threads on the event loop, where the VAD runs",
+        self.cpu_threads = Gauge("duo_cpu_threads", "torch's CPU threads, as set at start (the VAD's thread takes it)",
                                  registry=r)
         self.connections_dropped = Counter("duo_connections_dropped", "connections the server closed on a limit "
                                            "(header_timeout, evicted, connection_limit, write_timeout, "
