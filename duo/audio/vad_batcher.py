@@ -62,6 +62,10 @@ class VadBatcher:
                 continue
             try:
                 probs = await loop.run_in_executor(self._pool, self._judge, live)
+            except asyncio.CancelledError:  # closing: nobody waits on a judgement that will not come
+                for _, _, future in live:
+                    future.cancel()
+                raise
             except Exception as exc:  # the model failed: each waiting stream hears why, the worker goes on
                 log.exception("event=vad_failed streams=%d", len(live))
                 for _, _, future in live:
@@ -77,9 +81,12 @@ class VadBatcher:
         return self.vad.judge([frames for _, frames, _ in items], [slicer.vad_state for slicer, _, _ in items])
 
     async def close(self) -> None:
+        """Stop the worker; a push still waiting is cancelled, not left hanging."""
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
+        while self._queue is not None and not self._queue.empty():
+            self._queue.get_nowait()[2].cancel()
         self._pool.shutdown(wait=False)

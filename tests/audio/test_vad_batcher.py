@@ -88,3 +88,17 @@ def test_a_stream_that_leaves_mid_chunk_does_not_hold_up_the_others(synth: Calla
             await batcher.close()
 
     assert marks(asyncio.run(main())) == marks(run(x, chunk=CHUNK))
+
+
+def test_closing_cancels_the_pushes_still_waiting(synth: Callable[..., np.ndarray]) -> None:
+    x = synth("Set a timer for ten minutes.")
+
+    async def main() -> list[BaseException | list[Event]]:
+        batcher = VadBatcher()
+        pushes = [asyncio.create_task(batcher.push(Slicer(), x[:CHUNK * 8])) for _ in range(3)]
+        await asyncio.sleep(0)  # all three queued; the first batch may be running
+        await batcher.close()
+        return await asyncio.wait_for(asyncio.gather(*pushes, return_exceptions=True), 5)
+
+    results = asyncio.run(main())
+    assert len(results) == 3 and all(isinstance(r, asyncio.CancelledError | list) for r in results)
