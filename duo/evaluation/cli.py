@@ -38,7 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="judge the runs of a saved JSON report again instead of running (for --json / --plots)")
     p.add_argument("--render-only", action="store_true",
                    help="render the scenarios' audio into --audio-cache and stop (to carry to another machine)")
-    g = p.add_argument_group("in-process server (without --url)")
+    g = p.add_argument_group("the evaluation's own server (without --url)")
+    g.add_argument("--own-process", action="store_true",
+                   help="run it as `duo serve` in a process of its own, not in this one: the client's playback "
+                        "then shares no interpreter with it (use for latency figures on a GPU host)")
     g.add_argument("--model", default=None, help="HF causal-LM id or path (default: the embedded SmolLM2-135M)")
     g.add_argument("--adapter", default="auto", help="peft adapter; 'auto' = the shipped one, 'none' = bare model")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
@@ -95,7 +98,8 @@ def _run(args: argparse.Namespace, cache: Path | None) -> dict[str, Any]:
     cfg = EvalConfig(scenarios=args.scenarios, url=args.url, modes=tuple(dict.fromkeys(args.turn_detection)),
                      play=PlayOptions(speed=args.speed, chunk_ms=args.chunk_ms, audio_out=args.output == "audio",
                                       headers=headers, duo_params=_duo_params(args.duo_param)),
-                     concurrency=args.concurrency, cache_dir=cache, only=tuple(args.only), model=args.model,
+                     concurrency=args.concurrency, cache_dir=cache, only=tuple(args.only),
+                     own_process=args.own_process, model=args.model,
                      adapter=args.adapter, device=args.device, dtype=args.dtype, asr_model=args.asr_model,
                      tts=args.tts, within_s=args.within)
     return run_evaluation(cfg)

@@ -35,7 +35,8 @@ class EvalConfig:
     concurrency: int = 1
     cache_dir: Path | None = None
     only: tuple[str, ...] = ()
-    # the in-process server (no URL given)
+    # the evaluation's own server (no URL given), in this process or in one of its own
+    own_process: bool = False
     model: str | None = None
     adapter: str = "auto"
     device: str = "auto"
@@ -160,7 +161,7 @@ def run_evaluation(cfg: EvalConfig, progress: Callable[[str], None] | None = Non
         server_info: dict[str, Any] = {"url": cfg.url, "in_process": False}
         runs = asyncio.run(go(cfg.url))
     else:
-        from .server import in_process_server, resolve_tts
+        from .server import in_process_server, own_process_server, resolve_tts
 
         tts = resolve_tts(cfg.tts)
         if tts == "none" and options.audio_out:
@@ -169,9 +170,9 @@ def run_evaluation(cfg: EvalConfig, progress: Callable[[str], None] | None = Non
         longest = max(sum(p.seconds for p in parts if isinstance(p, AudioPart)) for parts in rendered.values())
         burst = max(10.0, (longest + 60 + options.max_tail_s) * options.speed)
         say("starting the server (model load and warm-up)")
-        with in_process_server(model=cfg.model, adapter=cfg.adapter, device=cfg.device, dtype=cfg.dtype,
-                               asr_model=cfg.asr_model, tts=tts, audio_burst_s=burst,
-                               max_sessions=max(4, cfg.concurrency + 2)) as running:
+        serve = own_process_server if cfg.own_process else in_process_server
+        with serve(model=cfg.model, adapter=cfg.adapter, device=cfg.device, dtype=cfg.dtype, asr_model=cfg.asr_model,
+                   tts=tts, audio_burst_s=burst, max_sessions=max(4, cfg.concurrency + 2)) as running:
             runs = asyncio.run(go(running.url))
             server_info = running.describe()
     by_mode = {m: [r["outcome"] for r in runs if r["mode"] == m] for m in cfg.modes}

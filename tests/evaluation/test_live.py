@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 
 import pytest
 
@@ -57,3 +58,22 @@ def test_scenarios_through_the_live_server(tmp_path) -> None:
     assert report["summary"]["duo"]["server_counters"] is None and "server_counters" not in runs[("ask", "duo")]
     pngs = plot_report(report, tmp_path / "plots")
     assert sorted(p.name for p in pngs) == ["ask.png", "room.png"] and all(p.stat().st_size > 10_000 for p in pngs)
+
+
+@pytest.mark.slow
+def test_the_server_in_a_process_of_its_own(tmp_path) -> None:
+    """`--own-process`: the same judgement from `duo serve` in a child process, which is gone afterwards."""
+    path = tmp_path / "s.jsonl"
+    path.write_text(json.dumps(SCENARIOS[0]) + "\n")
+    report = run_evaluation(EvalConfig(scenarios=str(path), modes=("duo",), tts="espeak-ng", device="cpu",
+                                       own_process=True, play=PlayOptions(chunk_ms=100)))
+    server = report["server"]
+    assert server["own_process"] and not server["in_process"]
+    assert server["model"] == "embedded:smollm2-135m-instruct+smollm2-135m-instruct"
+    (run,) = report["runs"]
+    assert run["outcome"]["passed"] is True, run["outcome"]
+    assert any(e["type"] == "duo.input.state" for e in run["events"])
+    assert report["server_counters"] is not None  # read over HTTP from the child's /metrics
+    port = int(server["url"].split(":")[2].split("/")[0])
+    with pytest.raises(OSError):  # the child has exited
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
