@@ -6,7 +6,8 @@ and read again. Here one program per (row, key/value head, key split) walks the 
 each visible key straight from the pool, with the row's query heads of that key/value head as one small
 matrix (grouped-query attention without repeating keys), and an online softmax; a long row's keys are cut
 into splits that run in parallel and are merged after (flash-decoding), so a tick of few rows still fills
-the GPU. Keys past a row's `key_len` are never loaded: padding costs nothing.
+the GPU; each row divides its own keys among the splits. Keys past a row's `key_len` are never loaded:
+padding costs nothing.
 
 Every token is a query row of its own here: it reads its sequence's row of the slot table (`rows_of`; in the
 engine the device's persistent table, `slot_table.py`) up to its causal limit (position + 1), which is the
@@ -62,17 +63,20 @@ def _kernel() -> Any:
     import triton.language as tl
 
     @triton.jit
-    def paged_decode(Q, K, V, Table, Rows, KeyLen, Out, Max, Sum, scale, keys_per_split,
+    def paged_decode(Q, K, V, Table, Rows, KeyLen, Out, Max, Sum, scale,
                      stride_qr, stride_qh, stride_ks, stride_kh, stride_tr, stride_or, stride_oh, stride_os,
                      GROUP: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
-                     HEAD_DIM: tl.constexpr, SPLIT: tl.constexpr):
+                     HEAD_DIM: tl.constexpr, SPLIT: tl.constexpr, MIN_SPLIT: tl.constexpr):
         row = tl.program_id(0)
         kv_head = tl.program_id(1)
         split = tl.program_id(2)
         n_keys = tl.load(KeyLen + row)
         table_row = tl.load(Rows + row)
-        start = split * keys_per_split
-        end = tl.minimum(start + keys_per_split, n_keys)
+        # this row's own keys spread over the splits (never fewer than MIN_SPLIT a split): the table may be
+        # as wide as the context window, far past what the row sees
+        per_split = tl.maximum(tl.cdiv(tl.cdiv(n_keys, tl.num_programs(2)), BLOCK_N) * BLOCK_N, MIN_SPLIT)
+        start = split * per_split
+        end = tl.minimum(start + per_split, n_keys)
         g = tl.arange(0, BLOCK_G)
         d = tl.arange(0, HEAD_DIM)
         heads = kv_head * GROUP + g
@@ -133,7 +137,6 @@ def paged_decode(q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, ta
     kv_heads = k_pool.shape[1]
     group = heads // kv_heads  # q may be a strided view: the kernel takes its row and head strides
     splits = splits_for(rows, kv_heads, table.shape[1])
-    keys_per_split = math.ceil(table.shape[1] / splits / BLOCK_N) * BLOCK_N
     block_g = max(16, 1 << (group - 1).bit_length())
     kernel = _kernel()
     if q.stride(-1) != 1:
@@ -146,10 +149,11 @@ def paged_decode(q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, ta
         mx = torch.empty(rows, heads, splits, dtype=torch.float32, device=q.device)
         sm = torch.empty_like(mx)
     kernel[(rows, kv_heads, splits)](
-        q, k_pool, v_pool, table, rows_of, key_len, part, mx, sm, scale, keys_per_split,
+        q, k_pool, v_pool, table, rows_of, key_len, part, mx, sm, scale,
         q.stride(0), q.stride(1), k_pool.stride(0), k_pool.stride(1), table.stride(0),
         part.stride(0), part.stride(1), part.stride(2),
         GROUP=group, BLOCK_G=block_g, BLOCK_N=BLOCK_N, HEAD_DIM=head_dim, SPLIT=splits > 1,
+        MIN_SPLIT=MIN_KEYS_PER_SPLIT,
     )
     if splits == 1:
         return out

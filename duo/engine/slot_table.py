@@ -5,7 +5,7 @@ own tokens). Rebuilt on the host every tick, the rows of a thousand sessions are
 while the GPU waits, and their width (the longest row's keys) is a dimension of every captured graph. Kept
 here instead, a sequence's row is written once, when it first runs or after its view changed
 (`Sequence.version`: a rollback, a re-attachment), from the host's cached slots; after that the forward
-writes each new token's slot itself, at its position, as it writes the token's KV (`TickBatch.build`). A tick
+writes each new token's slot itself, at its position, as it writes the token's KV (`TickBatch.in_place`). A tick
 then sends a row index and a position per token: its payload no longer grows with the context.
 
 Row 0 is the padding's: its first entry is the scratch slot, the one key a padded query sees. Rows of

@@ -63,6 +63,21 @@ def test_kernel_equals_the_gathered_reference(interpreted, monkeypatch: pytest.M
     assert rel_err(out, _gathered(q, k, v, table, key_len, head_dim**-0.5)) < 1e-5
 
 
+def test_rows_spread_their_own_keys_over_splits_sized_for_a_wider_table(interpreted,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The device slot table is as wide as the context window: splits counted from its width each take a
+    share of a row's own keys, whatever the row sees (here 1 to 700 keys of 4,096)."""
+    monkeypatch.setattr(pd, "MIN_PROGRAMS", 10**6)
+    g = torch.Generator().manual_seed(3)
+    k, v = torch.randn(3000, 2, 16, generator=g), torch.randn(3000, 2, 16, generator=g)
+    table = torch.randint(1, 3000, (3, 4096), generator=g)
+    key_len = torch.tensor([700, 257, 1])
+    q = torch.randn(3, 4, 16, generator=g)
+    assert pd.splits_for(3, 2, 4096) == 4096 // pd.MIN_KEYS_PER_SPLIT  # 16 splits, most of them past row 0's keys
+    out = pd.paged_decode(q, k, v, table, key_len, 0.25)
+    assert rel_err(out, _gathered(q, k, v, table, key_len, 0.25)) < 1e-5
+
+
 def test_keys_past_a_rows_length_are_never_read(interpreted) -> None:
     """What the table holds past `key_len` (another session's slots, say) changes nothing."""
     g = torch.Generator().manual_seed(1)
