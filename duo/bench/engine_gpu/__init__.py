@@ -4,6 +4,7 @@
     python -m duo.bench.engine_gpu capacity [--arch ...] [--sessions 64 128 192 256] [--seconds 8]
     python -m duo.bench.engine_gpu floor    [--arch ...] [--sessions 64 128]
     python -m duo.bench.engine_gpu kv       [--arch ...]
+    python -m duo.bench.engine_gpu profile  [--arch ...] [--sessions 256] [--ticks 40] [--attention paged|gather]
     python -m duo.bench.engine_gpu warmup   [--arch ...] [--sessions 256 1024] [--max-context 4096]
 
 Each prints one JSON object per measurement, then a summary table; `--json-out FILE` keeps the rows.
@@ -19,7 +20,7 @@ Workload (`capacity`, `floor`): every session streams a reply (run to length, en
 conversation of `--context` tokens while a slice of background speech arrives every `--slice-s` seconds
 of wall time per session, staggered, and is judged (k forecast tokens, then ignored) alongside the reply.
 
-Each bench is its own module (`passes`, `capacity`, `floor`, `kv`, `warmup`); what they share is beside
+Each bench is its own module (`passes`, `capacity`, `floor`, `kv`, `profile`, `warmup`); what they share is beside
 them: `workload` (the load above), `models` (what is benched), `timing`, `report`; `cli` is the command line.
 """
 

@@ -21,6 +21,7 @@ from .floor import allreduce_ms, floor
 from .kv import kv
 from .models import ARCHS, load
 from .passes import passes
+from .profile import profile_ticks
 from .report import table
 from .warmup import warmup
 
@@ -28,7 +29,7 @@ from .warmup import warmup
 def main() -> None:
     # named as it is run: the default, the file run, is the package's `__main__.py`
     parser = argparse.ArgumentParser(prog="python -m duo.bench.engine_gpu", description=__doc__.splitlines()[0])
-    parser.add_argument("bench", choices=["passes", "capacity", "floor", "kv", "warmup"])
+    parser.add_argument("bench", choices=["passes", "capacity", "floor", "kv", "profile", "warmup"])
     parser.add_argument("--arch", default="embedded", choices=["embedded", *ARCHS])
     parser.add_argument("--model", default=None, help="checkpoint or embedded name (default: the embedded default)")
     parser.add_argument("--sessions", type=int, nargs="+", default=None)
@@ -48,7 +49,7 @@ def main() -> None:
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args()
     defaults = {"passes": [1, 8, 32], "capacity": [64, 128, 192, 256, 320, 384], "floor": [64, 128], "kv": [1],
-                "warmup": [256, 1024]}
+                "profile": [256], "warmup": [256, 1024]}
     args.sessions = args.sessions or defaults[args.bench]
     group = None
     if args.tensor_parallel > 1:
@@ -65,7 +66,8 @@ def main() -> None:
             follow(group, backbone)
             group.close()
             return
-    benches = {"passes": passes, "capacity": capacity, "floor": floor, "kv": kv, "warmup": warmup}
+    benches = {"passes": passes, "capacity": capacity, "floor": floor, "kv": kv, "profile": profile_ticks,
+               "warmup": warmup}
     rows = benches[args.bench](backbone, args)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     for r in rows:
