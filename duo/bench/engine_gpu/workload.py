@@ -7,6 +7,7 @@ staggered, and is judged (k forecast tokens, then ignored) alongside the reply.
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 
@@ -91,6 +92,8 @@ class Workload:
         for _ in range(4):
             self.engine.step()
         self.warm_graphs()
+        gc.collect()
+        gc.freeze()  # as the server does once warm: a full collection over the model and libraries stalls a tick
         now = time.perf_counter()
         self.start(now)
         end_warm = now + 1.0
@@ -126,4 +129,5 @@ class Workload:
             s.close()
         self.sessions = []  # sessions hold the pool too
         del self.engine
+        gc.unfreeze()
         release()
