@@ -29,6 +29,12 @@ P_WHOLE, P_LONG_PREFIX = 0.2, 0.15
 # as "What is the square root of?". Its state must come from the words, not from the mark.
 P_CLOSING_MARK = 0.5
 CLOSING_MARKS = (".", ".", "?", "?", "...", ",")
+# Slices are cut by time, so a query's last word often arrives alone ("tell me a story about a" + "dragon"):
+# that lone word ends the request.
+P_LAST_WORD_ALONE = 0.15
+# Ignored speech ends too: after the engine drops an input, the next slice may hold only the last words of
+# what was overheard ("the end of the road"), a fragment that must stay `ignore`, not wait as `incomplete`.
+P_TAIL, P_STRETCH, TAIL_WORDS = 0.15, 0.5, (1, 3)
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,14 @@ def slice_up(words: list[str], rng: random.Random, first: int | None = None) -> 
     return out
 
 
+def last_word_alone(slices: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """The final slice's last word split off as a slice of its own (no decision before it: a cut is never
+    made with fewer than `MIN_MISSING` words missing)."""
+    consumed, text = slices[-1]
+    head, _, last = text.rpartition(" ")
+    return slices if not head else [*slices[:-1], (consumed - 1, head), (consumed, last)]
+
+
 def query_event(spoken: Spoken, reply: str, rng: random.Random, at: float | None) -> Event:
     """A query spoken in slices: `incomplete` where a cut is allowed, `process` at its end."""
     allowed = set(cut_points(spoken))
@@ -103,6 +117,8 @@ def query_event(spoken: Spoken, reply: str, rng: random.Random, at: float | None
     elif draw < P_WHOLE + P_LONG_PREFIX and allowed:
         first = rng.choice(sorted(allowed))
     slices = slice_up(spoken.words, rng, first)
+    if first is None and rng.random() < P_LAST_WORD_ALONE:
+        slices = last_word_alone(slices)
     labels: list[str | None] = [INCOMPLETE if k in allowed else None for k, _ in slices[:-1]]
     texts = [s for _, s in slices]
     if spoken.clean:
@@ -112,9 +128,12 @@ def query_event(spoken: Spoken, reply: str, rng: random.Random, at: float | None
 
 
 def fragment(spoken: Spoken, rng: random.Random) -> list[str]:
-    """Ignored speech as heard: the whole utterance, or a stretch of it starting anywhere."""
+    """Ignored speech as heard: the whole utterance, its last few words, or a stretch starting anywhere."""
     words = [w for w in spoken.words if w]
-    if len(words) > 3 and rng.random() < 0.5:
+    draw = rng.random()
+    if len(words) > TAIL_WORDS[1] and draw < P_TAIL:
+        return words[-rng.randint(*TAIL_WORDS):]
+    if len(words) > 3 and draw < P_TAIL + P_STRETCH:
         start = rng.randrange(0, len(words) - 2)
         words = words[start : start + rng.randint(2, max(2, min(14, len(words) - start)))]
     return words

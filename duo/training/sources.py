@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import overheard, requests, templates
+from . import overheard, requests, scenes, templates
 
 PROCESS, IGNORE, INCOMPLETE = "process", "ignore", "incomplete"
 LABELS = (PROCESS, IGNORE, INCOMPLETE)
@@ -29,6 +29,13 @@ FORTUNE_FILES = ("fortunes", "literature", "wisdom", "people", "humorists", "pol
                  "love", "men-women", "education", "food", "pets", "sports", "news", "science", "law",
                  "miscellaneous")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")
+# A chat line that asks nothing and names no one ("stock market", "frank herbert", "Dr. Smith will see you
+# now.") is a reply or a caption, not a request: labelled `process` by its corpus alone, it taught noise.
+_ASKS = re.compile(r"^(what|who|whom|whose|when|where|why|how|which|is|are|am|was|were|do|does|did|can|could|"
+                   r"would|will|should|shall|may|might|have|has|tell|give|explain|describe|show|let|help|please|"
+                   r"hi|hello|hey|good|thanks|thank|name|say|define|list|teach|sing|play|write|make|find|"
+                   r"calculate|recommend|talk)\b", re.IGNORECASE)
+_PERSON = re.compile(r"\b(i|i'm|me|my|mine|we|us|our|you|you're|your|yours)\b", re.IGNORECASE)
 
 
 class SourceError(RuntimeError):
@@ -67,6 +74,12 @@ def _clean(text: str) -> str:
     return " ".join(text.replace("\u2019", "'").replace("\u201c", '"').replace("\u201d", '"').split())
 
 
+def addresses_someone(text: str) -> bool:
+    """A question, a request or a greeting, or a line said by or to a person ("you are a coward", "my
+    laptop won't turn on")."""
+    return text.rstrip().endswith("?") or bool(_ASKS.match(text)) or bool(_PERSON.search(text))
+
+
 def chatterbot_queries() -> list[Item]:
     """First turns of chatterbot-corpus's English conversations: short chat queries and small talk."""
     import yaml
@@ -79,7 +92,7 @@ def chatterbot_queries() -> list[Item]:
     for path in files:
         for conversation in yaml.safe_load(path.read_text(encoding="utf-8")).get("conversations", []):
             text = _clean(str(conversation[0])) if conversation else ""
-            if _words(text) >= 2 and text.lower() not in seen:
+            if _words(text) >= 2 and text.lower() not in seen and addresses_someone(text):
                 seen[text.lower()] = Item(text, PROCESS, "chatterbot", f"chatterbot:{text.lower()}")
     return list(seen.values())
 
@@ -143,20 +156,21 @@ def _fill(template: str, rng: random.Random) -> str:
     return template.format(**values)
 
 
+def instances(template: str, per_template: int, key: str) -> list[str]:
+    """Up to `per_template` distinct fillings of a template, drawn from a generator seeded by `key`."""
+    rng = random.Random(key)
+    seen: dict[str, None] = {}
+    for _ in range(per_template * 4):
+        seen.setdefault(_fill(template, rng))
+        if len(seen) >= per_template:
+            break
+    return list(seen)
+
+
 def template_items(texts: Iterable[str], label: str, source: str, per_template: int, seed: int) -> list[Item]:
     """Distinct instances of each template (at most `per_template`); `|` natural-end marks are kept."""
-    items = []
-    for index, template in enumerate(texts):
-        rng = random.Random(f"{seed}:{source}:{index}")
-        seen: set[str] = set()
-        for _ in range(per_template * 4):
-            text = _fill(template, rng)
-            if text not in seen:
-                seen.add(text)
-                items.append(Item(text, label, source, f"{source}:{index}"))
-            if len(seen) >= per_template:
-                break
-    return items
+    return [Item(text, label, source, f"{source}:{index}") for index, template in enumerate(texts)
+            for text in instances(template, per_template, f"{seed}:{source}:{index}")]
 
 
 def follow_up_items(pairs: Iterable[tuple[str, str]], per_template: int, seed: int,
@@ -178,6 +192,18 @@ def follow_up_items(pairs: Iterable[tuple[str, str]], per_template: int, seed: i
                 items.append(Item(follow_text, PROCESS, source, f"{source}:{index}", leads[lead_text]))
             if len(seen) >= per_template:
                 break
+    return items
+
+
+def scene_items(per_template: int, seed: int) -> list[Item]:
+    """Both sides of each scene (`scenes.SCENES`), one source item per scene: people there talking to each
+    other (`ignore`) and the user asking the assistant (`process`)."""
+    items = []
+    for index, scene in enumerate(scenes.SCENES):
+        for text, label, source in [*((t, IGNORE, "scene-talk") for t in scene.talk),
+                                    *((t, PROCESS, "scene-requests") for t in scene.requests)]:
+            items += [Item(filled, label, source, f"scenes:{index}")
+                      for filled in instances(text, per_template, f"{seed}:scenes:{index}:{text}")]
     return items
 
 
@@ -209,4 +235,5 @@ def load_all(seed: int, per_template: int = 12) -> list[Item]:
         *template_items(templates.PEOPLE, IGNORE, "people", few, seed),
         *template_items(overheard.ADDRESSED, IGNORE, "addressed", few, seed),
         *template_items(overheard.MONOLOGUE, IGNORE, "monologue", few, seed),
+        *scene_items(max(per_template // 4, 1), seed),
     ]

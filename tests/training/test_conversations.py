@@ -8,10 +8,11 @@ from duo.training.conversations import (
     cut_points,
     draw,
     eval_rows,
+    fragment,
     query_event,
     speak,
 )
-from duo.training.sources import IGNORE, PROCESS, Item, follow_up_items
+from duo.training.sources import IGNORE, PROCESS, Item, addresses_someone, follow_up_items, scene_items
 
 
 def test_cut_points_avoid_natural_ends_and_keep_two_words_missing() -> None:
@@ -115,3 +116,48 @@ def test_ignored_speech_is_drawn_source_first() -> None:
     sample = balanced_sample(pools, 30, random.Random(1))
     assert Counter(s.item.source for s in sample) == {"addressed": 10, "fortunes": 20}
     assert len({s.item.group for s in sample}) == 30
+
+
+def test_a_query_sometimes_ends_with_its_last_word_alone_and_no_decision_before_it() -> None:
+    """Slices are cut by time, so the last word of a request can arrive alone; that word ends it (`process`)
+    and the slice before it, two words short of a cut, is not judged."""
+    spoken = speak(Item("tell me a story about a dragon who learns to fly", PROCESS, "t", "g"), 0, 1.0)
+    alone = 0
+    for seed in range(200):
+        event = query_event(spoken, "Once.", random.Random(seed), None)
+        assert " ".join(event.slices) == spoken.text and event.labels[-1] == PROCESS
+        if len(event.slices) > 1 and event.slices[-1] == "fly":
+            alone += 1
+            assert event.labels[-2] is None
+    assert 15 <= alone <= 80, alone
+
+
+def test_ignored_speech_is_sometimes_only_its_last_words() -> None:
+    """After an input is dropped the next slice may hold only the end of what was overheard: 1-3 words."""
+    spoken = speak(Item("she opened the letter slowly knowing it would change everything", IGNORE, "m", "g"), 0, 1.0)
+    words = spoken.text.split()
+    tails = 0
+    for seed in range(300):
+        heard = fragment(spoken, random.Random(seed))
+        assert " ".join(heard) in spoken.text
+        if len(heard) <= 3 and heard == words[-len(heard):]:
+            tails += 1
+    assert 25 <= tails <= 90, tails
+
+
+def test_a_scene_holds_both_sides_in_one_source_item() -> None:
+    """People in a restaurant talk to each other (ignore) and the user asks the assistant about the same
+    place (process); one group per scene, so no split sees one side without the other."""
+    items = scene_items(3, seed=0)
+    restaurant = [i for i in items if i.group == "scenes:0"]
+    assert {i.label for i in restaurant} == {IGNORE, PROCESS}
+    assert {(i.source, i.label) for i in items} == {("scene-talk", IGNORE), ("scene-requests", PROCESS)}
+    assert len({i.text for i in items}) == len(items)
+
+
+def test_chat_lines_that_ask_nothing_and_name_no_one_are_not_queries() -> None:
+    assert addresses_someone("what is the capital of peru")
+    assert addresses_someone("tell me a joke") and addresses_someone("you are a coward")
+    assert addresses_someone("My laptop screen is black.") and addresses_someone("Is it raining?")
+    assert not addresses_someone("stock market") and not addresses_someone("frank herbert")
+    assert not addresses_someone("The cake is a lie.")
