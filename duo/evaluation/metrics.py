@@ -43,6 +43,7 @@ def _ducked(out: dict[str, Any], record: dict[str, Any], live: Reply, onset: flo
 
 
 DUCK = "duo.output_audio.duck"
+SPEECH_STARTED = "input_audio_buffer.speech_started"
 TRANSCRIPT = "conversation.item.input_audio_transcription.completed"
 TRANSCRIPT_DELTA = "conversation.item.input_audio_transcription.delta"
 
@@ -68,7 +69,7 @@ def trigger_utterance(record: dict[str, Any], reply: Reply) -> int | None:
     events = sorted(record["events"], key=lambda e: e["t"])  # stable: same-time events keep arrival order
     at = next((i for i, e in enumerate(events) if e["type"] == "response.created"
                and e.get("response_id") == reply.id), len(events))
-    starts = [e.get("item_id") for e in events[:at] if e["type"] == "input_audio_buffer.speech_started"]
+    starts = [e.get("item_id") for e in events[:at] if e["type"] == SPEECH_STARTED]
     trigger = None
     if record.get("mode") == "duo":
         trigger = next((i for i in range(at - 1, -1, -1) if events[i]["type"] == "duo.input.state"
@@ -76,6 +77,11 @@ def trigger_utterance(record: dict[str, Any], reply: Reply) -> int | None:
     if trigger is None:
         trigger = next((i for i in range(at - 1, -1, -1) if events[i]["type"] == TRANSCRIPT), None)
     item = events[trigger].get("item_id") if trigger is not None else None
+    if item is None and trigger is not None and events[trigger]["type"] == "duo.input.state":
+        # judged on a partial before its item was opened (the item its onset went to had been dropped as
+        # `ignore`): the item is the next one the server names before the reply
+        item = next((e["item_id"] for e in events[trigger + 1 : at] if e.get("item_id")
+                     and e["type"] in (SPEECH_STARTED, TRANSCRIPT_DELTA, TRANSCRIPT)), None)
     if item is not None and item in starts:
         return len(starts) - 1 - starts[::-1].index(item)
     if item is not None and starts:

@@ -159,6 +159,22 @@ def test_duo_reply_is_attributed_by_the_item_it_judged() -> None:
     assert metrics.evaluate(run)["takeover"] is False
 
 
+def test_a_judgement_made_before_its_item_opened_names_the_next_item() -> None:
+    # "tell me a joke" (0.5-1.44 s): its first partial "I'll be" is judged `ignore` and its item dropped; the
+    # partial "Tell me a joke." is judged `process` before the server opens the item the words go to (the
+    # judgement has no item), and that item's own start, pre-roll included, comes with the final words
+    start, delta = "input_audio_buffer.speech_started", "conversation.item.input_audio_transcription.delta"
+    events = [ev(0.645, start, audio_start_ms=544, item_id="a"),
+              ev(1.118, "duo.input.state", state="ignore", slice_text="I'll be", item_id="a"),
+              ev(1.592, "duo.input.state", state="process", slice_text="Tell me a joke."),
+              ev(1.804, start, audio_start_ms=344, item_id="b"), ev(1.804, delta, delta="Tell me a joke.", item_id="b"),
+              ev(1.804, "conversation.item.input_audio_transcription.completed", transcript="Tell me a joke.",
+                 item_id="b"), created(1.806, "r1"), token(1.807, "r1")]
+    run = rec("respond", [seg("query", 0.5, 1.44)], events)
+    assert metrics.trigger_utterance(run, metrics.replies(run)[0]) == 1 == metrics.final_utterance(run, 1.44)
+    assert metrics.evaluate(run)["passed"] is True
+
+
 INTERRUPT = [seg("query", 0.5, 2.0), seg("interrupt", 5.0, 6.5)]
 
 
