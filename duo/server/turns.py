@@ -235,6 +235,7 @@ class Turns:
         partial only replaces the engine's provisional words."""
         if text.partial:
             if text.text:
+                self.user.hearing(True, start_ms=round(text.start_s * 1000))
                 self.heard(text.text, False, partial=True, spoken=True)
             return
         if text.final:

@@ -77,14 +77,20 @@ class UserInput:
         if item.announced:
             self._stopped(item)
 
-    def heard(self, text: str, final: bool, spoken: bool, seconds: float = 0.0,
-              start_ms: int | None = None) -> InputItem:
-        """Words of the utterance; `start_ms`: where a recognized slice's audio began."""
+    def hearing(self, spoken: bool, start_ms: int | None = None) -> InputItem:
+        """The item words being recognized go to (a partial's too, so its judgement names it); `start_ms`:
+        where their audio began."""
         fresh = self.item is None
         item = self.open(spoken, start_ms or 0)
         if fresh and spoken and start_ms is not None and self.duo_events:
             # speech went on after the utterance it began in was dropped (`ignore`): an item of its own
             self.send(se.DuoSpeechStarted(audio_start_ms=start_ms, item_id=item.id))
+        return item
+
+    def heard(self, text: str, final: bool, spoken: bool, seconds: float = 0.0,
+              start_ms: int | None = None) -> InputItem:
+        """Words of the utterance; `start_ms`: where a recognized slice's audio began."""
+        item = self.hearing(spoken, start_ms)
         if text:
             item.texts.append(text.strip())
         if self.duo_events and spoken and (text or final):  # an empty final slice still ends the utterance

@@ -28,6 +28,21 @@ def test_speech_that_goes_on_after_an_ignored_utterance_starts_an_item_of_its_ow
     assert [(e.item_id, e.audio_start_ms) for e in standard] == [(query.id, 4800)]
 
 
+def test_a_partial_after_an_ignored_utterance_opens_the_item_its_judgement_names() -> None:
+    # "I'll be" is judged `ignore` and dropped while the speaker goes on; the next partial ("Tell me a joke.")
+    # is judged before any final words: its item exists then, and the final words join it
+    user, sent = _input()
+    user.speech_started(544)
+    user.heard("I'll be", False, spoken=True, start_ms=544)
+    user.drop()
+    partial = user.hearing(True, start_ms=544)
+    assert user.item is partial
+    final = user.heard("Tell me a joke.", True, spoken=True, start_ms=544)
+    assert final is partial and final.texts == ["Tell me a joke."]
+    starts = [e.item_id for e in sent if isinstance(e, se.DuoSpeechStarted)]
+    assert starts[-1] == partial.id and starts.count(partial.id) == 1
+
+
 def test_an_utterance_heard_from_its_start_is_started_once() -> None:
     user, sent = _input()
     item = user.speech_started(500)
