@@ -53,6 +53,9 @@ class AudioSlice:
     final: bool
     audio: np.ndarray = field(repr=False)
     partial: bool = False  # the open slice so far, to recognize provisionally (final: it ends at a pause)
+    # A final slice: where its pause's own partial ended, when nothing but silence came after it (that
+    # partial read every word of the slice, so its reading stands for the slice's); None otherwise.
+    heard_s: float | None = None
 
 
 @dataclass(frozen=True)

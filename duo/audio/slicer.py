@@ -5,8 +5,9 @@ little pre-roll so the onset is not clipped). Speaking, frames accumulate into t
 closes as non-final when it reaches `slice_s`, or as final when the speaker has been silent for `pause_s`,
 or already after `early_pause_s` while the owner says the words are complete (`early_ok`, DUO's `process`):
 then speech within `confirm_s` of the pause's start resumes the same turn, and silence confirms it.
-`partial` hands out the open slice so far for provisional recognition; `onset_s` tells a run of speech frames
-that has not yet lasted `min_speech_s`.
+`partial` hands out the open slice so far for provisional recognition (a final slice says, in `heard_s`, where
+its pause's partial ended when only silence followed it); `onset_s` tells a run of speech frames that has not
+yet lasted `min_speech_s`.
 Hysteresis as in Silero's own iterator: a pause starts below `threshold - 0.15` and only a frame above
 `threshold` cancels it. Silence outside an utterance produces nothing.
 """
@@ -185,12 +186,13 @@ class Slicer:
         return AudioSlice(self._utterance, self._index, self._slice_start / SAMPLE_RATE, now / SAMPLE_RATE,
                           at_pause, audio, partial=True)
 
-    def _close(self, final: bool, early: bool = False) -> list[Event]:
+    def _close(self, final: bool, early: bool = False, heard: bool = True) -> list[Event]:
         now = self._frames * FRAME
         audio = np.concatenate(self._slice) if self._slice else np.zeros(0, dtype=np.float32)
-        piece = AudioSlice(
-            self._utterance, self._index, self._slice_start / SAMPLE_RATE, now / SAMPLE_RATE, final, audio
-        )
+        # No frame reached the threshold since the pause's partial (that resets `_paused_partial`): it heard it all.
+        covered = final and heard and self._paused_partial and self._partial_at > self._slice_start
+        piece = AudioSlice(self._utterance, self._index, self._slice_start / SAMPLE_RATE, now / SAMPLE_RATE, final,
+                           audio, heard_s=self._partial_at / SAMPLE_RATE if covered else None)
         log.debug("slice utterance=%d index=%d final=%s end=%.3f", self._utterance, self._index, final,
                   now / SAMPLE_RATE)
         self._slice, self._slice_start, self._index = [], now, self._index + 1
@@ -207,10 +209,10 @@ class Slicer:
         if not self._speaking:
             self._pending = np.zeros(0, dtype=np.float32)
             return []
-        if self._pending.size:  # the sub-frame tail still belongs to the utterance
+        if self._pending.size:  # the sub-frame tail still belongs to the utterance (unjudged: it may be speech)
             self._slice.append(self._pending)
             self._pending = np.zeros(0, dtype=np.float32)
-        return self._close(final=True)
+        return self._close(final=True, heard=False)
 
     def clear(self) -> None:
         """Drop the open utterance without a slice (the client cleared its input buffer)."""

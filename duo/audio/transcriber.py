@@ -8,7 +8,9 @@ audio. A partial (the open slice so far) is decoded the same way and commits not
 (pause-closed) slice commits everything. Past `max_window_s` the window restarts at the previous slice
 and older text moves to the `<|startofprev|>` prompt. The stream's previous decode in the utterance is the
 draft of the next (`asr.py`): a final or a partial of words a partial already decoded costs a step or two,
-not one step a token, and comes out exactly as without it. New text is dropped when Whisper itself judges the
+not one step a token, and comes out exactly as without it; a final slice whose pause's partial heard every word
+(`AudioSlice.heard_s`: only silence after it) takes that partial's reading with no decode at all, so the end of
+a turn does not wait for recognition. New text is dropped when Whisper itself judges the
 window to be no speech: no-speech probability high and mean log-probability low (Whisper's own rule), or
 no-speech probability very high on its own (Whisper's confident " you" on silence passes the first rule).
 """
@@ -66,6 +68,8 @@ class StreamTranscriber:
         self._expect: tuple[int, int] | None = None
         self._prefix: list[int] = []  # the forced prefix of the request in flight
         self._decoded: tuple[int, list[int]] | None = None  # (utterance, prefix + new tokens) of the last decode
+        # The newest partial decoded at a pause: ((utterance, slice, end), its forced prefix, its result).
+        self._paused: tuple[tuple[int, int, float], list[int], DecodeResult] | None = None
 
     def transcribe(self, piece: AudioSlice) -> TextSlice:
         return transcribe_batch([(self, piece)])[0]
@@ -82,14 +86,32 @@ class StreamTranscriber:
             self._expect = (piece.utterance_id, piece.index)
             return self._request(utt, [*utt.audio, np.asarray(piece.audio, dtype=np.float32)], utt.commits,
                                  piece.audio.size)
+        self._append(utt, piece)
+        return self._request(utt, utt.audio, utt.commits[:-1], piece.audio.size)
+
+    def reuse(self, piece: AudioSlice) -> TextSlice | None:
+        """The final slice's text from its pause's partial, if that partial heard all its speech and decoded
+        the same window (what decoding the slice would verify in one pass); None: decode the slice."""
+        saved, utt = self._paused, self._utt
+        if (saved is None or piece.partial or piece.heard_s is None or utt is None
+                or saved[0] != (piece.utterance_id, piece.index, piece.heard_s) or piece.index != len(utt.audio)):
+            return None
+        window = sum(a.size for a in utt.audio[utt.window_first :]) + piece.audio.size
+        if window > self.config.max_window_s * SAMPLE_RATE:  # the slice would move the window: decode it
+            return None
+        self._append(utt, piece)
+        self._prefix = saved[1]
+        return self.finish(piece, saved[2])
+
+    def _append(self, utt: _Utterance, piece: AudioSlice) -> None:
+        """Add a slice to the utterance, moving the window on past `max_window_s`."""
         utt.audio.append(np.asarray(piece.audio, dtype=np.float32))
         utt.commits.append([])
-        while sum(a.size for a in utt.audio[utt.window_first :]) > cfg.max_window_s * SAMPLE_RATE:
+        while sum(a.size for a in utt.audio[utt.window_first :]) > self.config.max_window_s * SAMPLE_RATE:
             utt.window_first = min(len(utt.audio) - 1, max(utt.window_first + 1, len(utt.audio) - 2))
             if utt.window_first == len(utt.audio) - 1:
                 break
         self._expect = (piece.utterance_id, piece.index)
-        return self._request(utt, utt.audio, utt.commits[:-1], piece.audio.size)
 
     def _request(self, utt: _Utterance, audio: list[np.ndarray], commits: list[list[int]], new: int) -> DecodeRequest:
         """Decode the window's audio with its committed words forced as the prefix, older ones as prompt."""
@@ -119,6 +141,8 @@ class StreamTranscriber:
         utt.language = utt.language or result.language
         new = list(result.tokens)
         self._decoded = (utt.uid, [*self._prefix, *new])
+        self._paused = ((utt.uid, piece.index, piece.end_s), self._prefix, result) if piece.partial and piece.final \
+            else None
         ns = result.no_speech_prob
         unsure = ns > cfg.no_speech_threshold and result.avg_logprob < cfg.logprob_threshold
         silent = unsure or ns > cfg.no_speech_alone
@@ -165,7 +189,12 @@ def transcribe_batch(items: Sequence[tuple[StreamTranscriber, AudioSlice]]) -> l
         seen[id(t)] += 1
     out: list[TextSlice | None] = [None] * len(items)
     for r in sorted(rounds):
-        idx = rounds[r]
+        idx = []
+        for i in rounds[r]:
+            if (text := items[i][0].reuse(items[i][1])) is not None:
+                out[i] = text
+            else:
+                idx.append(i)
         requests = [items[i][0].prepare(items[i][1]) for i in idx]
         for i, result in zip(idx, recognizer.decode(requests), strict=True):
             out[i] = items[i][0].finish(items[i][1], result)

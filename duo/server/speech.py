@@ -126,6 +126,10 @@ class AudioInput:
         self.live.clear()
 
     async def recognize(self, piece: Any) -> Any:
+        """A slice's words; a final slice its pause's partial already read takes that reading at once, not
+        behind other sessions' batch (the stream's slices come one at a time, so nothing decodes meanwhile)."""
+        if (text := self.live.transcriber.reuse(piece)) is not None:
+            return text
         return await self.batcher.transcribe(self.live.transcriber, piece)
 
 

@@ -210,6 +210,49 @@ def test_partials_come_every_interval_and_once_at_each_pause(synth) -> None:
     assert slicer.partial(0.0) is None
 
 
+def test_a_final_slice_says_where_its_pause_partial_ended_when_only_silence_followed(synth) -> None:
+    """`heard_s` names the pause's partial that read every word; speech after that partial, a commit, or no
+    partial at all leave it None (the slice must be decoded)."""
+    said = _trimmed(synth("what is the capital of france"))
+    pause, tail = np.zeros(3200, np.float32), np.zeros(16_000, np.float32)
+
+    def finals(x: np.ndarray, every: float, commit: bool = False) -> tuple[list[AudioSlice], list[AudioSlice]]:
+        slicer, partials, slices = Slicer(SlicerConfig(slice_s=4.0, pause_s=0.5)), [], []
+        for i in range(0, x.size, 1600):
+            slices += [e for e in slicer.push(x[i : i + 1600]) if isinstance(e, AudioSlice)]
+            if (piece := slicer.partial(every)) is not None:
+                partials.append(piece)
+        if commit:
+            slices += [e for e in slicer.flush() if isinstance(e, AudioSlice)]
+        return partials, [s for s in slices if s.final]
+
+    partials, [final] = finals(np.concatenate([said, tail]), 10.0)
+    assert partials[-1].final and final.heard_s == partials[-1].end_s < final.end_s
+    assert final.audio[: partials[-1].audio.size].tobytes() == partials[-1].audio.tobytes()
+    _, [plain] = finals(np.concatenate([said, tail]), 0.0)
+    assert plain.heard_s is None  # no partial was taken
+    short = _trimmed(synth("lights off"))
+    partials, [final] = finals(np.concatenate([short, pause, short, tail]), 10.0)
+    assert sum(p.final for p in partials) >= 2 and final.heard_s == partials[-1].end_s  # the last pause's
+    _, [committed] = finals(np.concatenate([said, pause[:1600]]), 10.0, commit=True)
+    assert committed.heard_s is None
+
+
+def test_speech_after_the_pause_partial_leaves_the_final_slice_unheard(synth) -> None:
+    """A partial taken as a pause began, then more words before the pause ended: the partial did not hear them."""
+    slicer = Slicer(SlicerConfig(slice_s=4.0, pause_s=0.5))
+    x = np.concatenate([_trimmed(synth("what is the capital")), np.zeros(3200, np.float32)])
+    paused = None
+    for i in range(0, x.size, 1600):
+        slicer.push(x[i : i + 1600])
+        if (piece := slicer.partial(10.0)) is not None and piece.final:
+            paused = piece
+    assert paused is not None  # 200 ms of silence: the pause began, it has not ended
+    events = slicer.push(np.concatenate([_trimmed(synth("of france")), np.zeros(16_000, np.float32)]))
+    [final] = [e for e in events if isinstance(e, AudioSlice) and e.final]
+    assert final.heard_s is None and final.end_s > paused.end_s + 0.5
+
+
 def test_a_run_of_speech_frames_is_an_onset_until_it_is_speech_or_breaks() -> None:
     """`onset_s` tells the run's start from its first frame; speech takes over at `min_speech_s`; a run that
     breaks first leaves no onset and no event."""

@@ -151,10 +151,10 @@ def test_partials_commit_nothing_and_foretell_the_slice(tiny: Recognizer, synth:
     assert paused and normalize(paused[-1].utterance_text) == normalize(with_them[-1].utterance_text)
 
 
-def test_the_slice_after_its_partial_is_decoded_from_the_partials_words(
+def test_a_final_slice_its_pause_partial_heard_takes_that_reading_without_a_decode(
         tiny: Recognizer, synth: Callable[..., np.ndarray]) -> None:
-    """The partial at the pause already read the final slice's words: the final verifies them in one pass
-    and says what a stream without partials says."""
+    """The partial at the pause read every word of the final slice (only silence came after): the slice takes
+    its words with no decoder pass, commits them, and says what a stream without partials says."""
     from duo.audio.slicer import Slicer
 
     x = np.concatenate([synth("Turn off the lights in the living room."), np.zeros(16_000, np.float32)])
@@ -167,9 +167,32 @@ def test_the_slice_after_its_partial_is_decoded_from_the_partials_words(
         if (piece := slicer.partial(10.0)) is not None and piece.final:
             partial = stream.transcribe(piece)
         final = next((p for p in pieces if p.final), final)
-    assert partial is not None and final is not None
+    assert partial is not None and final is not None and final.heard_s == partial.end_s
     calls.clear()
     text = stream.transcribe(final)
-    assert len(calls) <= 2  # the partial heard the same words up to the pause; at most one word comes after
+    assert not calls and not text.partial and text.final
     assert same([text], [alone.transcribe(final)])
     assert normalize(text.utterance_text)[:2] == ["turn", "off"] and len(normalize(text.utterance_text)) >= 6
+    assert stream.reuse(final) is None  # used once: the utterance is committed and closed
+
+
+def test_a_final_slice_the_partial_did_not_hear_is_decoded(tiny: Recognizer, synth: Callable[..., np.ndarray]) -> None:
+    """A reading stands only for the slice it was taken of, up to where it heard: otherwise the slice decodes,
+    from the partial's words as its draft."""
+    from duo.audio.slicer import Slicer
+
+    x = np.concatenate([synth("Set a timer for ten minutes."), np.zeros(16_000, np.float32)])
+    slicer, stream = Slicer(SlicerConfig(slice_s=4.0)), StreamTranscriber(tiny)
+    final = None
+    for i in range(0, x.size, 1600):
+        pieces = [e for e in slicer.push(x[i : i + 1600]) if isinstance(e, AudioSlice)]
+        if (piece := slicer.partial(10.0)) is not None and piece.final:
+            stream.transcribe(piece)
+        final = next((p for p in pieces if p.final), final)
+    assert final is not None and final.heard_s is not None
+    calls: list[int] = []
+    tiny.whisper.model.model.decoder.register_forward_hook(lambda *_: calls.append(1))
+    moved = dataclasses.replace(final, heard_s=final.heard_s - 0.032)  # heard less than the slice says
+    text = stream.transcribe(moved)
+    assert calls and {"timer", "ten", "minutes"} <= set(normalize(text.utterance_text))
+
