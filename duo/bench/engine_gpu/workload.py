@@ -71,17 +71,22 @@ class Workload:
         return [s.reply.detok.num_tokens if s.reply else 0 for s in self.sessions]
 
     def warm_graphs(self) -> None:
-        """Capture the shapes this load produces before timing it (rows: replies plus forecasting inputs, down
-        to half the sessions for the ticks where replies have just ended).
+        """Capture before timing what the server captures before it says ready: in place (`paged`), every
+        shape the graphs cover (`Engine.warmup`'s set, a few hundred at most without a key dimension).
+        Gathered, each row count multiplies by the key buckets, so only the shapes this load reaches: replies
+        plus forecasting inputs, every row count below that, keys from the longest conversation on.
 
         A load above the largest bucket has no graph to capture: its ticks run eagerly (and say so in the row).
         """
         graphs = self.engine.runner.graphs
         if graphs is None:
             return
+        if graphs.paged:
+            self.engine.runner.warmup()
+            return
         n, longest = len(self.sessions), max(s.last.total_len for s in self.sessions)
         top = graphs.shape_for(TickShape(n + n // 4 + 1, 0, 0, 1))  # replies plus the inputs judged at once
-        rows = [d for d in graphs.decode if n // 2 <= d <= (top.decode if top else graphs.decode[-1])]
+        rows = [d for d in graphs.decode if d <= (top.decode if top else graphs.decode[-1])]
         shapes = {graphs.shape_for(TickShape(d, p, w if p else 0, keys)) for d in rows
                   for p, w in PREFILL for keys in range(longest, longest + self.growth + 1, 128)}
         self.engine.runner.warmup(sorted((s for s in shapes if s is not None),
@@ -105,6 +110,7 @@ class Workload:
         before, passes, self.slices = self.produced(), self.engine.forward_passes, 0
         runner = self.engine.runner
         graphs, captured, eager = runner.graphs, runner.captures, runner.eager_ticks
+        kept = set(graphs.graphs) if graphs else set()
         ticks: list[float] = []
         start = time.perf_counter()
         while (t0 := time.perf_counter()) - start < seconds:
@@ -114,6 +120,7 @@ class Workload:
             self.engine.step()
             ticks.append(time.perf_counter() - t0)
         elapsed = time.perf_counter() - start
+        late = sorted(f"{g.decode}+{g.prefill}x{g.width}" for g in set(graphs.graphs if graphs else ()) - kept)
         rates = [(b - a) / elapsed for a, b in zip(before, self.produced(), strict=True) if b >= a]
         return {"sessions": len(self.sessions), "ticks": len(ticks), "tick_ms_p50": pct(ticks, 0.5),
                 "tick_ms_p99": pct(ticks, 0.99), "tokens_per_s_min": round(min(rates), 1),
@@ -121,7 +128,7 @@ class Workload:
                 "forward_passes": self.engine.forward_passes - passes,
                 "context_mean": round(statistics.mean(s.last.total_len for s in self.sessions)),
                 "graphs": len(graphs.graphs) if graphs else 0,
-                "captures_while_timed": runner.captures - captured,
+                "captures_while_timed": runner.captures - captured, "shapes_captured_while_timed": late,
                 "eager_ticks_while_timed": runner.eager_ticks - eager}
 
     def close(self) -> None:
