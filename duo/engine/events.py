@@ -23,7 +23,8 @@ class Event:
 
 @dataclass(frozen=True)
 class StateDecided(Event):
-    """The forecast judged the input so far. `held` marks a `process` waiting for the speaker's pause."""
+    """The forecast judged the input so far. `held` marks a `process` waiting for the speaker's pause;
+    `carried`, an `ignore` of words whose utterance has not ended: its next slice is judged with them."""
 
     state: State
     probs: dict[State, float]
@@ -31,6 +32,7 @@ class StateDecided(Event):
     input_text: str
     forecast: str
     held: bool = False
+    carried: bool = False
 
 
 @dataclass(frozen=True)
