@@ -34,7 +34,11 @@ CLOSING_MARKS = (".", ".", "?", "?", "...", ",")
 P_LAST_WORD_ALONE = 0.15
 # Ignored speech ends too: after the engine drops an input, the next slice may hold only the last words of
 # what was overheard ("the end of the road"), a fragment that must stay `ignore`, not wait as `incomplete`.
-P_TAIL, P_STRETCH, TAIL_WORDS = 0.15, 0.5, (1, 3)
+# Never one word: a lone "the" or "book" is as likely the start of a request.
+P_TAIL, P_STRETCH, TAIL_WORDS = 0.15, 0.5, (2, 4)
+# The first words of any speech could begin a request ("can you" ... "chop the onions" or "tell me the time"):
+# a slice holding no more than these of an utterance's opening is not judged, and no fragment is only them.
+OPENING_WORDS = 3
 
 
 @dataclass(frozen=True)
@@ -133,16 +137,22 @@ def fragment(spoken: Spoken, rng: random.Random) -> list[str]:
     draw = rng.random()
     if len(words) > TAIL_WORDS[1] and draw < P_TAIL:
         return words[-rng.randint(*TAIL_WORDS):]
-    if len(words) > 3 and draw < P_TAIL + P_STRETCH:
+    if len(words) > OPENING_WORDS and draw < P_TAIL + P_STRETCH:
         start = rng.randrange(0, len(words) - 2)
-        words = words[start : start + rng.randint(2, max(2, min(14, len(words) - start)))]
+        low = 2 if start else OPENING_WORDS + 1  # a stretch from the first word holds more than the opening
+        words = words[start : start + rng.randint(low, max(low, min(14, len(words) - start)))]
     return words
 
 
 def noise_event(spoken: Spoken, rng: random.Random, at: float | None) -> Event:
-    words = fragment(spoken, rng)
-    slices = [s for _, s in slice_up(words, rng)][: rng.choice((1, 1, 2, 3))]
-    return Event("noise", slices, [IGNORE] * len(slices), at=at)
+    """Ignored speech in 1-3 slices, each `ignore`, except a first slice holding only the utterance's opening
+    words (`OPENING_WORDS`), which is not judged."""
+    words, whole = fragment(spoken, rng), [w for w in spoken.words if w]
+    cut = slice_up(words, rng)[: rng.choice((1, 1, 2, 3))]
+    k = cut[0][0]  # words the first slice holds
+    opening = words[:k] == whole[:k] and k <= OPENING_WORDS and k < len(whole)
+    return Event("noise", [s for _, s in cut], [None if opening and i == 0 else IGNORE for i in range(len(cut))],
+                 at=at)
 
 
 def by_source(items: list[Spoken]) -> dict[str, list[Spoken]]:

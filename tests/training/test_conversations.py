@@ -2,6 +2,7 @@ import random
 from collections import Counter
 
 from duo.training.conversations import (
+    OPENING_WORDS,
     balanced_sample,
     by_source,
     conversation,
@@ -9,6 +10,7 @@ from duo.training.conversations import (
     draw,
     eval_rows,
     fragment,
+    noise_event,
     query_event,
     speak,
 )
@@ -132,17 +134,37 @@ def test_a_query_sometimes_ends_with_its_last_word_alone_and_no_decision_before_
     assert 15 <= alone <= 80, alone
 
 
-def test_ignored_speech_is_sometimes_only_its_last_words() -> None:
-    """After an input is dropped the next slice may hold only the end of what was overheard: 1-3 words."""
-    spoken = speak(Item("she opened the letter slowly knowing it would change everything", IGNORE, "m", "g"), 0, 1.0)
+def test_ignored_speech_is_sometimes_only_its_last_words_never_only_its_first() -> None:
+    """After an input is dropped the next slice may hold only the end of what was overheard (2-4 words, never
+    one: a lone word could as well begin a request), and no fragment is only the opening words, which could."""
+    spoken = speak(Item("can you chop the onions while I start the sauce please", IGNORE, "m", "g"), 0, 1.0)
     words = spoken.text.split()
     tails = 0
     for seed in range(300):
         heard = fragment(spoken, random.Random(seed))
-        assert " ".join(heard) in spoken.text
-        if len(heard) <= 3 and heard == words[-len(heard):]:
+        assert " ".join(heard) in spoken.text and len(heard) >= 2
+        if heard == words[: len(heard)]:
+            assert len(heard) > OPENING_WORDS
+        if len(heard) <= 4 and heard == words[-len(heard):]:
             tails += 1
     assert 25 <= tails <= 90, tails
+
+
+def test_the_opening_words_of_ignored_speech_are_not_judged_alone() -> None:
+    """"can you" opens requests as well as talk to someone else: a first slice holding no more than the
+    opening words of overheard speech is left unjudged; what follows it is `ignore`."""
+    spoken = speak(Item("can you chop the onions while I start the sauce please", IGNORE, "m", "g"), 0, 1.0)
+    unjudged = 0
+    for seed in range(300):
+        event = noise_event(spoken, random.Random(seed), None)
+        assert set(event.labels[1:]) <= {IGNORE}
+        if event.labels[0] is None:
+            unjudged += 1
+            assert spoken.text.startswith(event.slices[0]) and len(event.slices[0].split()) <= OPENING_WORDS
+        else:
+            assert event.labels[0] == IGNORE
+            assert not (spoken.text.startswith(event.slices[0] + " ") and len(event.slices[0].split()) <= 3)
+    assert unjudged >= 10, unjudged
 
 
 def test_a_scene_holds_both_sides_in_one_source_item() -> None:
