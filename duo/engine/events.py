@@ -23,8 +23,7 @@ class Event:
 
 @dataclass(frozen=True)
 class StateDecided(Event):
-    """The forecast judged the input so far. `held` marks a `process` waiting for the speaker's pause;
-    `carried`, an `ignore` of words whose utterance has not ended: its next slice is judged with them."""
+    """The forecast judged the input so far. `held` marks a `process` waiting for the speaker's pause."""
 
     state: State
     probs: dict[State, float]
@@ -32,7 +31,6 @@ class StateDecided(Event):
     input_text: str
     forecast: str
     held: bool = False
-    carried: bool = False
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,6 @@ class SessionState:
         self.stale: list[Sequence] = []  # earlier turns re-closed by a truncate, prefilled in the next tick
         self.input: InputChannel | None = None
         self.revocable: Revocable | None = None  # the newest promotion, while it can still be taken back
-        self.carried: list[str] = []  # an utterance's words judged `ignore` before it ended (`turn_taking.py`)
         self.inbox: deque[tuple[str, Any]] = deque()
         self.generator: torch.Generator | None = None  # a seeded session's own draws (`sampler.py`)
         if not config.sampling.greedy and config.sampling.seed is not None:

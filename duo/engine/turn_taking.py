@@ -2,10 +2,7 @@
 
 Each slice of the user's words forks or extends the input channel; a forecast judges them (`ignore`,
 `incomplete`, `process`) and is always rolled back to the words; `process` promotes the channel to the
-output channel, and the newest promotion can be taken back while nothing came after it. `ignore` drops the
-channel (its cache goes), but an utterance that goes on after its start was ignored is judged whole: the
-next slice forks with the ignored words before it, so "sorry, can you" + "turn on the lights" is one request,
-not two fragments judged apart (a slice boundary is the 2 s clock's, not the speaker's).
+output channel, and the newest promotion can be taken back while nothing came after it.
 """
 
 from __future__ import annotations
@@ -44,10 +41,6 @@ class TurnTaking(Replies):
                                f"a slice of {len(ids)} tokens exceeds the limit of {self.max_slice_tokens}")
         if self.input is None:
             out += self._fork()
-            if self.carried:  # the utterance's start was ignored and it went on: judge the whole of it
-                carried, self.carried = " ".join(self.carried), []
-                self.input.add(self.framing.slice_ids(carried, first=True), carried, False, judge=False)
-                ids = self.framing.slice_ids(text, first=False)
         inp = self.input
         assert inp is not None
         if inp.seq.total_len + len(ids) + overhead > self.vocab.max_context:
@@ -64,7 +57,6 @@ class TurnTaking(Replies):
         return out
 
     def _respond(self, request: str | None = None) -> list[ev.Event]:
-        self.carried = []  # the turn is answered as it stands
         if self.input is None:
             self._fork()  # nothing new was said: an empty user turn, and the assistant goes on
         assert self.input is not None
@@ -72,7 +64,6 @@ class TurnTaking(Replies):
         return self._promote(request)
 
     def _on_pause(self) -> list[ev.Event]:
-        self.carried = []  # the utterance ended
         inp = self.input
         if inp is None:
             return []
@@ -96,12 +87,10 @@ class TurnTaking(Replies):
         decided = ev.StateDecided(
             self.id, state, dict(inp.probs), inp.texts[-1], " ".join(inp.texts),
             self.vocab.tokenizer.decode(inp.forecast), held=held,
-            carried=state is State.IGNORE and not inp.final and bool(inp.settled),
         )
         if state is State.IGNORE:
             inp.seq.release()
             self.input = None
-            self.carried = [] if inp.final else list(inp.settled)  # words the utterance's next slice joins
         elif state is State.PROCESS:
             inp.held = held
             if not held or speculate:

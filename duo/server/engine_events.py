@@ -66,8 +66,7 @@ class EngineEvents:
                     self.send(se.InputState(
                         item_id=self.user.item.id if self.user.item else None, state=str(event.state),
                         probs={str(k): round(v, 4) for k, v in event.probs.items()}, slice_text=event.slice_text,
-                        input_text=event.input_text, forecast=event.forecast, held=event.held,
-                        carried=event.carried))
+                        input_text=event.input_text, forecast=event.forecast, held=event.held))
                 self.turns.judged_as(event)
             case ev.ResponseStarted():
                 self.turns.restore("interrupted")  # a ducked reply is cut by this one

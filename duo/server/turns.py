@@ -7,10 +7,8 @@ Under DUO, speech judged `process` ends after the short `early_pause_ms`, and a 
 turn is confirmed (early, or speculatively on a partial transcript) is held unheard (`held.py`) until the
 silence lasts `confirm_ms` and the final words are the ones it answered; the user going on withdraws it.
 Speech over a reply ducks it (`duo.output_audio.duck`) while DUO judges; `process` stops it, `ignore`
-restores it. An utterance ignored before it ended keeps its item (unannounced): the engine judges its next
-slice with those words, and the item then holds all of them. This object is the microphone's `Ears`
-(`speech_in.py`); what standard clients are told of the input is `user_input.py`'s, the replies
-`responses.py`'s.
+restores it. This object is the microphone's `Ears` (`speech_in.py`); what standard clients are told of the
+input is `user_input.py`'s, the replies `responses.py`'s.
 """
 
 from __future__ import annotations
@@ -58,9 +56,8 @@ class Turns:
     def judged_as(self, event: ev.StateDecided) -> None:
         """DUO's judgement of the input: `process` makes it a user turn, `ignore` drops it unseen."""
         if event.state == "ignore":
-            if not event.carried:  # the utterance went on otherwise: its words join the next slice's judgement
-                self.responses.barge_start = 0.0  # speech meant for someone else is no barge-in
-                self.user.drop()
+            self.responses.barge_start = 0.0  # speech meant for someone else is no barge-in
+            self.user.drop()
             self.provisional = None  # the engine let go of the words, partial ones too
             self.restore("ignore")
         elif event.state == "process":

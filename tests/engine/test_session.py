@@ -102,50 +102,6 @@ def test_process_answers_like_greedy_generation_and_interruption_is_reported(emb
     assert second.text.strip() == embedded.tokenizer.decode(expected2, skip_special_tokens=True).strip()
 
 
-def test_an_utterance_that_goes_on_after_an_ignored_start_is_judged_whole(backbone) -> None:
-    """`ignore` on a slice the 2 s clock cut drops its cache, and the utterance's next slice forks with those
-    words before it: one input, cached as a fresh prefill of both; an ignored final slice carries nothing."""
-    engine = Engine(backbone)
-    s = engine.open_session(_config(IG, N, IG, N, k=2))
-    s.push_slice("sorry can you", final=False)
-    out = run_until_idle(engine)
-    [first] = [e for e in out if isinstance(e, ev.StateDecided)]
-    assert first.state is IG and first.carried and s.input is None
-    s.push_slice("turn on the lights", final=False)
-    out = run_until_idle(engine)
-    [second] = [e for e in out if isinstance(e, ev.StateDecided)]
-    assert second.slice_text == "turn on the lights" and second.input_text == "sorry can you turn on the lights"
-    inp = s.input
-    assert inp is not None and inp.texts == ["sorry can you", "turn on the lights"] and not inp.provisional
-    f = s.framing
-    expected = [*f.user_open, *f.slice_ids("sorry can you", first=True), *f.slice_ids("turn on the lights",
-                                                                                     first=False)]
-    assert full_tokens(inp.seq)[inp.seq.base : inp.seq.base + inp.kept] == expected
-    judged = [*full_tokens(inp.seq)[: inp.seq.base + inp.kept], engine.vocab.prediction_id]
-    probs = reference_logits(backbone.model, judged)[-1][list(engine.vocab.state_ids.values())].softmax(-1)
-    assert torch.allclose(torch.tensor(list(second.probs.values())), probs, atol=1e-5)
-    s.push_slice("in the kitchen", final=True)  # the utterance ends and is ignored whole
-    out = run_until_idle(engine)
-    [third] = [e for e in out if isinstance(e, ev.StateDecided)]
-    assert third.state is IG and not third.carried and third.input_text.startswith("sorry can you")
-    s.push_slice("what time is it", final=False)  # a new utterance starts clean
-    out = run_until_idle(engine)
-    [fourth] = [e for e in out if isinstance(e, ev.StateDecided)]
-    assert fourth.input_text == "what time is it"
-
-
-def test_a_pause_after_an_ignored_slice_ends_what_it_carried(tiny) -> None:
-    engine = Engine(tiny)
-    s = engine.open_session(_config(IG, N, k=1))
-    s.push_slice("and then he said", final=False)
-    run_until_idle(engine)
-    s.pause()  # the speaker stopped: the ignored words belong to an ended utterance
-    run_until_idle(engine)
-    s.push_slice("set a timer", final=False)
-    out = run_until_idle(engine)
-    assert [e.input_text for e in out if isinstance(e, ev.StateDecided)] == ["set a timer"]
-
-
 def test_batch_invariance(embedded) -> None:
     def run(others: int) -> str:
         engine = Engine(embedded)

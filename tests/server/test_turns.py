@@ -143,29 +143,6 @@ async def test_a_speculative_reply_is_discarded_when_the_user_goes_on(server: In
     await c.ws.close()
 
 
-async def test_an_utterance_ignored_before_it_ended_is_judged_whole_in_one_item(server: InProcessServer) -> None:
-    """`ignore` on a slice the clock cut keeps its words: the next slice is judged with them, in the same
-    (unannounced) item; once the utterance ends ignored, the item goes and the next utterance starts afresh."""
-    c = await connect(server.url)
-    await c.configure(**IGNORE)
-    conv = conversation_of(server, c)
-    await c.send("duo.input.slice", text="sorry can you", final=False)
-    first = await c.until("duo.input.state")
-    assert first["state"] == "ignore" and first["carried"] and first["item_id"]
-    item = conv.user.item
-    assert item is not None and item.id == first["item_id"] and not item.announced
-    await c.send("duo.input.slice", text="turn on the lights", final=True)
-    second = await c.until("duo.input.state")
-    assert second["input_text"] == "sorry can you turn on the lights" and second["slice_text"] == "turn on the lights"
-    assert second["item_id"] == first["item_id"] and not second["carried"]
-    await until(lambda: conv.user.item is None, "the ignored utterance dropped")
-    await c.send("duo.input.slice", text="the bus was late", final=False)
-    third = await c.until("duo.input.state")
-    assert third["input_text"] == "the bus was late" and third["item_id"] != first["item_id"]
-    assert not [e for e in c.events if e["type"].startswith(("conversation.item", "input_audio_buffer"))]
-    await c.ws.close()
-
-
 async def speaking_a_story(server: InProcessServer, thresholds: dict[str, float]) -> tuple[Client, str]:
     """A client whose session (DUO with `thresholds`, partials on) has started speaking a long reply."""
     c = await connect(server.url)

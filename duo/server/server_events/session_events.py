@@ -99,7 +99,6 @@ class InputState(ServerEvent):
     input_text: str
     forecast: str
     held: bool
-    carried: bool = False  # an `ignore` of an utterance still going on: its next slice is judged with these words
 
 
 class DuoSpeechStarted(ServerEvent):

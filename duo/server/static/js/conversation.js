@@ -72,16 +72,14 @@ export class ConversationView {
   }
 
   /** A `duo.input.state`: the verdict on the oldest slice still waiting for one. */
-  userState({ state, probs = {}, slice_text: sliceText = "", held = false, carried = false }) {
+  userState({ state, probs = {}, slice_text: sliceText = "", held = false }) {
     if (!this.userTurn) this.userSlice(sliceText || "…");
     const pending = [...this.userTurn.querySelectorAll('.slice[data-state="pending"]')];
     const slice = pending.find((s) => s.querySelector(".words").textContent === sliceText.trim()) ?? pending[0]
       ?? [...this.userTurn.querySelectorAll(".slice")].pop();
     if (slice) this.setChip(slice, state, probs, held);
     const turn = this.userTurn;
-    if (state === "ignore" && carried) {
-      turn.dataset.status = "waiting"; // the utterance goes on: judged again with what follows
-    } else if (state === "ignore") {
+    if (state === "ignore") {
       turn.dataset.status = "ignored";
       turn.classList.add("ignored");
       turn.append(el("div", "note", "Ignored — not addressed to duo"));
