@@ -2,7 +2,8 @@
 
 Each 32 ms frame gets a Silero speech probability. Idle, a run of speech frames starts an utterance (with a
 little pre-roll so the onset is not clipped). Speaking, frames accumulate into the current slice, which
-closes as non-final when it reaches `slice_s`, or as final when the speaker has been silent for `pause_s`,
+closes as non-final when it reaches `slice_s` (never inside a pause: the limit bounds speech, and a pause that
+turns into speech again closes it at once), or as final when the speaker has been silent for `pause_s`,
 or already after `early_pause_s` while the owner says the words are complete (`early_ok`, DUO's `process`):
 then speech within `confirm_s` of the pause's start resumes the same turn, and silence confirms it.
 `partial` hands out the open slice so far for provisional recognition (a final slice says, in `heard_s`, where
@@ -168,17 +169,22 @@ class Slicer:
                 return self._close(final=True)
             if self.early_ok and cfg.early_pause_s is not None and silent >= cfg.early_pause_s * SAMPLE_RATE:
                 return self._close(final=True, early=True)
-        if now - self._slice_start >= cfg.slice_s * SAMPLE_RATE - FRAME / 2:
+        # The limit bounds new speech: a pause is not cut (the slice it would leave holds only silence, and the
+        # pause's partial heard the rest); speech resuming past the limit closes the slice at once.
+        if self._silence_start is None and now - self._slice_start >= cfg.slice_s * SAMPLE_RATE - FRAME / 2:
             return self._close(final=False)
         return []
 
     def partial(self, every_s: float) -> AudioSlice | None:
         """The open slice so far, to recognize provisionally: every `every_s` of speech, and once as each
-        pause begins (`final`: no word is cut there). None when none is due; `every_s` <= 0: never."""
+        pause begins (`final`: no word is cut there), none while it lasts. None when none is due; `every_s`
+        <= 0: never."""
         if not self._speaking or every_s <= 0:
             return None
         now = self._frames * FRAME
         at_pause = self._silence_start is not None and not self._paused_partial
+        if self._silence_start is not None and not at_pause:
+            return None  # the pause's partial heard every word; what came since is silence
         if not at_pause and now - max(self._partial_at, self._slice_start) < every_s * SAMPLE_RATE:
             return None
         self._partial_at, self._paused_partial = now, self._paused_partial or at_pause

@@ -248,6 +248,24 @@ async def test_partials_leave_the_kv_of_a_fresh_prefill_of_the_final_words(serve
     await c.ws.close()
 
 
+async def test_the_final_slice_takes_its_pause_partials_reading_without_a_decode(server: InProcessServer,
+                                                                                  tmp_path) -> None:
+    """The partial taken as the pause began heard every word: the slice the pause then closes is not decoded
+    again (the recognizer's count stays), and its words are what the partial read."""
+    c = await connect(server.url)
+    await c.configure(**UNFINISHED, partial_ms=5000, pause_ms=1500, incomplete_timeout_ms=None)  # only at pauses
+    decoded = metric(server, "duo_recognition_seconds_count")
+    # one word: no dip inside it for a pause of its own to begin (and take a partial)
+    await send_audio(c, np.concatenate([spoken(tmp_path, "lights"), silence(300)]))
+    state = await c.until("duo.input.state")  # the pause began: its partial was recognized and judged
+    assert metric(server, "duo_recognition_seconds_count") == decoded + 1
+    await send_audio(c, silence(2000))  # the pause ends the utterance
+    final = await c.until("duo.input.transcript", final=True)
+    assert metric(server, "duo_recognition_seconds_count") == decoded + 1  # nothing more was decoded
+    assert final["text"] == state["slice_text"] != ""
+    await c.ws.close()
+
+
 async def test_speech_judged_process_over_a_spoken_reply_stops_it_and_is_answered(server: InProcessServer,
                                                                                  tmp_path) -> None:
     silenced = metric(server, "duo_interruption_silence_seconds_count")
