@@ -2,10 +2,11 @@
 
 Each 32 ms frame gets a Silero speech probability. Idle, a run of speech frames starts an utterance (with a
 little pre-roll so the onset is not clipped). Speaking, frames accumulate into the current slice, which
-closes as non-final when it reaches `slice_s` (never inside a pause: the limit bounds speech, and a pause that
-turns into speech again closes it at once), or as final when the speaker has been silent for `pause_s`,
-or already after `early_pause_s` while the owner says the words are complete (`early_ok`, DUO's `process`):
-then speech within `confirm_s` of the pause's start resumes the same turn, and silence confirms it.
+closes as non-final when it reaches `slice_s` (not inside a pause whose partial was taken: the limit bounds
+speech, and a pause that turns into speech again closes it at once), or as final when the speaker has been
+silent for `pause_s`, or already after `early_pause_s` while the owner says the words are complete
+(`early_ok`, DUO's `process`): then speech within `confirm_s` of the pause's start resumes the same turn, and
+silence confirms it.
 `partial` hands out the open slice so far for provisional recognition (a final slice says, in `heard_s`, where
 its pause's partial ended when only silence followed it); `onset_s` tells a run of speech frames that has not
 yet lasted `min_speech_s`.
@@ -169,9 +170,11 @@ class Slicer:
                 return self._close(final=True)
             if self.early_ok and cfg.early_pause_s is not None and silent >= cfg.early_pause_s * SAMPLE_RATE:
                 return self._close(final=True, early=True)
-        # The limit bounds new speech: a pause is not cut (the slice it would leave holds only silence, and the
-        # pause's partial heard the rest); speech resuming past the limit closes the slice at once.
-        if self._silence_start is None and now - self._slice_start >= cfg.slice_s * SAMPLE_RATE - FRAME / 2:
+        # The limit bounds new speech: a pause whose partial heard every word is not cut (the slice it would
+        # leave holds only silence); speech resuming past the limit closes the slice at once. Without that
+        # partial, the cut is what gets the words recognized before the pause ends.
+        cut = self._silence_start is None or not self._paused_partial
+        if cut and now - self._slice_start >= cfg.slice_s * SAMPLE_RATE - FRAME / 2:
             return self._close(final=False)
         return []
 

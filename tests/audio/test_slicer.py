@@ -253,26 +253,30 @@ def test_speech_after_the_pause_partial_leaves_the_final_slice_unheard(synth) ->
     assert final.heard_s is None and final.end_s > paused.end_s + 0.5
 
 
-def test_the_length_limit_never_cuts_a_pause_and_no_partial_comes_while_it_lasts(synth) -> None:
-    """1.5 s of words then a 1 s pause, with a 2 s limit: the limit falls inside the pause and cuts nothing (the
-    slice closes final at the pause's end, whole); the pause has one partial. Speech resuming past the limit
-    closes the slice at once."""
+def test_the_length_limit_does_not_cut_a_pause_its_partial_heard(synth) -> None:
+    """1.5 s of words then a 1 s pause, with a 2 s limit: with the pause's partial taken the limit cuts nothing
+    (the slice closes final at the pause's end, whole) and no partial comes while the pause lasts; speech
+    resuming past the limit closes the slice at once. Without partials the limit cuts the pause as before."""
     said = _trimmed(synth("what is the capital of france"))[: 24_000]
-    slicer = Slicer(SlicerConfig(slice_s=2.0, pause_s=1.0))
-    x = np.concatenate([said, np.zeros(24_000, np.float32)])
-    partials, slices = [], []
-    for i in range(0, x.size, 1600):
-        slices += [e for e in slicer.push(x[i : i + 1600]) if isinstance(e, AudioSlice)]
-        if (piece := slicer.partial(0.3)) is not None:
-            partials.append(piece)
-    [final] = slices
+
+    def hear(x: np.ndarray, every: float, slicer: Slicer | None = None) -> tuple[list[AudioSlice], list[AudioSlice]]:
+        slicer = slicer or Slicer(SlicerConfig(slice_s=2.0, pause_s=1.0))
+        partials, slices = [], []
+        for i in range(0, x.size, 1600):
+            slices += [e for e in slicer.push(x[i : i + 1600]) if isinstance(e, AudioSlice)]
+            if (piece := slicer.partial(every)) is not None:
+                partials.append(piece)
+        return partials, slices
+
+    partials, [final] = hear(np.concatenate([said, np.zeros(24_000, np.float32)]), 0.3)
     assert final.final and final.index == 0 and final.end_s > 2.4 and final.heard_s == partials[-1].end_s
     assert partials[-1].final and all(p.end_s < said.size / 16_000 + 0.2 for p in partials)  # none in the pause
+    _, slices = hear(np.concatenate([said, np.zeros(24_000, np.float32)]), 0.0)
+    assert [s.final for s in slices] == [False, True] and slices[0].end_s == pytest.approx(2.0, abs=0.04)
     slicer = Slicer(SlicerConfig(slice_s=2.0, pause_s=1.0))
-    events = slicer.push(np.concatenate([said, np.zeros(12_800, np.float32)]))  # 0.8 s of silence: past 2 s
-    assert not [e for e in events if isinstance(e, AudioSlice)]
-    events = slicer.push(_trimmed(synth("and italy"))[:3200])
-    [cut] = [e for e in events if isinstance(e, AudioSlice)]
+    _, slices = hear(np.concatenate([said, np.zeros(12_800, np.float32)]), 0.3, slicer)  # 0.8 s of silence
+    assert slices == []  # past the limit, inside the pause
+    _, [cut] = hear(_trimmed(synth("and italy"))[:3200], 0.3, slicer)
     assert not cut.final and cut.end_s < 2.6  # the words that resumed it opened the next slice
 
 
