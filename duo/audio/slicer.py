@@ -89,7 +89,7 @@ class Slicer:
         self.early_ok = False  # the owner's newest judgement of the words: complete (the short pause ends them)
         self._tentative: int | None = None  # after an early close: the sample where its pause began
         self._partial_at = 0  # sample of the open slice's newest partial
-        self._paused_partial = False  # the current pause has had its partial
+        self._paused_partial = False  # the current pause has had its partial (only silence since: reset by speech)
         self._pre_roll = int(self.config.pre_roll_s * SAMPLE_RATE)
 
     @property
@@ -173,8 +173,7 @@ class Slicer:
         # The limit bounds new speech: a pause whose partial heard every word is not cut (the slice it would
         # leave holds only silence); speech resuming past the limit closes the slice at once. Without that
         # partial, the cut is what gets the words recognized before the pause ends.
-        cut = self._silence_start is None or not self._paused_partial
-        if cut and now - self._slice_start >= cfg.slice_s * SAMPLE_RATE - FRAME / 2:
+        if not self._paused_partial and now - self._slice_start >= cfg.slice_s * SAMPLE_RATE - FRAME / 2:
             return self._close(final=False)
         return []
 
@@ -185,12 +184,12 @@ class Slicer:
         if not self._speaking or every_s <= 0:
             return None
         now = self._frames * FRAME
-        at_pause = self._silence_start is not None and not self._paused_partial
-        if self._silence_start is not None and not at_pause:
+        if self._paused_partial:
             return None  # the pause's partial heard every word; what came since is silence
+        at_pause = self._silence_start is not None
         if not at_pause and now - max(self._partial_at, self._slice_start) < every_s * SAMPLE_RATE:
             return None
-        self._partial_at, self._paused_partial = now, self._paused_partial or at_pause
+        self._partial_at, self._paused_partial = now, at_pause
         audio = np.concatenate(self._slice) if self._slice else np.zeros(0, dtype=np.float32)
         return AudioSlice(self._utterance, self._index, self._slice_start / SAMPLE_RATE, now / SAMPLE_RATE,
                           at_pause, audio, partial=True)
@@ -198,7 +197,8 @@ class Slicer:
     def _close(self, final: bool, early: bool = False, heard: bool = True) -> list[Event]:
         now = self._frames * FRAME
         audio = np.concatenate(self._slice) if self._slice else np.zeros(0, dtype=np.float32)
-        # No frame reached the threshold since the pause's partial (that resets `_paused_partial`): it heard it all.
+        # No frame reached the threshold since the pause's partial of this slice (speech resets
+        # `_paused_partial`): it heard every word.
         covered = final and heard and self._paused_partial and self._partial_at > self._slice_start
         piece = AudioSlice(self._utterance, self._index, self._slice_start / SAMPLE_RATE, now / SAMPLE_RATE, final,
                            audio, heard_s=self._partial_at / SAMPLE_RATE if covered else None)
