@@ -7,7 +7,7 @@ partials. Reported: how much later than the audio the VAD puts the end of speech
 final slices took the partial's reading, and how many of those read other words than their own decode.
 Prints one JSON object per utterance, then the summary.
 
-    python -m duo.bench.pause_partial [--model tiny.en] [--device cpu]
+    python -m duo.evaluation.pause_partial [--model tiny.en] [--device cpu]
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from duo.audio.slicer import Slicer, SlicerConfig
 from duo.audio.textnorm import normalize
 from duo.audio.transcriber import StreamTranscriber
 from duo.audio.whisper_model import load_whisper
-from duo.evaluation.render import AudioPart, render
-from duo.evaluation.scenario import load_scenarios
+
+from .render import AudioPart, render
+from .scenario import load_scenarios
 
 CHUNK = 640  # 40 ms, as the evaluation client streams
 
