@@ -24,6 +24,7 @@ from .scenario import Scenario, load_scenarios, shipped_scenarios
 
 log = logging.getLogger(__name__)
 MODES = ("duo", "server_vad")
+ERROR = "error: "  # how an outcome says its run broke off (a refused session, a dropped connection)
 
 
 @dataclass
@@ -120,7 +121,7 @@ async def play_all(url: str, scenarios: list[Scenario], rendered: dict[str, list
                     record["server_counters"] = counters.delta(before, await counters.read(url))
                 outcome = metrics.evaluate(record)
             except (OSError, TimeoutError, RuntimeError, WebSocketException) as exc:  # that run only
-                record, outcome = run.record, {"passed": None, "reason": f"error: {type(exc).__name__}: {exc}"}
+                record, outcome = run.record, {"passed": None, "reason": f"{ERROR}{type(exc).__name__}: {exc}"}
             record["outcome"] = {"expect": scenario.expect, **outcome}
             done += 1
             verdict = {True: "pass", False: "FAIL", None: "n/a "}[outcome["passed"]]
@@ -171,8 +172,10 @@ def run_evaluation(cfg: EvalConfig, progress: Callable[[str], None] | None = Non
         burst = max(10.0, (longest + 60 + options.max_tail_s) * options.speed)
         say("starting the server (model load and warm-up)")
         serve = own_process_server if cfg.own_process else in_process_server
+        # Twice the scenarios at once: a session whose client has gone may still be finishing (its last
+        # recognition, its engine release) when the next scenario connects, and a refusal is not what is measured.
         with serve(model=cfg.model, adapter=cfg.adapter, device=cfg.device, dtype=cfg.dtype, asr_model=cfg.asr_model,
-                   tts=tts, audio_burst_s=burst, max_sessions=max(4, cfg.concurrency + 2)) as running:
+                   tts=tts, audio_burst_s=burst, max_sessions=2 * cfg.concurrency + 2) as running:
             runs = asyncio.run(go(running.url))
             server_info = running.describe()
     by_mode = {m: [r["outcome"] for r in runs if r["mode"] == m] for m in cfg.modes}
@@ -199,7 +202,8 @@ def run_evaluation(cfg: EvalConfig, progress: Callable[[str], None] | None = Non
 def rejudge(report: dict[str, Any]) -> dict[str, Any]:
     """Judge a saved report's recorded runs again (after a change to the metrics) and redo its summary."""
     for run in report["runs"]:
-        run["outcome"] = {"expect": run["expect"], **metrics.evaluate(run)}
+        if not str(run.get("outcome", {}).get("reason", "")).startswith(ERROR):  # an errored run has nothing to judge
+            run["outcome"] = {"expect": run["expect"], **metrics.evaluate(run)}
     modes = list(dict.fromkeys(run["mode"] for run in report["runs"]))
     report["summary"] = {m: summary.summarize([r["outcome"] for r in report["runs"] if r["mode"] == m])
                          for m in modes}

@@ -100,3 +100,15 @@ def test_the_summary_gives_the_early_close_rate_and_the_withdrawn_replies() -> N
     table = format_summary(report)
     assert "early closes resumed" in table and "2 / 4 (50 %)" in table and "3 (24 tokens)" in table
     assert "server counters over every run" in table
+
+
+def test_judging_a_report_again_keeps_a_run_that_broke_off() -> None:
+    broke = {"id": "r", "expect": "respond", "mode": "duo", "speed": 1.0, "within_s": 5.0, "output": "audio",
+             "segments": [], "events": [], "end": 0.0,
+             "outcome": {"expect": "respond", "passed": None, "reason": "error: ConnectionError: refused"}}
+    report = {"runs": [broke, _run("duo", None)], "server": {"url": "ws://h/v1/realtime"},
+              "settings": {"speed": 1.0}, "duration_s": 1.0, "server_counters": None}
+    judged = rejudge(report)
+    assert judged["runs"][0]["outcome"]["reason"] == "error: ConnectionError: refused"
+    assert judged["runs"][1]["outcome"]["passed"] is True  # nothing answered the background speech
+    assert (judged["summary"]["duo"]["scenarios"], judged["summary"]["duo"]["measured"]) == (2, 1)
