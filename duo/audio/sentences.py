@@ -1,9 +1,10 @@
 """Streamed reply text cut into the pieces speech output renders: a first clause, then whole sentences.
 
-The voice can only start once it has a piece to render, so the first piece is cut as early as is natural:
-at the first clause boundary once it holds `first_clause_words` words. Later pieces are whole sentences,
-which keep their intonation; the first clause plays while they are rendered. Nothing is cut inside a
-number ("1,000", "3.5", "10:30") or after an abbreviation ("Dr.", "e.g.,").
+The voice can only start once it has a piece to render, and rendering takes time in proportion to the
+speech it makes, so the first piece is cut as early as is natural: at the first clause boundary once it holds
+`first_clause_words` words, and, where no boundary has come by `first_piece_words` words, between words
+there. Later pieces are whole sentences, which keep their intonation; the first piece plays while they are
+rendered. Nothing is cut inside a number ("1,000", "3.5", "10:30") or after an abbreviation ("Dr.", "e.g.,").
 """
 
 from __future__ import annotations
@@ -37,17 +38,22 @@ class SentenceSplitter:
 
     `first_clause_words` > 0: the first piece ends at the first clause boundary (`,` `;` `:`, a dash) with at
     least that many words before it, or before a conjunction ("and", "but", ...) after twice as many; 0: it
-    is a whole sentence too. A sentence longer than `max_chars` is released in clause-sized pieces (at commas,
-    else at spaces): one render then never takes long, which bounds both the wait for the first audio and the
-    work left running after an interruption.
+    is a whole sentence too. `first_piece_words` > 0: a first sentence with no such boundary by then is cut
+    after that many words once it goes on two words past them ("The moon is approximately 384,400
+    kilometers" | "(238,855 miles) away."), which bounds the first render however the reply opens. A
+    sentence longer than `max_chars` is released in clause-sized pieces (at commas, else at spaces): one
+    render then never takes long, which bounds both the wait for the first audio and the work left running
+    after an interruption.
     """
 
-    def __init__(self, max_chars: int = 180, first_clause_words: int = 0) -> None:
-        if first_clause_words < 0:
-            raise ValueError(f"first_clause_words must be >= 0, got {first_clause_words}")
+    def __init__(self, max_chars: int = 180, first_clause_words: int = 0, first_piece_words: int = 0) -> None:
+        if first_clause_words < 0 or first_piece_words < 0:
+            raise ValueError(f"first_clause_words and first_piece_words must be >= 0, got {first_clause_words} "
+                             f"and {first_piece_words}")
         self._buf = ""
         self.max_chars = max_chars
         self.first_clause_words = first_clause_words
+        self.first_piece_words = first_piece_words
         self._first = True  # nothing released yet
 
     def _cap(self, sentence: str) -> list[str]:
@@ -80,20 +86,39 @@ class SentenceSplitter:
         """Take the first clause off the buffer if one has ended before the first sentence does."""
         end = self._sentence_end()
         for m in _CLAUSE_END.finditer(self._buf, 0, end.start() if end else len(self._buf)):
+            if not self.first_clause_words:
+                break
             conjunction = m.group("conj") is not None  # it opens the next piece
             head = self._buf[: m.start() if conjunction else m.end()]
+            if self.first_piece_words and _words(head) > self.first_piece_words:
+                break  # past the cap: the first words go out on their own
             if _words(head) < self.first_clause_words * (2 if conjunction else 1):
                 continue
             if m.group("mark") and _abbreviated(head):
                 continue
             self._buf = self._buf[m.end() :]
             return head.strip()
+        return self._first_words(end.start() if end else None)
+
+    def _first_words(self, sentence_end: int | None) -> str | None:
+        """Take the first `first_piece_words` words off the buffer if the sentence goes on two words past them
+        (a cut that would leave one word, "ten | minutes.", is not worth the break in the voice)."""
+        if not self.first_piece_words:
+            return None
+        words = [t for t in re.finditer(r"\S+", self._buf) if any(ch.isalnum() for ch in t.group())]
+        for i, word in enumerate(words[self.first_piece_words - 1 : -2], self.first_piece_words - 1):
+            head = self._buf[: word.end()]
+            if sentence_end is not None and words[i + 2].start() > sentence_end:
+                return None  # the sentence ends one word on: it goes out whole
+            if not _abbreviated(head):
+                self._buf = self._buf[word.end() :]
+                return head.strip()
         return None
 
     def push(self, delta: str) -> list[str]:
         self._buf += delta
         out: list[str] = []
-        if self._first and self.first_clause_words and (clause := self._first_clause()):
+        if self._first and (self.first_clause_words or self.first_piece_words) and (clause := self._first_clause()):
             out.extend(self._cap(clause))
         while m := self._sentence_end():
             sentence, self._buf = (self._buf[: m.start()] + m.group(0)).strip(), self._buf[m.end() :]

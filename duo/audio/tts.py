@@ -35,6 +35,7 @@ OUTPUT_RATE = WIRE_RATE  # speech goes out at the wire rate
 """The Realtime protocol's `pcm16` output: 24 kHz mono little-endian."""
 
 FIRST_CLAUSE_WORDS = 4
+FIRST_PIECE_WORDS = 6
 """Words the first clause of a reply must hold before it is spoken on its own (`SentenceSplitter`)."""
 
 
@@ -129,22 +130,27 @@ class Speaker:
     """Reply text in, PCM16 24 kHz chunks out; `cancel` (or the event passed in) stops it at once.
 
     `first_clause_words`: a reply's first clause is spoken on its own once it holds this many words (0: the
-    first whole sentence), which brings its first audio forward by the rest of that sentence.
+    first whole sentence), which brings its first audio forward by the rest of that sentence;
+    `first_piece_words`: a first sentence with no clause boundary by then is cut after this many words (0:
+    never), so a long opening ("... approximately 384,400 kilometers (238,855 miles) away ...") is not
+    rendered whole before anything plays.
     """
 
     def __init__(self, voice: Voice | None = None, chunk_s: float = 0.1,
-                 first_clause_words: int = FIRST_CLAUSE_WORDS) -> None:
+                 first_clause_words: int = FIRST_CLAUSE_WORDS, first_piece_words: int = FIRST_PIECE_WORDS) -> None:
         if not 0.01 <= chunk_s <= 2.0:
             raise SynthesisError(f"chunk_s must be within 0.01..2 s, got {chunk_s}")
-        if first_clause_words < 0:
-            raise SynthesisError(f"first_clause_words must be >= 0, got {first_clause_words}")
+        if first_clause_words < 0 or first_piece_words < 0:
+            raise SynthesisError(f"first_clause_words and first_piece_words must be >= 0, got "
+                                 f"{first_clause_words} and {first_piece_words}")
         self.voice = voice or load_voice()
         self.chunk_bytes = int(OUTPUT_RATE * chunk_s) * 2
         self.first_clause_words = first_clause_words
+        self.first_piece_words = first_piece_words
 
     def splitter(self) -> SentenceSplitter:
         """A fresh splitter for one reply."""
-        return SentenceSplitter(first_clause_words=self.first_clause_words)
+        return SentenceSplitter(first_clause_words=self.first_clause_words, first_piece_words=self.first_piece_words)
 
     def render(self, sentence: str) -> list[bytes]:
         """One piece (a sentence or a clause) as a list of PCM16 24 kHz chunks."""

@@ -3,12 +3,14 @@
 Workload: typical two-sentence replies streamed into a session's voice (`duo.server.speech_out.SpeechOut`, the
 server's own path: splitter, synthesis in a worker thread, encoding, the event sent) one word per `--word-ms`
 (50 ms: the engine's real-time target of 20 tokens/s, about a word per token), for each `--first-clause-words`
-(0: speech starts at the first whole sentence; 4: at the first clause) and voice. Each reply runs `--runs`
+(0: speech starts at the first whole sentence; 4: at the first clause), `--first-piece-words` (0: no cap; 6: a
+first sentence with no clause by then starts from its first six words) and voice. Each reply runs `--runs`
 times after a warm-up; the medians are printed as JSON lines, then a table, with the silence a listener would
 hear inside each reply (its chunks played as they come, as the demo page does, behind a 60 ms lead): starting
 sooner must not make a reply choppy.
 
-    python -m duo.bench.first_audio [--backends piper espeak-ng] [--first-clause-words 0 4] [--runs 7]
+    python -m duo.bench.first_audio [--backends piper espeak-ng] [--first-clause-words 0 4]
+        [--first-piece-words 0 6] [--runs 7]
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ REPLIES = (
     "Python is a programming language that is easy to learn and it is used for many things. Would you like an "
     "example?",
     "Sure, I have set a timer for ten minutes. I will let you know when it rings.",  # no early clause to cut
+    "The moon is approximately 384,400 kilometers (238,855 miles) away from Earth on average. It moves slowly "
+    "away from us.",  # a long opening, no clause in it
 )
 
 
@@ -70,8 +74,8 @@ async def speak(services: SpeechServices, reply: str, word_s: float) -> tuple[fl
     return playback.first_audio_s, silent
 
 
-async def bench(backend: str, words: int, runs: int, word_s: float) -> dict[str, Any]:
-    services = SpeechServices(tts_backend=backend, first_clause_words=words)
+async def bench(backend: str, words: int, piece_words: int, runs: int, word_s: float) -> dict[str, Any]:
+    services = SpeechServices(tts_backend=backend, first_clause_words=words, first_piece_words=piece_words)
     speaker = await services.speaker()
     await speak(services, "Warm up, the voice and its thread.", 0)
     first, silent = [], []
@@ -79,7 +83,8 @@ async def bench(backend: str, words: int, runs: int, word_s: float) -> dict[str,
         timed = [await speak(services, reply, word_s) for _ in range(runs)]
         first.append(statistics.median(t[0] for t in timed))
         silent.append(statistics.median(t[1] for t in timed))
-    return {"what": "first_audio", "voice": speaker.voice.name, "first_clause_words": words, "runs": runs,
+    return {"what": "first_audio", "voice": speaker.voice.name, "first_clause_words": words,
+            "first_piece_words": piece_words, "runs": runs,
             "word_ms": word_s * 1000, "median_s": statistics.median(first), "per_reply_s": first,
             "silence_within_s": silent}
 
@@ -88,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", nargs="+", default=["piper", "espeak-ng"])
     parser.add_argument("--first-clause-words", nargs="+", type=int, default=[0, 4])
+    parser.add_argument("--first-piece-words", nargs="+", type=int, default=[0, 6])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--word-ms", type=float, default=50.0, help="gap between streamed words")
     args = parser.parse_args(argv)
@@ -95,12 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for backend in args.backends:
         for words in args.first_clause_words:
-            rows.append(asyncio.run(bench(backend, words, args.runs, args.word_ms / 1000)))
-            print(json.dumps(rows[-1]), flush=True)
+            for piece_words in args.first_piece_words:
+                rows.append(asyncio.run(bench(backend, words, piece_words, args.runs, args.word_ms / 1000)))
+                print(json.dumps(rows[-1]), flush=True)
     print(json.dumps({"what": "machine_end", "load_average_1min": os.getloadavg()[0]}))
-    print(f"\n{'voice':<26}{'first clause words':>20}{'median':>10}   per reply (silence inside the reply)")
+    print(f"\n{'voice':<26}{'clause words':>13}{'piece words':>12}{'median':>10}   per reply (silence inside it)")
     for r in rows:
-        print(f"{r['voice']:<26}{r['first_clause_words']:>20}{r['median_s']:>9.3f}s   "
+        print(f"{r['voice']:<26}{r['first_clause_words']:>13}{r['first_piece_words']:>12}{r['median_s']:>9.3f}s   "
               + " ".join(f"{a:.3f} ({b:.2f})" for a, b in zip(r["per_reply_s"], r["silence_within_s"], strict=True)))
     return 0
 

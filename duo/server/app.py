@@ -70,6 +70,7 @@ class Server:
         self.speech = SpeechServices(settings.asr_model, settings.tts, on_recognized=self.load.recognized,
                                      on_first_audio=self.metrics.tts_first_audio.observe,
                                      first_clause_words=settings.tts_first_clause_words,
+                                     first_piece_words=settings.tts_first_piece_words,
                                      presynthesize=settings.tts_presynthesize)
         self.backbone = backbone
         self.loop: EngineLoop | None = None

@@ -49,6 +49,9 @@ class Settings(BaseModel):
                                         "(cut at a comma, semicolon, colon or dash) once it holds this many "
                                         "words, or before and/but/or... after twice as many; the rest sentence "
                                         "by sentence; 0: from the first whole sentence")
+    tts_first_piece_words: int = Field(6, ge=0, le=100, description="a reply whose first clause has not ended by "
+                                       "this many words is spoken from those words (its first render stays "
+                                       "short however the reply opens); 0: never cut between words")
     tts_presynthesize: bool = Field(True, description="speak a reply held until the user's turn is confirmed "
                                     "while it waits (nothing is sent before the release), so its first audio "
                                     "goes out with its first text")

@@ -32,6 +32,7 @@ class SpeechServices:
     on_recognized: Callable[[float], None] | None = None  # seconds from a slice queued to its text (load)
     on_first_audio: Callable[[float], None] | None = None  # seconds from a reply's first text to its first audio
     first_clause_words: int = 4  # a reply is spoken from its first clause of this many words (0: first sentence)
+    first_piece_words: int = 6  # ... or from its first words, this many, where no clause ends by then (0: never)
     presynthesize: bool = True  # a held reply is spoken while it waits, its audio sent once it is released
 
     async def recognizer(self) -> tuple[Any, Any]:
@@ -63,7 +64,8 @@ class SpeechServices:
                 from duo.audio.tts import Speaker, load_voice
 
                 self._speaker = Speaker(await asyncio.to_thread(load_voice, self.tts_backend),
-                                        first_clause_words=self.first_clause_words)
+                                        first_clause_words=self.first_clause_words,
+                                        first_piece_words=self.first_piece_words)
             return self._speaker
 
     async def close(self) -> None:

@@ -94,3 +94,37 @@ def test_streamed_the_clause_is_released_with_the_word_after_it() -> None:
     # a new reply (after flush) starts with a clause again
     splitter = SentenceSplitter(first_clause_words=4)
     assert splitter.push(REPLY) + splitter.flush() == splitter.push(REPLY) + splitter.flush()
+
+
+def test_a_long_opening_with_no_clause_is_cut_after_its_first_words() -> None:
+    text = "The moon is approximately 384,400 kilometers (238,855 miles) away from Earth. It orbits us."
+    tokens = re.findall(r"\s*[\w']+|\s*[^\w\s]", text)
+    splitter, released = SentenceSplitter(first_clause_words=4, first_piece_words=6), []
+    for token in tokens:
+        released.append(splitter.push(token))
+    released.append(splitter.flush())
+    at = next(i for i, r in enumerate(released) if r)
+    assert released[at] == ["The moon is approximately 384,400 kilometers"]  # the number stays whole
+    assert "".join(tokens[: at + 1]).endswith(" (238,855 miles")  # once the sentence went on two words past
+    assert [p for r in released for p in r] == [
+        "The moon is approximately 384,400 kilometers", "(238,855 miles) away from Earth.", "It orbits us."]
+
+
+def test_the_cap_leaves_short_openings_and_early_clauses_alone() -> None:
+    def pieces(text: str, piece_words: int = 6) -> list[str]:
+        splitter = SentenceSplitter(first_clause_words=4, first_piece_words=piece_words)
+        return splitter.push(text) + splitter.flush()
+
+    assert pieces(REPLY) == split(REPLY, 4)  # its clause ends at the sixth word
+    assert pieces("Set a timer for 10 minutes. Done.") == ["Set a timer for 10 minutes.", "Done."]
+    assert pieces("The timer is set for ten minutes. Done.")[0] == "The timer is set for ten minutes."  # 7 words
+    assert pieces("The timer is set for ten more minutes. Done.")[:2] == ["The timer is set for ten", "more minutes."]
+    # a boundary past the cap does not wait: the first six words go, the comma's clause follows
+    assert pieces("Sure, I'll remind you to call your mother at six, okay? Bye.") == [
+        "Sure, I'll remind you to call", "your mother at six, okay?", "Bye."]
+    # never after an abbreviation: "Dr." stays with the name it titles
+    assert pieces("Please see the doctor on call, Dr. Smith said so today.", 7)[0] == "Please see the doctor on call,"
+    assert pieces("Ask for the nurse named Dr. Jones at the desk.")[0] == "Ask for the nurse named Dr. Jones"
+    assert pieces(REPLY, 0) == split(REPLY, 4)  # 0: no cap
+    with pytest.raises(ValueError):
+        SentenceSplitter(first_piece_words=-1)

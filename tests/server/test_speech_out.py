@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from duo.audio.tts import FIRST_CLAUSE_WORDS
+from duo.audio.tts import FIRST_CLAUSE_WORDS, FIRST_PIECE_WORDS
 from duo.server import server_events as se
 from duo.server.app import Server
 from duo.server.settings import Settings
@@ -76,8 +76,8 @@ async def test_first_audio_follows_the_first_clause_not_the_first_sentence() -> 
     voice.out.stop()
 
 
-async def test_with_clauses_off_the_first_sentence_is_awaited() -> None:
-    services = SpeechServices(tts_backend="espeak-ng", first_clause_words=0)
+async def test_with_clauses_and_the_word_cap_off_the_first_sentence_is_awaited() -> None:
+    services = SpeechServices(tts_backend="espeak-ng", first_clause_words=0, first_piece_words=0)
     voice = Voice(services)
     playback = await voice.out.start("resp_1", "item_1")
     assert playback is not None
@@ -109,10 +109,11 @@ async def test_a_stop_after_the_first_clause_sends_nothing_more() -> None:
 
 
 async def test_the_server_wires_the_setting_and_the_histogram() -> None:
-    server = Server(Settings(tts="espeak-ng", tts_first_clause_words=6))
+    server = Server(Settings(tts="espeak-ng", tts_first_clause_words=6, tts_first_piece_words=9))
     speaker = await server.speech.speaker()
-    assert speaker.first_clause_words == 6
+    assert (speaker.first_clause_words, speaker.first_piece_words) == (6, 9)
     assert Settings().tts_first_clause_words == SpeechServices().first_clause_words == FIRST_CLAUSE_WORDS
+    assert Settings().tts_first_piece_words == SpeechServices().first_piece_words == FIRST_PIECE_WORDS
     voice = Voice(server.speech)
     playback = await voice.out.start("resp_1", "item_1")
     assert playback is not None
