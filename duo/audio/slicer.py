@@ -2,8 +2,9 @@
 
 Each 32 ms frame gets a Silero speech probability. Idle, a run of speech frames starts an utterance (with a
 little pre-roll so the onset is not clipped). Speaking, frames accumulate into the current slice, which
-closes as non-final when it reaches `slice_s` (not inside a pause whose partial was taken: the limit bounds
-speech, and a pause that turns into speech again closes it at once), or as final when the speaker has been
+closes as non-final when it reaches `slice_s` (not inside a pause while partials are taken: the limit bounds
+speech, the pause's partial hears the words, and a pause that turns into speech again closes it at once), or
+as final when the speaker has been
 silent for `pause_s`, or already after `early_pause_s` while the owner says the words are complete
 (`early_ok`, DUO's `process`): then speech within `confirm_s` of the pause's start resumes the same turn, and
 silence confirms it.
@@ -90,6 +91,7 @@ class Slicer:
         self._tentative: int | None = None  # after an early close: the sample where its pause began
         self._partial_at = 0  # sample of the open slice's newest partial
         self._paused_partial = False  # the current pause has had its partial (only silence since: reset by speech)
+        self._partials = False  # the owner takes partials (`partial` with an interval): a pause's partial will come
         self._pre_roll = int(self.config.pre_roll_s * SAMPLE_RATE)
 
     @property
@@ -170,10 +172,12 @@ class Slicer:
                 return self._close(final=True)
             if self.early_ok and cfg.early_pause_s is not None and silent >= cfg.early_pause_s * SAMPLE_RATE:
                 return self._close(final=True, early=True)
-        # The limit bounds new speech: a pause whose partial heard every word is not cut (the slice it would
-        # leave holds only silence); speech resuming past the limit closes the slice at once. Without that
-        # partial, the cut is what gets the words recognized before the pause ends.
-        if not self._paused_partial and now - self._slice_start >= cfg.slice_s * SAMPLE_RATE - FRAME / 2:
+        # The limit bounds new speech: with partials a pause is not cut, also before its partial is taken (in
+        # the same chunk), since the slice it would leave holds only silence and the partial hears every word;
+        # speech resuming past the limit closes the slice at once. Without partials the cut is what gets the
+        # words recognized before the pause ends.
+        in_heard_pause = self._partials and self._silence_start is not None
+        if not in_heard_pause and now - self._slice_start >= cfg.slice_s * SAMPLE_RATE - FRAME / 2:
             return self._close(final=False)
         return []
 
@@ -181,6 +185,7 @@ class Slicer:
         """The open slice so far, to recognize provisionally: every `every_s` of speech, and once as each
         pause begins (`final`: no word is cut there), none while it lasts. None when none is due; `every_s`
         <= 0: never."""
+        self._partials = every_s > 0
         if not self._speaking or every_s <= 0:
             return None
         now = self._frames * FRAME

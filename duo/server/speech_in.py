@@ -97,8 +97,7 @@ class SpeechIn:
             raise p.ProtocolError("invalid_audio", str(exc), event.event_id, "audio") from None
         self._report(events)
         self._onset()
-        every = self.hearing.partial_ms
-        if every and (piece := self.stream.live.slicer.partial(every / 1000)) is not None:
+        if (piece := self.stream.live.slicer.partial(self.hearing.partial_ms / 1000)) is not None:
             self.pieces.put_nowait((self.stream, piece))
 
     def judged_complete(self, complete: bool) -> None:

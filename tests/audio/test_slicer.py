@@ -296,3 +296,32 @@ def test_a_run_of_speech_frames_is_an_onset_until_it_is_speech_or_breaks() -> No
     started = feed(0.9, 0.9)
     assert [type(e) for e in started] == [SpeechStarted] and started[0].time_s == pytest.approx(0.160)
     assert slicer.speaking and slicer.onset_s is None
+
+
+def test_a_pause_that_begins_as_the_limit_is_reached_is_not_cut_before_its_partial() -> None:
+    """Speech up to two frames short of the 2 s limit, then silence fed in one chunk that reaches the limit:
+    with partials the slice is not cut there (it would leave a final slice of silence to decode); the pause's
+    partial that follows hears every word, and the final slice takes its reading. Without partials the limit
+    cuts, as before."""
+    frame = np.zeros(512, dtype=np.float32)
+
+    def hear(every: float) -> tuple[list[AudioSlice], list[AudioSlice]]:
+        slicer, partials, slices = Slicer(SlicerConfig(slice_s=2.0, pause_s=0.5)), [], []
+
+        def feed(*probs: float) -> None:
+            slices.extend(e for p in probs for e in slicer.advance(frame, p) if isinstance(e, AudioSlice))
+            if (piece := slicer.partial(every)) is not None:
+                partials.append(piece)
+
+        while slicer.time_s < 60 * 0.032 - 1e-6:  # speech from the stream's start: the slice begins at 0
+            feed(0.9)  # ... and the limit falls on frame 62 (2 s less half a frame)
+        feed(0.0, 0.0)  # the pause begins, and the limit is reached, within one chunk
+        for _ in range(20):
+            feed(0.0)
+        return partials, slices
+
+    partials, slices = hear(0.3)
+    assert [s.final for s in slices] == [True] and slices[0].heard_s == partials[-1].end_s
+    assert partials[-1].final and partials[-1].start_s == slices[0].start_s  # the pause's partial: every word
+    _, slices = hear(0.0)
+    assert [s.final for s in slices] == [False, True] and slices[1].heard_s is None
