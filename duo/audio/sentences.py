@@ -85,9 +85,8 @@ class SentenceSplitter:
     def _first_clause(self) -> str | None:
         """Take the first clause off the buffer if one has ended before the first sentence does."""
         end = self._sentence_end()
-        for m in _CLAUSE_END.finditer(self._buf, 0, end.start() if end else len(self._buf)):
-            if not self.first_clause_words:
-                break
+        clauses = _CLAUSE_END.finditer(self._buf, 0, end.start() if end else len(self._buf))
+        for m in clauses if self.first_clause_words else ():
             conjunction = m.group("conj") is not None  # it opens the next piece
             head = self._buf[: m.start() if conjunction else m.end()]
             if self.first_piece_words and _words(head) > self.first_piece_words:

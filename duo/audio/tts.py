@@ -35,8 +35,10 @@ OUTPUT_RATE = WIRE_RATE  # speech goes out at the wire rate
 """The Realtime protocol's `pcm16` output: 24 kHz mono little-endian."""
 
 FIRST_CLAUSE_WORDS = 4
-FIRST_PIECE_WORDS = 6
 """Words the first clause of a reply must hold before it is spoken on its own (`SentenceSplitter`)."""
+
+FIRST_PIECE_WORDS = 6
+"""Words after which a first sentence with no clause boundary yet is spoken from those words (`SentenceSplitter`)."""
 
 
 class Voice(Protocol):
