@@ -185,7 +185,8 @@ def conversation(queries: list[Spoken], noise: dict[str, list[Spoken]], replies:
                  p_during_reply: float = 0.5) -> list[Event]:
     """A conversation of 1..max_events inputs; after a reply, inputs arrive during it half the time.
 
-    A follow-up comes right after its lead request and that request's whole reply."""
+    A follow-up comes right after its lead request and that request's whole reply; an interjection while
+    that reply is being spoken."""
     events: list[Event] = []
     replying = False
     position = 0.0
@@ -198,7 +199,7 @@ def conversation(queries: list[Spoken], noise: dict[str, list[Spoken]], replies:
             spoken = rng.choice(queries)
             if spoken.lead is not None:
                 events.append(query_event(spoken.lead, spoken.lead.reply(replies), rng, at))
-                at = None
+                at = rng.uniform(0.05, 0.9) if spoken.item.over_reply else None
             events.append(query_event(spoken, spoken.reply(replies), rng, at))
             replying, position = True, 0.0
         else:

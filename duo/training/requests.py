@@ -1,4 +1,4 @@
-"""More spoken requests to the assistant: bare device commands, open-sounding imperatives, follow-ups.
+"""More spoken requests to the assistant: device commands, open-sounding imperatives, follow-ups, interjections.
 
 What the first templates (`templates.ASSISTANT`) had too few of, each a kind of request a voice assistant
 hears all day and a model judging by form alone gets wrong:
@@ -9,7 +9,9 @@ hears all day and a model judging by form alone gets wrong:
   through making risotto"): the request ends where the speaker stops;
 - follow-ups that only make sense after an earlier turn ("and tomorrow?", "make it ten minutes"): each is a
   pair (the earlier request, the follow-up), filled from one set of slot values, so "what about {city2}"
-  names another city than the one asked about.
+  names another city than the one asked about;
+- interjections over a reply ("never mind that", "hold on, set an alarm for 7:30"): said while the answer to
+  an earlier request is being spoken, each a pair like the follow-ups.
 
 Same conventions as `templates`: `{slot}` from `templates.SLOTS`, `|` where an utterance may naturally end.
 """
@@ -167,4 +169,61 @@ FOLLOW_UPS: list[tuple[str, str]] = [
     ("I have {n} people coming for dinner", "what should I cook for them"),
     ("how many calories are in {dish}", "is that a lot"),
     ("what's the square root of {money}", "and of {money2}"),
+]
+
+# (a request with a long answer, what the user says over that answer); both labelled process, the second
+# heard while the first one's reply is being spoken, at a random point of it: stops ("never mind that"),
+# redirections opened by a stop word ("hold on, set an alarm for {time}"), corrections and requests about the
+# answer itself ("slower please"). Without them the only speech over a reply was a fresh query or overheard
+# talk, and a spoken stop sounded like neither: "Never mind" over a reply was judged `ignore`. The leads are
+# worded apart from every other template, so no lead text is shared between source items.
+INTERJECTIONS: list[tuple[str, str]] = [
+    ("tell me the whole history of {country}", "never mind that"),
+    ("explain in detail how {thing} forms", "oh never mind| forget I asked"),
+    ("walk me through baking {dish} step by step", "okay stop"),
+    ("give me a long list of things to do in {city}", "that's plenty| thank you"),
+    ("describe every planet of the solar system", "alright| you can stop there"),
+    ("tell me a bedtime story about {name} the knight", "stop the story"),
+    ("read me all of the headlines {day}", "enough news| thanks"),
+    ("explain the rules of chess from the start", "I get it| stop"),
+    ("tell me all about the music of {artist}", "be quiet please"),
+    ("talk me through a full body stretch", "shh| stop talking"),
+    ("list every capital in Europe", "no no| stop"),
+    ("tell me everything you know about sharks", "cancel that"),
+    ("describe the life of {artist} in detail", "skip it"),
+    ("give me the full forecast for {city} this week", "forget it"),
+    ("explain how elections work in {country}", "thanks| that's all I needed"),
+    ("tell me about the wildlife of {country}", "okay okay| I got it"),
+    ("explain what {word} means with examples", "wait"),
+    ("tell me how the pyramids were built", "hold on a second"),
+    ("teach me the history of the olympics", "stop| what time is it in {city}"),
+    ("tell me a long fairy tale about a dragon and {name}", "stop,| tell me the weather {day} instead"),
+    ("explain how {thing} affects the climate", "wait,| actually set a timer for {n} minutes"),
+    ("give me a lecture on ancient Greece", "hold on,| turn on the lights in the {room}"),
+    ("describe the food of {country} in detail", "never mind,| what's {n} times {n2}"),
+    ("tell me all about the first moon landing", "sorry,| can you call {kin}"),
+    ("explain the causes of the first world war", "hang on,| remind me to {task} {day}"),
+    ("walk me through every step of making {dish}", "actually,| play some {genre}"),
+    ("tell me the plot of every Star Wars film", "okay stop,| tell me a joke"),
+    ("tell me everything about the human heart", "excuse me,| how far is {city} from {city2}"),
+    ("describe what happens inside {thing}", "one second,| what does {word} mean"),
+    ("give me a history of jazz from the start", "enough,| play {artist}"),
+    ("explain how to start a vegetable garden", "wait wait,| set an alarm for {time}"),
+    ("tell me about the tallest buildings in the world", "scratch that,| find {place} near me"),
+    ("plan a week of meals with {food} for me", "no,| I meant without {food}"),
+    ("tell me about things to see in {city}", "not {city},| I meant {city2}"),
+    ("help me write a long speech for {kin}", "wait,| make it shorter"),
+    ("read me a recipe for {dish} with every detail", "slow down please"),
+    ("explain how a car engine works", "can you say that again"),
+    ("tell me the story of the Titanic", "louder please"),
+    ("describe a day in the life of a medieval farmer", "just give me the short version"),
+    ("give me ten tips for learning {country}'s language", "skip to the last tip"),
+    ("explain how to fix a flat bike tire", "go back to the first step"),
+    ("list the steps for changing a car battery", "repeat the last step"),
+    ("tell me about the history of {city}", "hold on,| what year was that"),
+    ("explain the difference between weather and climate", "sorry,| I didn't catch that"),
+    ("tell me about the biggest volcanoes on earth", "stop,| I have a question"),
+    ("describe how coffee is grown and roasted", "actually,| tell me about tea instead"),
+    ("explain what a black hole does to light", "wait,| is that true"),
+    ("give me a workout plan for the whole week", "hold on,| make it {n} minutes a day"),
 ]

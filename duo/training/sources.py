@@ -49,6 +49,7 @@ class Item:
     source: str
     group: str  # the source item: everything sharing it lands in the same split
     lead: Item | None = None  # a follow-up: the earlier request it needs (same group), heard first
+    over_reply: bool = False  # heard while the lead's reply is being spoken, not after it
 
 
 def package_dir(name: str) -> Path:
@@ -174,8 +175,9 @@ def template_items(texts: Iterable[str], label: str, source: str, per_template: 
 
 
 def follow_up_items(pairs: Iterable[tuple[str, str]], per_template: int, seed: int,
-                    source: str = "followups") -> list[Item]:
-    """Each pair's instances as an earlier request and its follow-up, filled from one set of slot values."""
+                    source: str = "followups", over_reply: bool = False) -> list[Item]:
+    """Each pair's instances as an earlier request and its follow-up, filled from one set of slot values;
+    `over_reply`: the follow-up is said over the earlier request's reply."""
     items = []
     for index, (first, then) in enumerate(pairs):
         rng = random.Random(f"{seed}:{source}:{index}")
@@ -189,7 +191,7 @@ def follow_up_items(pairs: Iterable[tuple[str, str]], per_template: int, seed: i
                 if lead_text not in leads:
                     leads[lead_text] = Item(lead_text, PROCESS, source, f"{source}:{index}")
                     items.append(leads[lead_text])
-                items.append(Item(follow_text, PROCESS, source, f"{source}:{index}", leads[lead_text]))
+                items.append(Item(follow_text, PROCESS, source, f"{source}:{index}", leads[lead_text], over_reply))
             if len(seen) >= per_template:
                 break
     return items
@@ -230,6 +232,7 @@ def load_all(seed: int, per_template: int = 12) -> list[Item]:
         *template_items(requests.DEVICES, PROCESS, "devices", per_template, seed),
         *template_items(requests.IMPERATIVES, PROCESS, "imperatives", per_template, seed),
         *follow_up_items(requests.FOLLOW_UPS, few, seed),
+        *follow_up_items(requests.INTERJECTIONS, max(per_template // 3, 1), seed, "interjections", over_reply=True),
         *news_sentences(),
         *fortunes(),
         *template_items(templates.PEOPLE, IGNORE, "people", few, seed),

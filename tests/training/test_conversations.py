@@ -1,5 +1,6 @@
 import random
 from collections import Counter
+from itertools import pairwise
 
 from duo.training.conversations import (
     OPENING_WORDS,
@@ -96,6 +97,36 @@ def test_a_follow_up_comes_after_its_lead_and_its_reply_is_written_after_them() 
     assert process[0]["history"][-2:] == [
         {"role": "user", "content": "what's the weather like in paris"},
         {"role": "assistant", "content": "reply to what's the weather like in paris after 0 turns"}]
+
+
+def test_an_interjection_is_heard_over_its_lead_s_reply() -> None:
+    """A spoken stop or redirection ("never mind that", "hold on, set an alarm") is said while the answer to the
+    request before it is being spoken: it barges into that reply at some point of it, is judged `process`,
+    and its reply is the one written after that turn."""
+    lead = Item("tell me the whole history of Peru", PROCESS, "interjections", "interjections:0")
+    item = Item("never mind that", PROCESS, "interjections", "interjections:0", lead, over_reply=True)
+    queries = [speak(item, 0, 1.0)]
+    noise = by_source([speak(Item("the minister said on tuesday that", IGNORE, "news", "news:0"), 0, 1.0)])
+
+    def replies(text: str, context: tuple[str, ...]) -> str:
+        return f"reply to {text} after {len(context)} turns"
+
+    events = [e for seed in range(20) for e in conversation(queries, noise, replies, random.Random(seed), 6, 0.6)]
+    pairs = [(a, b) for a, b in pairwise(events)
+             if a.kind == "turn" and " ".join(b.slices) == "never mind that"]
+    assert len(pairs) >= 5 and len({b.at for _, b in pairs}) == len(pairs)
+    for first, then in pairs:
+        assert " ".join(first.slices) == "tell me the whole history of peru"
+        assert then.at is not None and 0.05 <= then.at <= 0.9 and then.labels[-1] == PROCESS
+        assert then.reply == "reply to never mind that after 2 turns"
+
+
+def test_interjection_items_are_over_reply_follow_ups_of_their_own_group() -> None:
+    items = follow_up_items([("tell me the history of {country}", "hold on,| what year was that")], 4, seed=0,
+                            source="interjections", over_reply=True)
+    said = [i for i in items if i.lead is not None]
+    assert len(said) == 4 and all(i.over_reply and i.lead in items and not i.lead.over_reply for i in said)
+    assert {i.group for i in items} == {"interjections:0"}
 
 
 def test_follow_up_items_share_their_slot_values_and_group() -> None:
