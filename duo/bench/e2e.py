@@ -17,11 +17,14 @@ final slice is not judged `process` counts as misjudged (as does a question whos
 a reply that ended before the barge-in was judged counts as a missed barge-in; timeouts, server `error`
 events and closed connections count as errors. After anything but a clean round the client reconnects,
 so no half-judged input leaks into the next round. Times are client wall time (time.perf_counter) and
-include the loopback socket and the server's event loop; clients and server share this process.
+include the loopback socket and the server's event loop. Clients and server share this process unless
+`--own-process` starts `duo serve` as a child: with hundreds of sessions the clients' own event handling
+then no longer takes the server's interpreter.
 
 Prints one JSON line per session count, then a summary table.
 
-    python -m duo.bench.e2e [--sessions 1 8 32] [--device cpu|cuda] [--dtype auto] [--rounds 3] [--json-out FILE]
+    python -m duo.bench.e2e [--sessions 1 8 32] [--device cpu|cuda] [--dtype auto] [--rounds 3] [--own-process]
+                            [--json-out FILE]
 """
 
 from __future__ import annotations
@@ -34,11 +37,16 @@ import math
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from duo.server.inprocess import InProcessServer
+from duo.server.own_process import own_process_server
+
+# The tick counters read from /metrics around each session count (to read the latencies in ticks).
+COUNTERS = ("duo_ticks_total", "duo_tick_seconds_sum", "duo_batch_sessions_sum", "duo_graph_captures_total",
+            "duo_eager_forward_passes_total")
 
 # Phrasings the shipped adapter judges as intended under the default thresholds: the first slice of each
 # question `incomplete`, the final one `process` (with a long reply to interrupt); each barge-in `process`.
@@ -238,36 +246,52 @@ async def measure(url: str, sessions: int, args: argparse.Namespace) -> tuple[Ta
     return tally, time.perf_counter() - start
 
 
-class BenchServer(InProcessServer):
-    """`duo serve` in a thread of this process, sized for the bench's clients."""
+def server_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """`duo serve`'s settings for the bench's clients: text only, room for every client's reconnects."""
+    return {"model": args.model, "device": args.device, "dtype": args.dtype, "tts": "none",
+            "max_sessions": 2 * max(args.sessions) + 4, "idle_timeout_s": 3600, "outbound_queue": 1 << 16}
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        from duo.server.settings import Settings
 
-        super().__init__(Settings(model=args.model, device=args.device, dtype=args.dtype, tts="none",
-                                  host="127.0.0.1", port=0,
-                                  max_sessions=2 * max(args.sessions) + 4, idle_timeout_s=3600,
-                                  outbound_queue=1 << 16))
+def counters(http: str) -> dict[str, float]:
+    """Engine tick totals from the server's /metrics."""
+    with urllib.request.urlopen(f"{http}/metrics", timeout=10) as r:
+        lines = r.read().decode().splitlines()
+    return {name: float(value) for name, _, value in (line.partition(" ") for line in lines) if name in COUNTERS}
 
-    def counters(self) -> dict[str, float]:
-        """Engine tick totals from the server's /metrics (to read the latencies in ticks)."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
-            lines = r.read().decode().splitlines()
-        names = ("duo_ticks_total", "duo_tick_seconds_sum", "duo_batch_sessions_sum", "duo_graph_captures_total",
-                 "duo_eager_forward_passes_total")
-        return {name: float(value) for name, _, value in (line.partition(" ") for line in lines) if name in names}
 
-    def device_name(self) -> str:
+def device_name(device: Any, dtype: str) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, {dtype}"
+    return f"cpu, {torch.get_num_threads()} threads, {dtype}"
+
+
+@contextlib.contextmanager
+def serve(args: argparse.Namespace) -> Iterator[tuple[str, str, str]]:
+    """The server, in this process or its own, until the block ends: (WebSocket URL, HTTP base, device)."""
+    if args.own_process:
         import torch
 
-        backbone = self.app.state.server.backbone
-        dev, dtype = backbone.device, str(next(backbone.model.parameters()).dtype).removeprefix("torch.")
-        if dev.type == "cuda":
-            return f"{torch.cuda.get_device_name(dev)}, {dtype}"
-        return f"cpu, {torch.get_num_threads()} threads, {dtype}"
+        with own_process_server(**server_settings(args)) as child:
+            # the child resolves `auto` the way the server does: CUDA when this host has it, bf16 there
+            cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+            dev = torch.device(args.device if args.device.startswith("cuda") else "cuda" if cuda else "cpu")
+            dtype = args.dtype if args.dtype != "auto" else "bfloat16" if cuda else "float32"
+            yield child.url, child.http, device_name(dev, dtype) + ", server in its own process"
+        return
+    from duo.server.settings import Settings
+
+    server = InProcessServer(Settings(host="127.0.0.1", port=0, **server_settings(args))).start()
+    try:
+        backbone = server.state.backbone
+        dtype = str(next(backbone.model.parameters()).dtype).removeprefix("torch.")
+        yield server.url, server.http, device_name(backbone.device, dtype)
+    finally:
+        server.stop()
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, auto")
@@ -281,22 +305,21 @@ def main() -> None:
     parser.add_argument("--spread", type=float, default=2.0, help="client starts spread over this many seconds")
     parser.add_argument("--max-tokens", type=int, default=128, help="max_output_tokens of every session")
     parser.add_argument("--timeout", type=float, default=300, help="seconds a round may take before it is an error")
+    parser.add_argument("--own-process", action="store_true",
+                        help="run the server as a `duo serve` child, not in this process beside the clients")
     parser.add_argument("--json-out", help="also write the JSON lines to this file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if min(args.sessions) < 1 or args.rounds < 1 or args.barge_after < 1:
         parser.error("--sessions, --rounds and --barge-after must be at least 1")
 
-    server = BenchServer(args)
     load = time.perf_counter()
-    server.start()
-    device = server.device_name()
-    print(f"# server ready on {server.url} in {time.perf_counter() - load:.1f} s: {device}", flush=True)
     rows = []
-    try:
+    with serve(args) as (url, http, device):
+        print(f"# server ready on {url} in {time.perf_counter() - load:.1f} s: {device}", flush=True)
         for n in args.sessions:
-            before = server.counters()
-            tally, wall = asyncio.run(measure(server.url, n, args))
-            d = {k: v - before.get(k, 0.0) for k, v in server.counters().items()}
+            before = counters(http)
+            tally, wall = asyncio.run(measure(url, n, args))
+            d = {k: v - before.get(k, 0.0) for k, v in counters(http).items()}
             ticks = d.get("duo_ticks_total", 0.0)
             row = {"bench": "e2e", "sessions": n, "device": device, "rounds_per_client": args.rounds,
                    "warmup_rounds": args.warmup_rounds, "slice_gap_s": args.slice_gap, "wall_s": round(wall, 1),
@@ -307,8 +330,6 @@ def main() -> None:
                    "eager_passes": int(d.get("duo_eager_forward_passes_total", 0.0))}
             print(json.dumps(row), flush=True)
             rows.append(row)
-    finally:
-        server.stop()
     if args.json_out:
         with open(args.json_out, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)

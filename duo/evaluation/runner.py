@@ -162,7 +162,9 @@ def run_evaluation(cfg: EvalConfig, progress: Callable[[str], None] | None = Non
         server_info: dict[str, Any] = {"url": cfg.url, "in_process": False}
         runs = asyncio.run(go(cfg.url))
     else:
-        from .server import in_process_server, own_process_server, resolve_tts
+        from duo.server.own_process import own_process_server
+
+        from .server import in_process_server, resolve_tts
 
         tts = resolve_tts(cfg.tts)
         if tts == "none" and options.audio_out:

@@ -1,5 +1,6 @@
 """The evaluation's own server: the real app on a real uvicorn on a free loopback port, in this process or in
-one of its own (`duo serve`: the client's playback then shares no interpreter with the server, as on a host).
+one of its own (`duo.server.own_process`: the client's playback then shares no interpreter with the server,
+as on a host).
 
 Audio faster than real time (`--speed` above 1) would trip the server's `audio_burst_s` limit (audio more
 than that far ahead of real time is refused), so this server's limit is raised to cover the longest run;
@@ -9,19 +10,12 @@ a server given by URL must be configured the same way for such runs.
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import shutil
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -62,56 +56,3 @@ def in_process_server(ready_timeout_s: float = 900.0, **settings: Any) -> Iterat
     with serve_in_process(Settings(host="127.0.0.1", port=0, **settings), timeout_s=ready_timeout_s) as server:
         log.info("event=eval_server_ready port=%d", server.port)
         yield Running(server.url, server.state)
-
-
-@dataclass
-class OwnProcess:
-    url: str
-    info: dict[str, Any]
-
-    def describe(self) -> dict[str, Any]:
-        return self.info
-
-
-@contextmanager
-def own_process_server(ready_timeout_s: float = 900.0, **settings: Any) -> Iterator[OwnProcess]:
-    """`duo serve` with these settings on 127.0.0.1:<free port>, in a child process, until the block ends."""
-    with socket.socket() as probe:  # a free port: the child binds it a moment later
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    flags = [f"--{key.replace('_', '-')}={value}" for key, value in settings.items() if value is not None]
-    cmd = [sys.executable, "-m", "duo.cli", "serve", "--host=127.0.0.1", f"--port={port}", *flags]
-    # its log goes to a file, read back only if it fails to start (a pipe nobody reads would fill and stall it)
-    with tempfile.TemporaryFile("w+") as log_file:
-        child = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, text=True)
-        try:
-            ready = _wait_ready(f"http://127.0.0.1:{port}/readyz", child, log_file, ready_timeout_s)
-            log.info("event=eval_server_ready port=%d pid=%d", port, child.pid)
-            url = f"ws://127.0.0.1:{port}/v1/realtime"
-            yield OwnProcess(url, {**settings, "url": url, "in_process": False, "own_process": True,
-                                   "model": ready.get("model")})  # the model as loaded, not as asked for
-        finally:
-            child.terminate()  # SIGTERM: sessions get 1001 and the server exits
-            try:
-                child.wait(60)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-
-
-def _wait_ready(url: str, child: subprocess.Popen[str], log_file: IO[str], timeout_s: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            log_file.seek(0)
-            tail = log_file.read()[-3000:]
-            raise RuntimeError(f"duo serve exited with {child.returncode} while starting:\n{tail}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                body = json.loads(r.read())
-            if body.get("status") == "ready":
-                return body
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"duo serve was not ready within {timeout_s:.0f} s")
