@@ -274,11 +274,8 @@ def serve(args: argparse.Namespace) -> Iterator[tuple[str, str, str]]:
         import torch
 
         with own_process_server(**server_settings(args)) as child:
-            # the child resolves `auto` the way the server does: CUDA when this host has it, bf16 there
-            cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
-            dev = torch.device(args.device if args.device.startswith("cuda") else "cuda" if cuda else "cpu")
-            dtype = args.dtype if args.dtype != "auto" else "bfloat16" if cuda else "float32"
-            yield child.url, child.http, device_name(dev, dtype) + ", server in its own process"
+            loaded = torch.device(child.info["device"]), child.info["dtype"]  # as the child resolved `auto`
+            yield child.url, child.http, device_name(*loaded) + ", server in its own process"
         return
     from duo.server.settings import Settings
 

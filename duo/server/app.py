@@ -180,9 +180,11 @@ def create_app(settings: Settings, backbone: Backbone | None = None) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        model = server.backbone.name if server.backbone else None
+        bb = server.backbone
+        loaded = {"model": bb.name, "device": str(bb.device),
+                  "dtype": str(next(bb.model.parameters()).dtype).removeprefix("torch.")} if bb else {"model": None}
         status = server.status()
-        return JSONResponse({"status": status, "model": model, **server.broken()}, 200 if status == "ready" else 503)
+        return JSONResponse({"status": status, **loaded, **server.broken()}, 200 if status == "ready" else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -51,8 +51,9 @@ def own_process_server(ready_timeout_s: float = 900.0, **settings: Any) -> Itera
             ready = _wait_ready(f"http://127.0.0.1:{port}/readyz", child, log_file, ready_timeout_s)
             log.info("event=own_server_ready port=%d pid=%d", port, child.pid)
             url = f"ws://127.0.0.1:{port}/v1/realtime"
-            yield OwnProcess(url, port, {**settings, "url": url, "in_process": False, "own_process": True,
-                                         "model": ready.get("model")})  # the model as loaded, not as asked for
+            # the model, device and dtype as loaded, not as asked for
+            loaded = {key: ready.get(key) for key in ("model", "device", "dtype")}
+            yield OwnProcess(url, port, {**settings, "url": url, "in_process": False, "own_process": True, **loaded})
         finally:
             child.terminate()  # SIGTERM: sessions get 1001 and the server exits
             try:

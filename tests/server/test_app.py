@@ -31,7 +31,9 @@ def test_health_ready_and_metrics(tiny) -> None:
     with live_server(tiny) as s:
         assert _get(s.http + "/healthz") == (200, b'{"status":"ok"}')
         status, body = _get(s.http + "/readyz")
-        assert status == 200 and json.loads(body)["status"] == "ready"
+        ready = json.loads(body)
+        assert status == 200 and ready["status"] == "ready"
+        assert ready["device"] == "cpu" and ready["dtype"] == str(tiny.model.dtype).removeprefix("torch.")
 
         async def talk() -> None:
             c = await connect(s.url)
