@@ -4,7 +4,10 @@ The voice can only start once it has a piece to render, and rendering takes time
 speech it makes, so the first piece is cut as early as is natural: at the first clause boundary once it holds
 `first_clause_words` words, and, where no boundary has come by `first_piece_words` words, between words
 there. Later pieces are whole sentences, which keep their intonation; the first piece plays while they are
-rendered. Nothing is cut inside a number ("1,000", "3.5", "10:30") or after an abbreviation ("Dr.", "e.g.,").
+rendered. Where the first audio must be ready any moment (`hurried`: a reply held unheard until the user's
+turn is confirmed), the first piece is the first whole words, `HURRIED_WORDS` of them or more, unless a
+clause or sentence ends sooner. Nothing is cut inside a number ("1,000", "3.5", "10:30") or after an
+abbreviation ("Dr.", "e.g.,").
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import re
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[\"')\]]*\s+|\n+")
 _ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "st", "prof", "sr", "jr", "vs", "etc", "e.g", "i.e", "no", "approx"}
+HURRIED_WORDS = 2
+"""Words a hurried first piece holds at least: one word alone ("The") is no phrase to say."""
 _CONJUNCTIONS = ("and", "but", "or", "so", "because", "although", "though", "unless", "whereas")
 # a clause ends after , ; : (and any closing quote) before a space; at a spaced dash; at an em dash between
 # letters; or before a conjunction whose word is complete (the space after it has arrived)
@@ -55,6 +60,9 @@ class SentenceSplitter:
         self.first_clause_words = first_clause_words
         self.first_piece_words = first_piece_words
         self._first = True  # nothing released yet
+        # The first audio must be ready any moment: the first piece is the whole words there are (at least
+        # `HURRIED_WORDS`), not a clause. Later pieces are unchanged.
+        self.hurried = False
 
     def _cap(self, sentence: str) -> list[str]:
         if len(sentence) <= self.max_chars:
@@ -114,11 +122,25 @@ class SentenceSplitter:
                 return head.strip()
         return None
 
+    def _whole_words(self) -> str | None:
+        """Take every whole word off the buffer (the last one only once a space follows it), if there are at
+        least `HURRIED_WORDS` and they do not end in an abbreviation or inside a number's digits."""
+        words = [t for t in re.finditer(r"\S+(?=\s)", self._buf) if any(ch.isalnum() for ch in t.group())]
+        if len(words) < HURRIED_WORDS:
+            return None
+        head = self._buf[: words[-1].end()]
+        if _abbreviated(head):
+            return None
+        self._buf = self._buf[words[-1].end() :]
+        return head.strip()
+
     def push(self, delta: str) -> list[str]:
         self._buf += delta
         out: list[str] = []
         if self._first and (self.first_clause_words or self.first_piece_words) and (clause := self._first_clause()):
             out.extend(self._cap(clause))
+        elif self._first and self.hurried and self._sentence_end() is None and (words := self._whole_words()):
+            out.extend(self._cap(words))
         while m := self._sentence_end():
             sentence, self._buf = (self._buf[: m.start()] + m.group(0)).strip(), self._buf[m.end() :]
             if any(ch.isalnum() for ch in sentence):
@@ -127,5 +149,5 @@ class SentenceSplitter:
         return out
 
     def flush(self) -> list[str]:
-        rest, self._buf, self._first = self._buf.strip(), "", True
+        rest, self._buf, self._first, self.hurried = self._buf.strip(), "", True, False
         return self._cap(rest) if any(ch.isalnum() for ch in rest) else []

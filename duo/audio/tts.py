@@ -177,10 +177,13 @@ class Speaker:
                         return
                     yield chunk
 
-    async def aspeak(self, text: str | AsyncIterable[str], cancel: asyncio.Event | None = None) -> AsyncIterator[bytes]:
-        """Asynchronous: synthesis runs in a worker thread; on `cancel` it returns without waiting for it."""
+    async def aspeak(self, text: str | AsyncIterable[str], cancel: asyncio.Event | None = None,
+                     hurried: bool = False) -> AsyncIterator[bytes]:
+        """Asynchronous: synthesis runs in a worker thread; on `cancel` it returns without waiting for it.
+        `hurried`: the first piece is the first whole words (`SentenceSplitter.hurried`), not a clause."""
         stop = cancel or asyncio.Event()
         splitter = self.splitter()
+        splitter.hurried = hurried
 
         async def deltas() -> AsyncIterator[str | None]:
             if isinstance(text, str):

@@ -5,8 +5,10 @@ its audio is all out, the response is done; the reply then stays *speaking* for 
 play it, so speech during playback is a barge-in too. Stopping cancels synthesis at once.
 
 A reply held until the user's turn is confirmed (`held.py`) is spoken ahead, unheard (`hold`): its chunks are
-kept, not sent, so that its first audio is ready when the turn is. `start` adopts it when the released reply
-begins, `release` sends what is ready at once and lets the rest stream; `drop` cancels a withdrawn one.
+kept, not sent, so that its first audio is ready when the turn is. The confirmation may come any moment, so
+its first piece is its first whole words, not a clause, and is ready soonest. `start` adopts it when the
+released reply begins, `release` sends what is ready at once and lets the rest stream; `drop` cancels a
+withdrawn one.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ class SpeechOut:
             return None
         self.drop(response_id)
         playback = self.held[response_id] = Playback(response_id, "", Encoder(codec))
-        playback.task = asyncio.create_task(self._speak(playback, speaker))
+        playback.task = asyncio.create_task(self._speak(playback, speaker, hurried=True))
         return playback
 
     def hold_text(self, response_id: str, delta: str) -> None:
@@ -173,13 +175,14 @@ class SpeechOut:
         if self.services.on_first_audio is not None:
             self.services.on_first_audio(playback.first_audio_s)
 
-    async def _speak(self, playback: Playback, speaker: Any) -> None:
+    async def _speak(self, playback: Playback, speaker: Any, hurried: bool = False) -> None:
+        """Speak the reply's text as it comes; `hurried`: its first piece is its first whole words."""
         async def deltas() -> AsyncIterator[str]:
             while (delta := await playback.text.get()) is not None:
                 playback.fed_chars += len(delta)
                 yield delta
 
-        async for chunk in speaker.aspeak(deltas()):
+        async for chunk in speaker.aspeak(deltas(), hurried=hurried):
             playback.audio_ms += len(chunk) / 2 / OUTPUT_RATE * 1000
             playback.spoken_chars = playback.fed_chars
             if audio := playback.encoder.encode(chunk):

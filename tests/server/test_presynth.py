@@ -1,5 +1,6 @@
 """A held reply spoken ahead with the real espeak-ng synthesizer: nothing is sent while it is held, its audio is
-sent at once on release (the same audio an unheld reply gets), and a withdrawn one's synthesis is cancelled."""
+sent at once on release (its first piece its first words, ready soonest), and a withdrawn one's synthesis is
+cancelled."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from .test_speech_out import REPLY, WORDS, Voice, render
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
-PIECES = ["The capital of France is Paris,", "which is also its largest city.", "It has been so for centuries."]
+# held, the first piece is the first two whole words (the release may come any moment), then sentences
+PIECES = ["The capital", "of France is Paris, which is also its largest city.", "It has been so for centuries."]
 
 
 async def until(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
@@ -47,6 +49,7 @@ async def test_a_held_reply_is_spoken_ahead_and_sent_at_once_on_release() -> Non
         voice.out.hold_text("resp_1", word)
     whole = b"".join([await render(services, p) for p in PIECES[:2]])
     await until(lambda: len(kept(playback)) >= len(whole), "the first two pieces rendered while held")
+    assert kept(playback).startswith(await render(services, PIECES[0]))  # its first words, on their own
     assert voice.events == [] and kept(playback) == whole  # synthesized, nothing sent
     # the release replays the held events: the reply is adopted, its text (already spoken) is not fed again
     assert await voice.out.start("resp_1", "item_1") is playback and voice.out.speaking is playback
