@@ -43,10 +43,10 @@ class DuoParams(BaseModel):
     events: bool = False
     # Speech whose newest judgement is `process` ends after this much silence instead of `pause_ms` (null:
     # always wait `pause_ms`). The reply it starts stays unheard until the turn is confirmed.
-    early_pause_ms: int | None = Field(200, ge=50, le=3000)
+    early_pause_ms: int | None = Field(150, ge=50, le=3000)
     # Silence after an early close that confirms the turn and releases its reply; speech before then joins
     # the same turn and the reply is withdrawn unheard (null: `pause_ms`; capped at it).
-    confirm_ms: int | None = Field(300, ge=50, le=3000)
+    confirm_ms: int | None = Field(200, ge=50, le=3000)
     # Re-recognize the words being spoken this often (and once as each pause begins) so their judgement is
     # ready when the silence starts; 0: only whole slices; null: the server's `partial_ms`.
     partial_ms: int | None = Field(None, ge=0, le=5000)

@@ -43,14 +43,14 @@ def test_a_reply_withdrawn_before_its_id_was_asked_for_leaves_nothing_held() -> 
 
 
 def test_the_short_pause_never_exceeds_the_pause() -> None:
-    assert DuoParams().early == 200 and DuoParams().confirm == 300 and DuoParams().speculate
+    assert DuoParams().early == 150 and DuoParams().confirm == 200 and DuoParams().speculate
     assert DuoParams(confirm_ms=None).confirm == 500 and DuoParams(confirm_ms=900).confirm == 500  # the pause
-    short = DuoParams(pause_ms=150)
-    assert short.early == 150 and short.confirm == 150
+    short = DuoParams(pause_ms=120)
+    assert short.early == 120 and short.confirm == 120
     assert DuoParams(early_pause_ms=None, confirm_ms=300).early is None
-    assert DuoParams(confirm_ms=100).confirm == 200  # never shorter than the early pause
+    assert DuoParams(confirm_ms=100).confirm == 150  # never shorter than the early pause
     reported = DuoTurnDetection(type="duo", partial_ms=300).reported()["duo"]
-    assert reported["partial_ms"] == 300 and reported["early_pause_ms"] == 200 and reported["confirm_ms"] == 300
+    assert reported["partial_ms"] == 300 and reported["early_pause_ms"] == 150 and reported["confirm_ms"] == 200
 
 
 def test_every_reply_dropped_unreleased_is_reported_and_a_released_one_is_not() -> None:

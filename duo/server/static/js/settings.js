@@ -14,8 +14,8 @@ export const DEFAULTS = Object.freeze({
   ignoreThreshold: 0.5,
   actBeforePause: false,
   incompleteTimeoutMs: 3000, // 0: an utterance judged incomplete waits for more speech however long
-  earlyPauseMs: 200, // speech judged `process` ends after this much silence; 0: always the full pause
-  confirmMs: 300, // the silence after an early close that releases its held reply; 0: the full pause
+  earlyPauseMs: 150, // speech judged `process` ends after this much silence; 0: always the full pause
+  confirmMs: 200, // the silence after an early close that releases its held reply; 0: the full pause
   partialMs: 0, // re-recognize the words being said this often; 0: the server's default (300 on CUDA, off on CPU)
   speculate: true, // start the reply on a `process` before the pause (held until the turn is confirmed)
   voice: true,
