@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import itertools
+import json
 import logging
 import shutil
 import struct
@@ -19,7 +20,7 @@ import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -50,18 +51,28 @@ class Voice(Protocol):
 
 
 class PiperTts:
-    """Piper ONNX voice (default: the packaged US-English 'joe' voice, 22.05 kHz)."""
+    """Piper ONNX voice (default: the packaged US-English 'joe' voice, 22.05 kHz).
 
-    def __init__(self, model_path: str | Path | None = None, use_cuda: bool = False) -> None:
+    `spin=False` makes its ONNX Runtime CPU threads sleep between work items instead of spinning for the next
+    one (onnxruntime's default), which leaves cores to the recognizer, the VAD and the engine while replies
+    are spoken; `duo.bench.audio_bench --beside-tts` measures both (on two cores neither is better for
+    recognition; see docs/audio.md), so the default stays onnxruntime's.
+    """
+
+    def __init__(self, model_path: str | Path | None = None, use_cuda: bool = False, spin: bool = True) -> None:
         if importlib.util.find_spec("piper") is None:
             raise SynthesisError("piper-tts is not installed (pip install 'duo[tts]')")
-        from piper import PiperVoice
+        from piper import PiperConfig, PiperVoice
 
         path = Path(model_path) if model_path else _packaged_piper_voice()
         try:
-            self._voice = PiperVoice.load(str(path), use_cuda=use_cuda)
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise SynthesisError(f"cannot load Piper voice {path.name}: {exc}") from exc
+            if use_cuda or spin:
+                self._voice = PiperVoice.load(str(path), use_cuda=use_cuda)
+            else:  # as `PiperVoice.load` builds it (the config beside the model), with resting threads
+                config = PiperConfig.from_dict(json.loads(Path(f"{path}.json").read_text(encoding="utf-8")))
+                self._voice = PiperVoice(config=config, session=_resting_session(path))
+        except Exception as exc:  # a bad file or config; onnxruntime's own errors derive from Exception alone
+            raise SynthesisError(f"cannot load Piper voice {path.name}: {exc!r}") from exc
         self.name = f"piper:{path.stem}"
 
     def synthesize(self, sentence: str) -> tuple[np.ndarray, int]:
@@ -70,6 +81,16 @@ class PiperTts:
             return np.zeros(0, dtype=np.float32), OUTPUT_RATE
         audio = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
         return audio, chunks[0].sample_rate
+
+
+def _resting_session(path: Path) -> Any:
+    """An ONNX Runtime CPU session for the voice whose pool threads sleep when they have no work."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def _packaged_piper_voice() -> Path:

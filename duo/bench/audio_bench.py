@@ -6,9 +6,14 @@ at the same moment (batch 16, one decode call per round). Latency is the wall ti
 text. RTF is decode time over audio time (below 1 is faster than real time; for batch 16, over 16 streams'
 audio). VAD cost is measured per second of audio, one stream and 16 batched, at torch's own CPU thread count and
 at one (what a server beside a GPU model uses). TTS time to first chunk is from
-reply text to the first PCM16 chunk. Prints one JSON object per measurement, then a summary table.
+reply text to the first PCM16 chunk. `--beside-tts N ...` times recognition again (batch 1, the first
+model) while N threads render Piper speech without pause, as a server speaking N replies does, with the
+voice's ONNX Runtime threads spinning between work items (onnxruntime's default) and resting (duo's), and
+reports the speech rendered per second beside it. Prints one JSON object per measurement, then a summary
+table.
 
     python bench/audio_bench.py [--models tiny.en base] [--device cpu|cuda] [--batch 1 16] [--rounds 3]
+                                [--beside-tts 0 2 8]
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import os
 import platform
 import statistics
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +40,8 @@ from duo.audio.vad import FRAME, SileroVad, VadState
 from duo.audio.whisper_model import load_whisper, pick_device
 
 REPLY = "Sure, I have set a timer for ten minutes. I will let you know when it rings."
+STORY = ("Once upon a time, in a land of rolling hills and quiet rivers, there lived a dragon who had never learned "
+         "to fly, and every morning she watched the birds rise over the valley.")
 
 
 def device_name(device: str) -> str:
@@ -85,6 +93,42 @@ def bench_asr(model: str, device: str, batch: int, rounds: int, slices: list[Aud
     }
 
 
+def bench_asr_beside_tts(model: str, device: str, renders: int, spin: bool,
+                         slices: list[AudioSlice]) -> dict[str, Any]:
+    """Recognition latency (batch 1, slices in order) while `renders` threads render speech back to back."""
+    from duo.audio.tts import PiperTts
+
+    recognizer = Recognizer(load_whisper(model, device))
+    transcribe_batch([(StreamTranscriber(recognizer), slices[0])])  # warm-up
+    voice = PiperTts(spin=spin)
+    voice.synthesize("Warm up.")
+    stop, rendered_s = threading.Event(), [0.0] * renders
+
+    def speak(i: int) -> None:
+        while not stop.is_set():
+            audio, rate = voice.synthesize(STORY)
+            rendered_s[i] += audio.size / rate
+
+    workers = [threading.Thread(target=speak, args=(i,), daemon=True) for i in range(renders)]
+    for worker in workers:
+        worker.start()
+    stream, latencies = StreamTranscriber(recognizer), []
+    t_start = time.perf_counter()
+    for piece in slices:
+        sync(device)
+        t0 = time.perf_counter()
+        transcribe_batch([(stream, piece)])
+        sync(device)
+        latencies.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - t_start
+    stop.set()
+    for worker in workers:
+        worker.join()
+    return {"what": "asr_beside_tts", "model": model, "device": device, "renders": renders, "spin": spin,
+            "slices": len(slices), "latency_p50_s": statistics.median(latencies), "latency_max_s": max(latencies),
+            "speech_rendered_s_per_s": sum(rendered_s) / elapsed}
+
+
 def bench_vad(audio: np.ndarray, streams: int, threads: int) -> dict[str, Any]:
     import torch
 
@@ -133,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vad-threads", nargs="+", type=int, default=None,
                         help="torch CPU threads for the VAD rows (default: torch's own, then 1, as a server "
                              "beside a GPU model runs it)")
+    parser.add_argument("--beside-tts", nargs="*", type=int, default=[],
+                        help="recognition again beside this many Piper renders each (spinning and resting "
+                             "threads), e.g. 0 2 8")
     parser.add_argument("--out", default=None, help="also write all results to this JSON file")
     args = parser.parse_args(argv)
     from transformers.utils import logging as hf_logging
@@ -147,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     for model in args.models:
         for batch in args.batch:
             results.append(bench_asr(model, device, batch, args.rounds, slices))
+            print(json.dumps(results[-1]), flush=True)
+    for renders in args.beside_tts:
+        for spin in (True, False) if renders else (False,):
+            results.append(bench_asr_beside_tts(args.models[0], device, renders, spin, slices))
             print(json.dumps(results[-1]), flush=True)
     import torch
 
@@ -172,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         elif r["what"] == "asr":
             label = f"asr {r['model']} batch {r['batch']} ({r['slices']} slices)"
             print(f"{label:<34}{r['latency_p50_s']:>12.3f} s{r['latency_max_s']:>8.3f} s{r['rtf']:>8.3f}")
+        elif r["what"] == "asr_beside_tts":
+            label = f"asr {r['model']} beside {r['renders']} TTS" + (" (spin)" if r["spin"] else "")
+            print(f"{label:<34}{r['latency_p50_s']:>12.3f} s{r['latency_max_s']:>8.3f} s"
+                  f"   speech {r['speech_rendered_s_per_s']:.1f} s/s")
         elif r["what"] == "vad":
             label = f"vad, {r['streams']} stream(s) batched, {r['threads']} thr."
             print(f"{label:<34}{r['ms_per_audio_s_per_stream']:>9.2f} ms/s")

