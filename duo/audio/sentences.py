@@ -48,10 +48,13 @@ class SentenceSplitter:
     kilometers" | "(238,855 miles) away."), which bounds the first render however the reply opens. A
     sentence longer than `max_chars` is released in clause-sized pieces (at commas, else at spaces): one
     render then never takes long, which bounds both the wait for the first audio and the work left running
-    after an interruption.
+    after an interruption. `hurried`: the first audio must be ready any moment, so the first piece is the
+    whole words there are once they are `HURRIED_WORDS` or more, unless those rules or a sentence end cut it
+    sooner.
     """
 
-    def __init__(self, max_chars: int = 180, first_clause_words: int = 0, first_piece_words: int = 0) -> None:
+    def __init__(self, max_chars: int = 180, first_clause_words: int = 0, first_piece_words: int = 0,
+                 hurried: bool = False) -> None:
         if first_clause_words < 0 or first_piece_words < 0:
             raise ValueError(f"first_clause_words and first_piece_words must be >= 0, got {first_clause_words} "
                              f"and {first_piece_words}")
@@ -60,9 +63,7 @@ class SentenceSplitter:
         self.first_clause_words = first_clause_words
         self.first_piece_words = first_piece_words
         self._first = True  # nothing released yet
-        # The first audio must be ready any moment: the first piece is the whole words there are (at least
-        # `HURRIED_WORDS`), not a clause. Later pieces are unchanged.
-        self.hurried = False
+        self.hurried = hurried
 
     def _cap(self, sentence: str) -> list[str]:
         if len(sentence) <= self.max_chars:
@@ -149,5 +150,5 @@ class SentenceSplitter:
         return out
 
     def flush(self) -> list[str]:
-        rest, self._buf, self._first, self.hurried = self._buf.strip(), "", True, False
+        rest, self._buf, self._first = self._buf.strip(), "", True
         return self._cap(rest) if any(ch.isalnum() for ch in rest) else []

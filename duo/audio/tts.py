@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import itertools
-import json
 import logging
 import shutil
 import struct
@@ -62,15 +61,13 @@ class PiperTts:
     def __init__(self, model_path: str | Path | None = None, use_cuda: bool = False, spin: bool = True) -> None:
         if importlib.util.find_spec("piper") is None:
             raise SynthesisError("piper-tts is not installed (pip install 'duo[tts]')")
-        from piper import PiperConfig, PiperVoice
+        from piper import PiperVoice
 
         path = Path(model_path) if model_path else _packaged_piper_voice()
         try:
-            if use_cuda or spin:
-                self._voice = PiperVoice.load(str(path), use_cuda=use_cuda)
-            else:  # as `PiperVoice.load` builds it (the config beside the model), with resting threads
-                config = PiperConfig.from_dict(json.loads(Path(f"{path}.json").read_text(encoding="utf-8")))
-                self._voice = PiperVoice(config=config, session=_resting_session(path))
+            self._voice = PiperVoice.load(str(path), use_cuda=use_cuda)
+            if not use_cuda and not spin:
+                self._voice.session = _resting_session(path)
         except Exception as exc:  # a bad file or config; onnxruntime's own errors derive from Exception alone
             raise SynthesisError(f"cannot load Piper voice {path.name}: {exc!r}") from exc
         self.name = f"piper:{path.stem}"
@@ -171,9 +168,10 @@ class Speaker:
         self.first_clause_words = first_clause_words
         self.first_piece_words = first_piece_words
 
-    def splitter(self) -> SentenceSplitter:
+    def splitter(self, hurried: bool = False) -> SentenceSplitter:
         """A fresh splitter for one reply."""
-        return SentenceSplitter(first_clause_words=self.first_clause_words, first_piece_words=self.first_piece_words)
+        return SentenceSplitter(first_clause_words=self.first_clause_words, first_piece_words=self.first_piece_words,
+                                hurried=hurried)
 
     def render(self, sentence: str) -> list[bytes]:
         """One piece (a sentence or a clause) as a list of PCM16 24 kHz chunks."""
@@ -203,8 +201,7 @@ class Speaker:
         """Asynchronous: synthesis runs in a worker thread; on `cancel` it returns without waiting for it.
         `hurried`: the first piece is the first whole words (`SentenceSplitter.hurried`), not a clause."""
         stop = cancel or asyncio.Event()
-        splitter = self.splitter()
-        splitter.hurried = hurried
+        splitter = self.splitter(hurried)
 
         async def deltas() -> AsyncIterator[str | None]:
             if isinstance(text, str):

@@ -131,21 +131,19 @@ def test_the_cap_leaves_short_openings_and_early_clauses_alone() -> None:
 
 
 def test_a_hurried_first_piece_goes_with_the_whole_words_there_are() -> None:
-    splitter = SentenceSplitter(first_clause_words=4, first_piece_words=6)
-    assert splitter.push("The moon is approx") == []  # three words: the clause rules wait for more
-    splitter.hurried = True  # the listener waits now
-    assert splitter.push("") == ["The moon is"]  # "approx" may go on: it is not a whole word yet
+    splitter = SentenceSplitter(first_clause_words=4, first_piece_words=6, hurried=True)
+    assert splitter.push("The") == [] and splitter.push(" moon") == []  # "moon" may go on: not whole yet
+    assert splitter.push(" is approx") == ["The moon is"]  # "approx" is not a whole word yet
     assert splitter.push("imately 384,400 km away from Earth. It") == ["approximately 384,400 km away from Earth."]
     assert splitter.push(" orbits us.") == [] and splitter.flush() == ["It orbits us."]  # later pieces: sentences
     # fewer than two whole words wait; a number's digits and an abbreviation are never the cut
-    splitter = SentenceSplitter(first_clause_words=4, first_piece_words=6)
-    splitter.hurried = True
+    splitter = SentenceSplitter(first_clause_words=4, first_piece_words=6, hurried=True)
     assert splitter.push("Sure ") == [] and splitter.push("thing") == [] and splitter.push(" ") == ["Sure thing"]
-    splitter = SentenceSplitter(first_clause_words=4)
-    splitter.hurried = True
+    splitter = SentenceSplitter(first_clause_words=4, hurried=True)
     assert splitter.push("About 3") == [] and splitter.push(".5 km") == ["About 3.5"]
-    splitter = SentenceSplitter(first_clause_words=4)
-    splitter.hurried = True
+    splitter = SentenceSplitter(first_clause_words=4, hurried=True)
     assert splitter.push("See Dr. ") == [] and splitter.push("Smith at") == ["See Dr. Smith"]
-    splitter.flush()  # a new reply starts unhurried
-    assert not splitter.hurried and splitter.push("Sure thing ") == []
+    splitter.flush()  # the splitter's next reply is hurried too
+    assert splitter.push("Sure thing ") == ["Sure thing"]
+    unhurried = SentenceSplitter(first_clause_words=4)  # the clause rules alone wait for a clause
+    assert unhurried.push("The moon is ") == [] and unhurried.push("about 384,400 km ") == []
