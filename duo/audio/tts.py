@@ -52,13 +52,14 @@ class Voice(Protocol):
 class PiperTts:
     """Piper ONNX voice (default: the packaged US-English 'joe' voice, 22.05 kHz).
 
-    `spin=False` makes its ONNX Runtime CPU threads sleep between work items instead of spinning for the next
-    one (onnxruntime's default), which leaves cores to the recognizer, the VAD and the engine while replies
-    are spoken; `duo.bench.audio_bench --beside-tts` measures both (on two cores neither is better for
-    recognition; see docs/audio.md), so the default stays onnxruntime's.
+    On the CPU, `threads` caps the voice's ONNX Runtime pool (default: onnxruntime's, one thread per core)
+    and `spin=False` makes those threads sleep between work items instead of spinning for the next one
+    (onnxruntime's default). Both leave cores to the recognizer, the VAD and the engine while replies are
+    spoken; `duo.bench.audio_bench --beside-tts` measures them (docs/audio.md).
     """
 
-    def __init__(self, model_path: str | Path | None = None, use_cuda: bool = False, spin: bool = True) -> None:
+    def __init__(self, model_path: str | Path | None = None, use_cuda: bool = False, spin: bool = True,
+                 threads: int | None = None) -> None:
         if importlib.util.find_spec("piper") is None:
             raise SynthesisError("piper-tts is not installed (pip install 'duo[tts]')")
         from piper import PiperVoice
@@ -66,8 +67,8 @@ class PiperTts:
         path = Path(model_path) if model_path else _packaged_piper_voice()
         try:
             self._voice = PiperVoice.load(str(path), use_cuda=use_cuda)
-            if not use_cuda and not spin:
-                self._voice.session = _resting_session(path)
+            if not use_cuda and (threads or not spin):
+                self._voice.session = _cpu_session(path, threads, spin)
         except Exception as exc:  # a bad file or config; onnxruntime's own errors derive from Exception alone
             raise SynthesisError(f"cannot load Piper voice {path.name}: {exc!r}") from exc
         self.name = f"piper:{path.stem}"
@@ -80,13 +81,16 @@ class PiperTts:
         return audio, chunks[0].sample_rate
 
 
-def _resting_session(path: Path) -> Any:
-    """An ONNX Runtime CPU session for the voice whose pool threads sleep when they have no work."""
+def _cpu_session(path: Path, threads: int | None, spin: bool) -> Any:
+    """An ONNX Runtime CPU session for the voice: `threads` in its pool (0 or None: one a core), spinning for
+    work or sleeping when they have none."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.intra_op_num_threads = threads or 0
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
@@ -131,16 +135,17 @@ def _parse_wav(data: bytes) -> tuple[np.ndarray, int]:
     return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0, rate
 
 
-def load_voice(backend: str = "auto") -> Voice:
-    """`piper`, `espeak-ng`, or `auto` (Piper when installed with a voice, else espeak-ng)."""
+def load_voice(backend: str = "auto", threads: int = 0) -> Voice:
+    """`piper`, `espeak-ng`, or `auto` (Piper when installed with a voice, else espeak-ng); `threads`: the
+    Piper voice's CPU threads (0: onnxruntime's own)."""
     if backend == "piper":
-        return PiperTts()
+        return PiperTts(threads=threads)
     if backend == "espeak-ng":
         return EspeakTts()
     if backend != "auto":
         raise SynthesisError(f"unknown speech backend {backend!r} (piper, espeak-ng, auto)")
     try:
-        return PiperTts()
+        return PiperTts(threads=threads)
     except SynthesisError as exc:
         log.info("tts_fallback reason=%s", exc)
         return EspeakTts()

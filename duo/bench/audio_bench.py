@@ -8,12 +8,12 @@ audio). VAD cost is measured per second of audio, one stream and 16 batched, at 
 at one (what a server beside a GPU model uses). TTS time to first chunk is from
 reply text to the first PCM16 chunk. `--beside-tts N ...` times recognition again (batch 1, the first
 model) while N threads render Piper speech without pause, as a server speaking N replies does, with the
-voice's ONNX Runtime threads spinning between work items (onnxruntime's default) and resting (duo's), and
-reports the speech rendered per second beside it. Prints one JSON object per measurement, then a summary
-table.
+voice's ONNX Runtime threads spinning between work items (onnxruntime's default) and resting, its pool at
+each `--tts-threads` size, and reports the speech rendered per second beside it. Prints one JSON object per
+measurement, then a summary table.
 
     python bench/audio_bench.py [--models tiny.en base] [--device cpu|cuda] [--batch 1 16] [--rounds 3]
-                                [--beside-tts 0 2 8]
+                                [--beside-tts 0 2 8] [--tts-threads 0 4]
 """
 
 from __future__ import annotations
@@ -93,14 +93,15 @@ def bench_asr(model: str, device: str, batch: int, rounds: int, slices: list[Aud
     }
 
 
-def bench_asr_beside_tts(model: str, device: str, renders: int, spin: bool,
+def bench_asr_beside_tts(model: str, device: str, renders: int, spin: bool, threads: int,
                          slices: list[AudioSlice]) -> dict[str, Any]:
-    """Recognition latency (batch 1, slices in order) while `renders` threads render speech back to back."""
+    """Recognition latency (batch 1, slices in order) while `renders` threads render speech back to back
+    through one voice whose ONNX Runtime pool has `threads` threads (0: one a core)."""
     from duo.audio.tts import PiperTts
 
     recognizer = Recognizer(load_whisper(model, device))
     transcribe_batch([(StreamTranscriber(recognizer), slices[0])])  # warm-up
-    voice = PiperTts(spin=spin)
+    voice = PiperTts(spin=spin, threads=threads)
     voice.synthesize("Warm up.")
     stop, rendered_s = threading.Event(), [0.0] * renders
 
@@ -125,6 +126,7 @@ def bench_asr_beside_tts(model: str, device: str, renders: int, spin: bool,
     for worker in workers:
         worker.join()
     return {"what": "asr_beside_tts", "model": model, "device": device, "renders": renders, "spin": spin,
+            "tts_threads": threads or os.cpu_count(),
             "slices": len(slices), "latency_p50_s": statistics.median(latencies), "latency_max_s": max(latencies),
             "speech_rendered_s_per_s": sum(rendered_s) / elapsed}
 
@@ -180,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beside-tts", nargs="*", type=int, default=[],
                         help="recognition again beside this many Piper renders each (spinning and resting "
                              "threads), e.g. 0 2 8")
+    parser.add_argument("--tts-threads", nargs="+", type=int, default=[0],
+                        help="the voice's ONNX Runtime threads for --beside-tts (0: one a core, onnxruntime's)")
     parser.add_argument("--out", default=None, help="also write all results to this JSON file")
     args = parser.parse_args(argv)
     from transformers.utils import logging as hf_logging
@@ -196,9 +200,10 @@ def main(argv: list[str] | None = None) -> int:
             results.append(bench_asr(model, device, batch, args.rounds, slices))
             print(json.dumps(results[-1]), flush=True)
     for renders in args.beside_tts:
-        for spin in (True, False) if renders else (False,):
-            results.append(bench_asr_beside_tts(args.models[0], device, renders, spin, slices))
-            print(json.dumps(results[-1]), flush=True)
+        for threads in args.tts_threads if renders else [0]:
+            for spin in (True, False) if renders else (False,):
+                results.append(bench_asr_beside_tts(args.models[0], device, renders, spin, threads, slices))
+                print(json.dumps(results[-1]), flush=True)
     import torch
 
     for threads in args.vad_threads or sorted({torch.get_num_threads(), 1}, reverse=True):
@@ -224,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             label = f"asr {r['model']} batch {r['batch']} ({r['slices']} slices)"
             print(f"{label:<34}{r['latency_p50_s']:>12.3f} s{r['latency_max_s']:>8.3f} s{r['rtf']:>8.3f}")
         elif r["what"] == "asr_beside_tts":
-            label = f"asr {r['model']} beside {r['renders']} TTS" + (" (spin)" if r["spin"] else "")
+            label = (f"asr {r['model']} beside {r['renders']} TTS"
+                     + (f" {r['tts_threads']} thr." if r["renders"] else "") + (" (spin)" if r["spin"] else ""))
             print(f"{label:<34}{r['latency_p50_s']:>12.3f} s{r['latency_max_s']:>8.3f} s"
                   f"   speech {r['speech_rendered_s_per_s']:.1f} s/s")
         elif r["what"] == "vad":

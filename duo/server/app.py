@@ -71,7 +71,7 @@ class Server:
                                      on_first_audio=self.metrics.tts_first_audio.observe,
                                      first_clause_words=settings.tts_first_clause_words,
                                      first_piece_words=settings.tts_first_piece_words,
-                                     presynthesize=settings.tts_presynthesize)
+                                     presynthesize=settings.tts_presynthesize, tts_threads=settings.tts_threads)
         self.backbone = backbone
         self.loop: EngineLoop | None = None
         self.sessions: set[RealtimeSession] = set()

@@ -34,6 +34,7 @@ class SpeechServices:
     first_clause_words: int = 4  # a reply is spoken from its first clause of this many words (0: first sentence)
     first_piece_words: int = 6  # ... or from its first words, this many, where no clause ends by then (0: never)
     presynthesize: bool = True  # a held reply is spoken while it waits, its audio sent once it is released
+    tts_threads: int = 0  # the Piper voice's CPU threads (0: onnxruntime's own, one a core)
 
     async def recognizer(self) -> tuple[Any, Any]:
         async with self._lock:
@@ -63,7 +64,7 @@ class SpeechServices:
             if self._speaker is None and self.tts_backend != "none":
                 from duo.audio.tts import Speaker, load_voice
 
-                self._speaker = Speaker(await asyncio.to_thread(load_voice, self.tts_backend),
+                self._speaker = Speaker(await asyncio.to_thread(load_voice, self.tts_backend, self.tts_threads),
                                         first_clause_words=self.first_clause_words,
                                         first_piece_words=self.first_piece_words)
             return self._speaker

@@ -40,7 +40,7 @@ def pcm(chunks: list[bytes]) -> np.ndarray:
     return np.frombuffer(b"".join(chunks), "<i2").astype(np.float32) / 32768.0
 
 
-def test_the_piper_voice_threads_spin_unless_asked_to_rest(piper: PiperTts, tmp_path: Path) -> None:
+def test_the_piper_voice_threads_spin_unless_asked_to_rest_and_can_be_capped(piper: PiperTts, tmp_path: Path) -> None:
     def spins(voice: PiperTts) -> bool:
         options = voice._voice.session.get_session_options()
         try:
@@ -51,7 +51,9 @@ def test_the_piper_voice_threads_spin_unless_asked_to_rest(piper: PiperTts, tmp_
     assert spins(piper)  # onnxruntime's own default, as `PiperVoice.load` builds it
     resting = PiperTts(spin=False)  # the cores stay free between its work items
     assert not spins(resting) and resting._voice.config == piper._voice.config
-    for voice in (piper, resting):
+    capped = PiperTts(threads=2)  # a pool of two threads, spinning as onnxruntime's does
+    assert capped._voice.session.get_session_options().intra_op_num_threads == 2 and spins(capped)
+    for voice in (piper, resting, capped):
         audio, rate = voice.synthesize("Ten minutes.")
         assert rate == 22050 and 0.4 < audio.size / rate < 3.0 and np.abs(audio).max() > 0.1
     model = tmp_path / "broken.onnx"

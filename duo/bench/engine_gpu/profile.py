@@ -4,12 +4,15 @@ waits for the host, and which host operations cost most.
 The load is `capacity`'s (replies streaming while background slices are judged), warmed the same way; then
 `--ticks` ticks run under the profiler. GPU busy time is the union of the kernels' intervals inside the
 ticks (graph replays included), so overlapping kernels count once; what is left of a tick's wall time is the
-GPU waiting for the host: planning, launches, bookkeeping, copies back.
+GPU waiting for the host: planning, launches, bookkeeping, copies back. The kernels' own time is also split by
+kind (matrix multiplies, the paged attention kernel, other attention, the rest), which says what a GPU-bound
+tick is made of.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import time
 
 import torch
@@ -23,6 +26,15 @@ from .timing import pct, sync
 from .workload import Workload
 
 TICK = "duo.tick"
+# kernel kinds by name, first match wins; the rest are elementwise kernels, norms, copies, sampling
+KINDS = [("matmul", re.compile(r"gemm|nvjet|cutlass|xmma|cublas|splitk", re.I)),
+         ("paged attention", re.compile(r"paged_decode", re.I)),
+         ("other attention", re.compile(r"flash|fmha|attention|softmax", re.I))]
+
+
+def kind(kernel: str) -> str:
+    """The kind of a kernel by its name."""
+    return next((k for k, pattern in KINDS if pattern.search(kernel)), "other")
 
 
 def covered(intervals: list[tuple[float, float]], windows: list[tuple[float, float]]) -> float:
@@ -40,8 +52,14 @@ def covered(intervals: list[tuple[float, float]], windows: list[tuple[float, flo
 def summarize(prof_events: list, ticks: int, top: int = 6) -> dict:
     """Busy fraction and host cost per tick from the profiler's events (times in microseconds)."""
     windows = [(e.time_range.start, e.time_range.end) for e in prof_events if e.name == TICK]
-    kernels = [(e.time_range.start, e.time_range.end) for e in prof_events
-               if e.device_type == DeviceType.CUDA and e.time_range.end > e.time_range.start]
+    launched = [e for e in prof_events if e.device_type == DeviceType.CUDA and e.time_range.end > e.time_range.start]
+    kernels = [(e.time_range.start, e.time_range.end) for e in launched]
+    by_kind: dict[str, float] = {}
+    by_name: dict[str, float] = {}
+    for e in launched:
+        took = e.time_range.end - e.time_range.start
+        by_kind[kind(e.name)] = by_kind.get(kind(e.name), 0.0) + took
+        by_name[e.name[:90]] = by_name.get(e.name[:90], 0.0) + took
     wall = sum(b - a for a, b in windows)
     busy = covered(kernels, windows)
     host: dict[str, float] = {}
@@ -53,6 +71,10 @@ def summarize(prof_events: list, ticks: int, top: int = 6) -> dict:
             "gpu_busy_ms_per_tick": round(busy / max(ticks, 1) / 1000, 2),
             "gpu_busy_fraction": round(busy / wall, 3) if wall else 0.0,
             "gpu_waits_ms_per_tick": round((wall - busy) / max(ticks, 1) / 1000, 2),
+            "kernel_ms_per_tick": {k: round(us / max(ticks, 1) / 1000, 2)
+                                   for k, us in sorted(by_kind.items(), key=lambda kv: -kv[1])},
+            "heaviest_kernels_ms_per_tick": {name: round(us / max(ticks, 1) / 1000, 2) for name, us in
+                                             sorted(by_name.items(), key=lambda kv: -kv[1])[:top * 2]},
             "host_self_ms_per_tick": {name: round(us / max(ticks, 1) / 1000, 3) for name, us in heaviest}}
 
 
