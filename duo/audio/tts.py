@@ -12,6 +12,7 @@ import asyncio
 import importlib.util
 import itertools
 import logging
+import os
 import shutil
 import struct
 import subprocess
@@ -37,6 +38,10 @@ OUTPUT_RATE = WIRE_RATE  # speech goes out at the wire rate
 FIRST_CLAUSE_WORDS = 4
 """Words the first clause of a reply must hold before it is spoken on its own (`SentenceSplitter`)."""
 
+TTS_THREADS = 4
+"""The Piper voice's CPU threads at most by default: on a 16-core GPU host, Whisper base beside 8 replies being
+rendered took 0.078 s a slice with a pool of 4 threads against 0.107 s with onnxruntime's 16, and the pool
+rendered more speech (docs/audio.md); on fewer cores it is one a core, onnxruntime's own."""
 FIRST_PIECE_WORDS = 6
 """Words after which a first sentence with no clause boundary yet is spoken from those words (`SentenceSplitter`)."""
 
@@ -52,14 +57,17 @@ class Voice(Protocol):
 class PiperTts:
     """Piper ONNX voice (default: the packaged US-English 'joe' voice, 22.05 kHz).
 
-    On the CPU, `threads` caps the voice's ONNX Runtime pool (default: onnxruntime's, one thread per core)
-    and `spin=False` makes those threads sleep between work items instead of spinning for the next one
-    (onnxruntime's default). Both leave cores to the recognizer, the VAD and the engine while replies are
-    spoken; `duo.bench.audio_bench --beside-tts` measures them (docs/audio.md).
+    On the CPU, `threads` sizes the voice's ONNX Runtime pool (default `TTS_THREADS` at most, one a core
+    below that; 0: onnxruntime's own, one a core however many) and `spin=False` makes those threads sleep
+    between work items instead of spinning for the next one (onnxruntime's default). A pool as large as the
+    machine, spinning while eight replies are rendered, takes the cores recognition and the engine need:
+    `duo.bench.audio_bench --beside-tts` measures both settings (docs/audio.md).
     """
 
     def __init__(self, model_path: str | Path | None = None, use_cuda: bool = False, spin: bool = True,
                  threads: int | None = None) -> None:
+        if threads is None:
+            threads = min(TTS_THREADS, os.cpu_count() or 1)
         if importlib.util.find_spec("piper") is None:
             raise SynthesisError("piper-tts is not installed (pip install 'duo[tts]')")
         from piper import PiperVoice
@@ -135,9 +143,9 @@ def _parse_wav(data: bytes) -> tuple[np.ndarray, int]:
     return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0, rate
 
 
-def load_voice(backend: str = "auto", threads: int = 0) -> Voice:
+def load_voice(backend: str = "auto", threads: int | None = None) -> Voice:
     """`piper`, `espeak-ng`, or `auto` (Piper when installed with a voice, else espeak-ng); `threads`: the
-    Piper voice's CPU threads (0: onnxruntime's own)."""
+    Piper voice's CPU threads (`PiperTts`)."""
     if backend == "piper":
         return PiperTts(threads=threads)
     if backend == "espeak-ng":

@@ -52,9 +52,10 @@ class Settings(BaseModel):
     tts_first_piece_words: int = Field(6, ge=0, le=100, description="a reply whose first clause has not ended by "
                                        "this many words is spoken from those words (its first render stays "
                                        "short however the reply opens); 0: never cut between words")
-    tts_threads: int = Field(0, ge=0, le=1024, description="CPU threads of the Piper voice's ONNX Runtime pool, "
-                             "shared by every reply being rendered; fewer leave cores to recognition and the "
-                             "engine while replies are spoken; 0: onnxruntime's own, one a core")
+    tts_threads: int | None = Field(None, ge=0, le=1024, description="CPU threads of the Piper voice's ONNX "
+                                    "Runtime pool, shared by every reply being rendered; fewer leave cores to "
+                                    "recognition and the engine while replies are spoken; default: one a core, "
+                                    "4 at most; 0: onnxruntime's own, one a core however many")
     tts_presynthesize: bool = Field(True, description="speak a reply held until the user's turn is confirmed "
                                     "while it waits (nothing is sent before the release), so its first audio "
                                     "goes out with its first text")

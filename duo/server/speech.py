@@ -34,7 +34,7 @@ class SpeechServices:
     first_clause_words: int = 4  # a reply is spoken from its first clause of this many words (0: first sentence)
     first_piece_words: int = 6  # ... or from its first words, this many, where no clause ends by then (0: never)
     presynthesize: bool = True  # a held reply is spoken while it waits, its audio sent once it is released
-    tts_threads: int = 0  # the Piper voice's CPU threads (0: onnxruntime's own, one a core)
+    tts_threads: int | None = None  # the Piper voice's CPU threads (default: one a core, 4 at most)
 
     async def recognizer(self) -> tuple[Any, Any]:
         async with self._lock:

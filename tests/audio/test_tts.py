@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import shutil
 import threading
 import time
@@ -48,7 +49,9 @@ def test_the_piper_voice_threads_spin_unless_asked_to_rest_and_can_be_capped(pip
         except RuntimeError:  # not set: onnxruntime's default, which spins
             return True
 
-    assert spins(piper)  # onnxruntime's own default, as `PiperVoice.load` builds it
+    assert spins(piper)  # onnxruntime's own default
+    # a pool of one thread a core, 4 at most: not all of a large machine's cores
+    assert piper._voice.session.get_session_options().intra_op_num_threads == min(4, os.cpu_count() or 1)
     resting = PiperTts(spin=False)  # the cores stay free between its work items
     assert not spins(resting) and resting._voice.config == piper._voice.config
     capped = PiperTts(threads=2)  # a pool of two threads, spinning as onnxruntime's does
