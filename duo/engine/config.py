@@ -116,6 +116,9 @@ class EngineConfig:
     # Decode rows read the paged KV pool in place (a Triton kernel, CUDA only); False gathers each row's
     # keys into a copy and runs masked SDPA: the reference path, kept for comparison.
     paged_attention: bool = True
+    # Each decoder layer's q/k/v and gate/up as one matrix multiply each, its norms, rotary embedding and
+    # SiLU x up one kernel each (`fused.py`, Triton); None: on CUDA. The model is changed in place.
+    fused_layers: bool | None = None
     # Tokens one tick runs at most: long prefills beyond it are spread over ticks, decode rows always run.
     # None: 2048 on CUDA; 32 on a CPU, where a tick's time grows with every token (~6 ms a token for the
     # embedded 135M model on 2 cores, against ~80 ms for a decode tick), so a long input at most triples it.

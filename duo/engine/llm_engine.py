@@ -25,6 +25,7 @@ from .channels import Need, Vocab
 from .config import EngineConfig, Mode, SamplingParams, SessionConfig
 from .cuda_graphs import PREFILL_ROWS, PREFILL_WIDTH
 from .framing import DEFAULT_INSTRUCTIONS, ChatFraming
+from .fused import fuse
 from .kv_cache import KVCache
 from .late_text import LateText
 from .loader import Backbone
@@ -63,6 +64,8 @@ class Engine:
         if group is not None and group.leader:
             group.open_engine(self.config)
         cuda = backbone.device.type == "cuda"
+        if (cuda if self.config.fused_layers is None else self.config.fused_layers) and group is None:
+            fuse(backbone.model)  # sharded weights (tensor parallel) keep transformers' layers
         self.kv = KVCache.for_model(backbone.model, block_size=self.config.block_size,
                                     num_blocks=self.config.initial_blocks, max_blocks=self.config.max_blocks,
                                     memory_fraction=self.config.kv_memory_fraction, fixed=cuda,

@@ -9,14 +9,14 @@ import torch
 from duo.engine.loader import Backbone
 
 from .report import emit
-from .workload import Workload
+from .workload import Workload, engine_options
 
 
 def capacity(backbone: Backbone, args: argparse.Namespace) -> list[dict]:
     rows = []
     for n in args.sessions:
         w = Workload(backbone, n, args.context, args.forecast_tokens, args.slice_s, growth=1024,
-                     paged=args.attention == "paged")
+                     options=engine_options(args))
         row = {"bench": "capacity", **w.run(args.seconds)}
         w.close()
         row["realtime"] = (row["tick_ms_p99"] <= 50 and row["tokens_per_s_min"] >= 20

@@ -46,6 +46,9 @@ def main() -> None:
     parser.add_argument("--tensor-parallel", type=int, default=1, help="GPUs of this host to split the model over")
     parser.add_argument("--attention", default="paged", choices=["paged", "gather"],
                         help="attention: every token in place over the paged pool, or the gathered reference path")
+    parser.add_argument("--layers", default="fused", choices=["fused", "plain"],
+                        help="decoder layers: fused kernels (duo.engine.fused, the engine's default on CUDA) or "
+                        "transformers' own")
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args()
     defaults = {"passes": [1, 8, 32], "capacity": [64, 128, 192, 256, 320, 384], "floor": [64, 128], "kv": [1],
@@ -71,7 +74,8 @@ def main() -> None:
     rows = benches[args.bench](backbone, args)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     for r in rows:
-        r.update(arch=args.arch, device=device, gpus=group.size if group else 1, attention=args.attention)
+        r.update(arch=args.arch, device=device, gpus=group.size if group else 1, attention=args.attention,
+                 layers=args.layers)
     if group is not None:
         group.close()
     if args.json_out:

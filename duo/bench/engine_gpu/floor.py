@@ -21,7 +21,7 @@ from duo.engine.parallel import TensorParallel
 from .models import local_bytes
 from .report import emit
 from .timing import sync, timed
-from .workload import Workload
+from .workload import Workload, engine_options
 
 
 def allreduce_ms(group: TensorParallel, tokens: int, hidden: int) -> float:
@@ -97,11 +97,11 @@ def floor(backbone: Backbone, args: argparse.Namespace) -> list[dict]:
     group = backbone.parallel
     for n in args.sessions:
         w = Workload(backbone, n, args.context, args.forecast_tokens, args.slice_s, growth=1024,
-                     paged=args.attention == "paged")
+                     options=engine_options(args))
         duo = w.run(args.seconds / 2)
         w.close()
         w = Workload(backbone, n, args.context, args.forecast_tokens, args.slice_s, growth=1024,
-                     paged=args.attention == "paged")
+                     options=engine_options(args))
         plain = w.run(args.seconds / 2, slices=False)
         kv_bytes = n * duo["context_mean"] * w.engine.kv.bytes_per_token  # this GPU's kv heads
         w.close()

@@ -23,7 +23,7 @@ from duo.engine.loader import Backbone
 
 from .report import emit
 from .timing import pct, sync
-from .workload import Workload
+from .workload import Workload, engine_options
 
 TICK = "duo.tick"
 # kernel kinds by name, first match wins; the rest are elementwise kernels, norms, copies, sampling
@@ -51,8 +51,11 @@ def covered(intervals: list[tuple[float, float]], windows: list[tuple[float, flo
 
 def summarize(prof_events: list, ticks: int, top: int = 6) -> dict:
     """Busy fraction and host cost per tick from the profiler's events (times in microseconds)."""
-    windows = [(e.time_range.start, e.time_range.end) for e in prof_events if e.name == TICK]
-    launched = [e for e in prof_events if e.device_type == DeviceType.CUDA and e.time_range.end > e.time_range.start]
+    windows = [(e.time_range.start, e.time_range.end) for e in prof_events
+               if e.name == TICK and e.device_type == DeviceType.CPU]
+    # the tick's own annotation is mirrored on the GPU's timeline as an event spanning its kernels: not a kernel
+    launched = [e for e in prof_events if e.device_type == DeviceType.CUDA and e.name != TICK
+                and e.time_range.end > e.time_range.start]
     kernels = [(e.time_range.start, e.time_range.end) for e in launched]
     by_kind: dict[str, float] = {}
     by_name: dict[str, float] = {}
@@ -82,7 +85,7 @@ def profile_ticks(backbone: Backbone, args: argparse.Namespace) -> list[dict]:
     rows = []
     for n in args.sessions:
         w = Workload(backbone, n, args.context, args.forecast_tokens, args.slice_s, growth=1024,
-                     paged=args.attention == "paged")
+                     options=engine_options(args))
         w.run(2.0)  # warms graphs and the load exactly as capacity does, then two timed seconds we discard
         walls: list[float] = []
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])

@@ -13,6 +13,7 @@ from duo.engine.loader import Backbone
 
 from .report import emit
 from .timing import release, sync
+from .workload import engine_options
 
 
 def warmup(backbone: Backbone, args: argparse.Namespace) -> list[dict]:
@@ -23,7 +24,7 @@ def warmup(backbone: Backbone, args: argparse.Namespace) -> list[dict]:
         release()
         before = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
         engine = Engine(backbone, EngineConfig(max_sessions=n, max_context=args.max_context,
-                                               paged_attention=args.attention == "paged"))
+                                               **engine_options(args)))
         pool = torch.cuda.memory_allocated() - before if torch.cuda.is_available() else 0
         start = time.perf_counter()
         engine.warmup()

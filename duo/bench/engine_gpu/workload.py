@@ -7,6 +7,7 @@ staggered, and is judged (k forecast tokens, then ignored) alongside the reply.
 
 from __future__ import annotations
 
+import argparse
 import gc
 import statistics
 import time
@@ -24,6 +25,11 @@ QUESTION = "please tell me a very long story about the sea"
 FILLER = "we talked about the weather the trains the garden and what to cook for dinner tonight"
 
 
+def engine_options(args: argparse.Namespace) -> dict:
+    """The engine's settings that the command line compares: attention in place or gathered, fused layers."""
+    return {"paged_attention": args.attention == "paged", "fused_layers": args.layers == "fused"}
+
+
 def history(backbone: Backbone, context: int) -> list[dict[str, str]]:
     """Turns that fill about `context` tokens of conversation."""
     turns: list[dict[str, str]] = []
@@ -39,10 +45,10 @@ class Workload:
     """`n` sessions streaming replies, each hearing background speech every `slice_s` seconds."""
 
     def __init__(self, backbone: Backbone, n: int, context: int, k: int, slice_s: float, growth: int,
-                 paged: bool = True) -> None:
+                 options: dict | None = None) -> None:
         blocks = n * ((context + growth + 64) // 16 + 8) + 64  # the conversation, the reply, an input channel
         self.engine = Engine(backbone, EngineConfig(initial_blocks=blocks, max_blocks=2 * blocks,
-                                                    max_sessions=max(n, 1), paged_attention=paged))
+                                                    max_sessions=max(n, 1), **(options or {})))
         config = SessionConfig(forecast_tokens=k, thresholds=Thresholds(process=2.0, ignore=0.0),  # ignore all
                                sampling=SamplingParams(max_new_tokens=4096, ignore_eos=True))
         turns = history(backbone, context)

@@ -1,0 +1,165 @@
+"""Fused decoder layers compute what transformers' layers compute: each kernel against its torch steps, a
+fused model against the unfused one, and the engine's replies with fused layers against those without.
+
+On a CPU the kernels run through Triton's interpreter (the `interpreted` fixture); on a GPU compiled, in bf16.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+from duo.engine import fused
+from duo.engine import paged_decode as pd
+from duo.engine.config import EngineConfig, SamplingParams, SessionConfig, SpecialTokens
+from duo.engine.llm_engine import Engine
+from duo.engine.loader import load_backbone
+
+from .helpers import rel_err, run_until_idle
+
+triton = pytest.importorskip("triton", reason="the fused kernels need Triton (installed with the dev extra)")
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture
+def interpreted(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    if not pd.interpreted():
+        pytest.skip("Triton's interpreter is chosen only where no CUDA device is (the GPU tests below run there)")
+    monkeypatch.setattr(pd, "ON_CPU", True)
+    yield
+
+
+@pytest.fixture(scope="module")
+def qwen2_path(tmp_path_factory: pytest.TempPathFactory, embedded_path: Path) -> Path:
+    """A 2-layer random Qwen2 (q/k/v biases, 4 heads over 2 kv heads) with the embedded tokenizer."""
+    tokenizer = AutoTokenizer.from_pretrained(embedded_path)
+    tokenizer.add_tokens(SpecialTokens().all(), special_tokens=True)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         tie_word_embeddings=False)
+    torch.manual_seed(1)
+    model = Qwen2ForCausalLM(config)
+    for name, p in model.named_parameters():  # biases and norm weights away from their 0 / 1 starts
+        if name.endswith("bias") or "norm" in name:
+            p.data.normal_(1.0 if "norm" in name else 0.0, 0.2)
+    path = tmp_path_factory.mktemp("tiny-qwen2")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _pair(path: Path) -> tuple[torch.nn.Module, torch.nn.Module]:
+    model = load_backbone(str(path), adapter=None, device="cpu").model
+    plain = copy.deepcopy(model)
+    assert fused.fuse(model) == 2 * 2 + 2 * 2 + 1  # per layer: attention, MLP, two norms; the final norm
+    assert fused.fuse(model) == 0  # fusing twice changes nothing
+    return plain, model
+
+
+@pytest.mark.parametrize("model_kind", ["llama", "qwen2"])
+def test_a_fused_model_gives_the_plain_models_logits(model_kind: str, tiny_model_path: Path,
+                                                     qwen2_path: Path) -> None:
+    """The torch steps of the fused modules (no kernels): a batch of two sequences, with a padding mask."""
+    plain, model = _pair(tiny_model_path if model_kind == "llama" else qwen2_path)
+    ids = torch.randint(0, 500, (2, 9), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    with torch.no_grad():
+        a, b = plain(input_ids=ids, attention_mask=mask).logits, model(input_ids=ids, attention_mask=mask).logits
+    assert rel_err(a, b) < 1e-5
+    # the projections are views of the fused weights: the wrapped modules hold no second copy
+    attn = model.model.layers[0].self_attn
+    assert attn.attn.k_proj.weight.data_ptr() == attn.weight[attn.heads * attn.head_dim:].data_ptr()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_each_kernel_equals_its_torch_steps(interpreted, monkeypatch: pytest.MonkeyPatch,
+                                            dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(0)
+    t, heads, kv_heads, d, inner = 5, 4, 2, 16, 40
+    qkv = torch.randn(t, (heads + 2 * kv_heads) * d, generator=g).to(dtype)
+    cos, sin = torch.randn(t, d, generator=g).to(dtype), torch.randn(t, d, generator=g).to(dtype)
+    gate_up = (3 * torch.randn(t, 2 * inner, generator=g)).to(dtype)
+    x = (2 * torch.randn(t, 48, generator=g)).to(dtype)
+    norm = torch.nn.Module()
+    norm.weight, norm.variance_epsilon = torch.nn.Parameter(torch.randn(48, generator=g).to(dtype)), 1e-6
+    rms = fused.FusedRMSNorm(norm)
+    with torch.no_grad():
+        kernels = (fused.rotary(qkv, cos, sin, heads, kv_heads, d), fused.silu_mul(gate_up, inner), rms(x))
+        monkeypatch.setattr(pd, "ON_CPU", False)  # the torch steps
+        steps = (fused.rotary(qkv, cos, sin, heads, kv_heads, d), fused.silu_mul(gate_up, inner), rms(x))
+    (qa, ka), sa, na = kernels
+    (qb, kb), sb, nb = steps
+    for a, b in ((qa, qb), (ka, kb), (sa, sb), (na, nb)):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        # the interpreter's bf16 conversions are not the GPU's round-to-nearest: a last bit may differ there
+        assert rel_err(a.float(), b.float()) < (2e-2 if dtype == torch.bfloat16 else 1e-6)
+
+
+def test_the_engine_replies_the_same_with_fused_layers(interpreted, monkeypatch: pytest.MonkeyPatch,
+                                                       qwen2_path: Path) -> None:
+    """Greedy replies, forecasts and states of sessions whose channels fork, roll back and promote, through
+    the kernels, against the same model unfused (attention on the gathered path in both)."""
+    launches: list[str] = []
+    kernels = fused._kernels()
+    monkeypatch.setattr(fused, "_kernels", lambda: {name: _counted(k, name, launches) for name, k in kernels.items()})
+    runs = []
+    for fuse in (True, False):
+        config = EngineConfig(fused_layers=fuse, paged_attention=False)
+        engine = Engine(load_backbone(str(qwen2_path), adapter=None, device="cpu"), config)
+        assert isinstance(engine.backbone.model.model.layers[0].mlp, fused.FusedMLP) == fuse
+        sessions = [engine.open_session(SessionConfig(sampling=SamplingParams(max_new_tokens=3))) for _ in range(2)]
+        for i, s in enumerate(sessions):
+            s.push_slice(f"question number {i} about")
+        events = run_until_idle(engine)
+        sessions[0].push_slice("the weather tomorrow")
+        events += run_until_idle(engine)
+        runs.append([(type(e).__name__, getattr(e, "delta", None), getattr(e, "state", None)) for e in events])
+    assert runs[0] == runs[1]
+    assert any(name == "StateDecided" for name, *_ in runs[0])
+    assert {"rms_norm", "rotary", "silu_mul"} <= set(launches)  # the fused run went through every kernel
+
+
+def _counted(kernel: Any, name: str, launches: list[str]) -> Any:
+    """A kernel whose launches (`kernel[grid](...)`) are recorded by name."""
+
+    class Launcher:
+        def __getitem__(self, grid: Any) -> Any:
+            launches.append(name)
+            return kernel[grid]
+
+    return Launcher()
+
+
+def test_layers_of_another_shape_are_left_alone(qwen2_path: Path) -> None:
+    model = load_backbone(str(qwen2_path), adapter=None, device="cpu").model
+    model.config.hidden_act = "gelu"  # not SiLU: the MLP kernel would be wrong
+    assert fused.fuse(model) == 0
+
+
+@cuda
+@pytest.mark.gpu
+def test_compiled_kernels_equal_the_torch_steps_in_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    g = torch.Generator(device="cuda").manual_seed(0)
+    kw = {"device": "cuda", "generator": g}
+    t, heads, kv_heads, d, inner, hidden = 700, 28, 4, 128, 18944, 3584
+    qkv = torch.randn(t, (heads + 2 * kv_heads) * d, **kw).bfloat16()
+    cos, sin = torch.randn(t, d, **kw).bfloat16(), torch.randn(t, d, **kw).bfloat16()
+    gate_up = torch.randn(t, 2 * inner, **kw).bfloat16()
+    norm = torch.nn.Module()
+    norm.weight, norm.variance_epsilon = torch.nn.Parameter(torch.randn(hidden, **kw).bfloat16()), 1e-6
+    rms, x = fused.FusedRMSNorm(norm), torch.randn(t, hidden, **kw).bfloat16()
+    with torch.no_grad():
+        kernels = (*fused.rotary(qkv, cos, sin, heads, kv_heads, d), fused.silu_mul(gate_up, inner), rms(x))
+        monkeypatch.setattr(fused, "_kernels_on", lambda _t: False)
+        steps = (*fused.rotary(qkv, cos, sin, heads, kv_heads, d), fused.silu_mul(gate_up, inner), rms(x))
+    for a, b in zip(kernels, steps, strict=True):
+        # the same roundings; a last-bit difference is the fp32 reduction order (the norm) or exp's ulp
+        assert a.shape == b.shape and rel_err(a.float(), b.float()) < 4e-3
