@@ -138,7 +138,7 @@ def silu_mul(gate_up: torch.Tensor, inner: int) -> torch.Tensor:
     rows = gate_up.reshape(-1, 2 * inner)
     out = torch.empty(rows.shape[0], inner, dtype=gate_up.dtype, device=gate_up.device)
     block = 1024
-    _kernels()["silu_mul"][(rows.shape[0], triton_cdiv(inner, block))](rows, out, rows.stride(0), inner, BLOCK=block)
+    _kernels()["silu_mul"][(rows.shape[0], _cdiv(inner, block))](rows, out, rows.stride(0), inner, BLOCK=block)
     return out.view(*gate_up.shape[:-1], inner)
 
 
@@ -204,7 +204,7 @@ def _pow2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
-def triton_cdiv(a: int, b: int) -> int:
+def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
