@@ -73,7 +73,8 @@ class FusedRMSNorm(nn.Module):
         out = torch.empty(rows.shape, dtype=torch.promote_types(self.weight.dtype, x.dtype), device=x.device)
         n = rows.shape[-1]
         _kernels()["rms_norm"][(rows.shape[0],)](rows, self.weight, out, rows.stride(0), n, self.variance_epsilon,
-                                                 BLOCK=_pow2(n))
+                                                 BLOCK=_pow2(n), X_BF16=x.dtype == torch.bfloat16,
+                                                 OUT_BF16=out.dtype == torch.bfloat16)
         return out.view(*x.shape[:-1], n)
 
 
@@ -138,7 +139,8 @@ def silu_mul(gate_up: torch.Tensor, inner: int) -> torch.Tensor:
     rows = gate_up.reshape(-1, 2 * inner)
     out = torch.empty(rows.shape[0], inner, dtype=gate_up.dtype, device=gate_up.device)
     block = 1024
-    _kernels()["silu_mul"][(rows.shape[0], _cdiv(inner, block))](rows, out, rows.stride(0), inner, BLOCK=block)
+    _kernels()["silu_mul"][(rows.shape[0], _cdiv(inner, block))](rows, out, rows.stride(0), inner, BLOCK=block,
+                                                                 BF16=gate_up.dtype == torch.bfloat16)
     return out.view(*gate_up.shape[:-1], inner)
 
 
@@ -160,7 +162,8 @@ def rotary(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int, 
     q = torch.empty(t, heads, head_dim, dtype=qkv.dtype, device=qkv.device)
     k = torch.empty(t, kv_heads, head_dim, dtype=qkv.dtype, device=qkv.device)
     cos, sin = cos.contiguous(), sin.contiguous()
-    _kernels()["rotary"][(t, heads + kv_heads)](qkv, cos, sin, q, k, qkv.stride(0), heads, HALF=head_dim // 2)
+    _kernels()["rotary"][(t, heads + kv_heads)](qkv, cos, sin, q, k, qkv.stride(0), heads, HALF=head_dim // 2,
+                                                 BF16=qkv.dtype == torch.bfloat16)
     return q, k
 
 
@@ -210,56 +213,7 @@ def _cdiv(a: int, b: int) -> int:
 
 @functools.cache
 def _kernels() -> dict[str, Any]:
-    """The kernels, defined on first use (nothing is compiled where they never run)."""
-    import triton
-    import triton.language as tl
+    """The kernels, imported on first use (nothing is compiled where they never run)."""
+    from . import fused_kernels
 
-    @triton.jit
-    def rms_norm(X, W, Out, stride_x, n, eps, BLOCK: tl.constexpr):
-        row = tl.program_id(0).to(tl.int64)
-        cols = tl.arange(0, BLOCK)
-        inside = cols < n
-        x = tl.load(X + row * stride_x + cols, mask=inside, other=0.0).to(tl.float32)
-        r = tl.rsqrt(tl.sum(x * x, 0) / n + eps)
-        h = (x * r).to(X.dtype.element_ty)  # transformers rounds to the input's dtype before the weight
-        w = tl.load(W + cols, mask=inside, other=0.0)
-        y = (h.to(tl.float32) * w.to(tl.float32)).to(Out.dtype.element_ty)
-        tl.store(Out + row * n + cols, y, mask=inside)
-
-    @triton.jit
-    def silu_mul(X, Out, stride_x, inner, BLOCK: tl.constexpr):
-        row = tl.program_id(0).to(tl.int64)
-        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-        inside = cols < inner
-        g = tl.load(X + row * stride_x + cols, mask=inside, other=0.0).to(tl.float32)
-        u = tl.load(X + row * stride_x + inner + cols, mask=inside, other=0.0)
-        s = (g / (1.0 + tl.exp(-g))).to(X.dtype.element_ty)
-        y = (s.to(tl.float32) * u.to(tl.float32)).to(Out.dtype.element_ty)
-        tl.store(Out + row * inner + cols, y, mask=inside)
-
-    @triton.jit
-    def rotary(QKV, Cos, Sin, Q, K, stride_x, heads, HALF: tl.constexpr):
-        t = tl.program_id(0).to(tl.int64)
-        head = tl.program_id(1)
-        d = tl.arange(0, HALF)
-        src = QKV + t * stride_x + head * 2 * HALF
-        x1 = tl.load(src + d)
-        x2 = tl.load(src + HALF + d)
-        c1 = tl.load(Cos + t * 2 * HALF + d)
-        c2 = tl.load(Cos + t * 2 * HALF + HALF + d)
-        s1 = tl.load(Sin + t * 2 * HALF + d)
-        s2 = tl.load(Sin + t * 2 * HALF + HALF + d)
-        ty = QKV.dtype.element_ty
-        # rotate_half(x) = (-x2, x1); each product and the sum rounded as torch's elementwise ops round
-        y1 = ((x1.to(tl.float32) * c1.to(tl.float32)).to(ty).to(tl.float32)
-              + (-x2.to(tl.float32) * s1.to(tl.float32)).to(ty).to(tl.float32)).to(ty)
-        y2 = ((x2.to(tl.float32) * c2.to(tl.float32)).to(ty).to(tl.float32)
-              + (x1.to(tl.float32) * s2.to(tl.float32)).to(ty).to(tl.float32)).to(ty)
-        if head < heads:
-            dst = Q + (t * heads + head) * 2 * HALF
-        else:
-            dst = K + (t * (tl.num_programs(1) - heads) + head - heads) * 2 * HALF
-        tl.store(dst + d, y1)
-        tl.store(dst + HALF + d, y2)
-
-    return {"rms_norm": rms_norm, "silu_mul": silu_mul, "rotary": rotary}
+    return {"rms_norm": fused_kernels.rms_norm, "silu_mul": fused_kernels.silu_mul, "rotary": fused_kernels.rotary}
