@@ -2,12 +2,14 @@
 
 transformers' Llama / Qwen2 layers run q, k and v as three matrix multiplies, the MLP's gate and up as two,
 and RMSNorm, the rotary embedding and SiLU x up as chains of elementwise kernels (an fp32 copy, a square, a
-mean, a cat of halves, ...): at 7B and 768 sessions on an H200 the elementwise kernels took 9.5 ms of a
-44 ms tick (docs/benchmarks.md). `fuse(model)` gives each layer one multiply for q/k/v and one for gate/up
-(the projections' weights become views of one concatenated weight, so nothing is held twice and the
-original modules still work) and one Triton kernel each for the norm, the rotary embedding and SiLU x up.
-Each kernel rounds to the model's dtype exactly where transformers' ops do, so the fused model computes the
-same values; without Triton (or off CUDA) the fused modules run the same steps as torch ops.
+mean, a cat of halves, ...): at 7B and 768 sessions on an H200 those took 9.5 of the GPU's 44 ms a tick, 3.4
+fused (docs/benchmarks.md). `fuse(model)` gives each layer one multiply for q/k/v and one for gate/up (the
+projections' weights become views of one concatenated weight, so nothing is held twice and the original
+modules still work) and one Triton kernel each (`fused_kernels.py`) for the norm, the rotary embedding and
+SiLU x up. The kernels round to the model's dtype exactly where transformers' ops do and give their bits;
+a concatenated multiply may sum in another order than the separate ones (cuBLAS picks kernels by shape).
+Without Triton, off CUDA, or where autograd follows a tensor, the fused modules run the same steps as torch
+ops. For inference: the concatenated weights are frozen.
 
 A layer is fused only where it is exactly the Llama / Qwen2 shape (no q/k norms, SiLU, full rotary);
 anything else is left as it is.
@@ -34,8 +36,9 @@ CACHE_ARGS = ("cache", "past_key_values", "past_key_value")  # a cache's name ac
 
 
 def _kernels_on(t: torch.Tensor) -> bool:
-    """Whether the Triton kernels serve `t`'s device (as the paged attention kernel decides)."""
-    return paged_decode.available(t.device, 16)
+    """Whether the Triton kernels serve `t` (on its device, as the paged attention kernel decides); they have
+    no backward, so a tensor autograd follows takes the torch steps."""
+    return paged_decode.available(t.device, 16) and not (t.requires_grad and torch.is_grad_enabled())
 
 
 def _concat(*linears: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -140,6 +140,15 @@ def _counted(kernel: Any, name: str, launches: list[str]) -> Any:
     return Launcher()
 
 
+def test_a_tensor_autograd_follows_takes_the_torch_steps(interpreted) -> None:
+    """The kernels have no backward: a norm over a tensor that needs its gradient must still give one."""
+    norm = torch.nn.Module()
+    norm.weight, norm.variance_epsilon = torch.nn.Parameter(torch.ones(16)), 1e-6
+    x = torch.randn(3, 16, requires_grad=True)
+    fused.FusedRMSNorm(norm)(x).sum().backward()
+    assert x.grad is not None and norm.weight.grad is not None
+
+
 def test_layers_of_another_shape_are_left_alone(qwen2_path: Path) -> None:
     model = load_backbone(str(qwen2_path), adapter=None, device="cpu").model
     model.config.hidden_act = "gelu"  # not SiLU: the MLP kernel would be wrong
