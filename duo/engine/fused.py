@@ -125,8 +125,8 @@ class FusedAttention(nn.Module):
             kwargs.pop(unused, None)
         shape, d, h, kvh = hidden_states.shape[:-1], self.head_dim, self.heads, self.kv_heads
         qkv = F.linear(hidden_states, self.weight, self.bias).view(-1, (h + 2 * kvh) * d)
-        cos, sin = position_embeddings
-        q, k = rotary(qkv, cos.reshape(-1, cos.shape[-1]), sin.reshape(-1, sin.shape[-1]), h, kvh, d)
+        cos, sin = (t.expand(*shape, t.shape[-1]).reshape(-1, t.shape[-1]) for t in position_embeddings)  # per token
+        q, k = rotary(qkv, cos, sin, h, kvh, d)
         v = qkv[:, (h + kvh) * d:].view(*shape, kvh, d)
         attention = ALL_ATTENTION_FUNCTIONS[a.config._attn_implementation]
         out, weights = attention(a, q.view(*shape, h, d).transpose(1, 2), k.view(*shape, kvh, d).transpose(1, 2),
