@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
+from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
 from duo.engine import events as ev
-from duo.engine.config import State, Thresholds
+from duo.engine.config import SpecialTokens, State, Thresholds
 from duo.engine.llm_engine import Engine
 from duo.engine.sequence import Sequence
 
@@ -63,3 +65,23 @@ def greedy_reference(model: torch.nn.Module, tokens: list[int], n: int, stop: fr
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
+
+
+def tiny_qwen2(path: Path, tokenizer_path: Path, seed: int = 0, spread: bool = False) -> Path:
+    """A 2-layer random Qwen2 (4 heads, 2 kv heads, q/k/v biases) with the embedded tokenizer and DUO's tokens,
+    saved at `path`. `spread`: biases and norm weights drawn away from their 0 / 1 starts."""
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+    tokenizer.add_tokens(SpecialTokens().all(), special_tokens=True)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    if spread:
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                p.data.normal_(1.0 if "norm" in name else 0.0, 0.2)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

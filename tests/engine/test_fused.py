@@ -7,52 +7,28 @@ On a CPU the kernels run through Triton's interpreter (the `interpreted` fixture
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
 from duo.engine import fused
 from duo.engine import paged_decode as pd
-from duo.engine.config import EngineConfig, SamplingParams, SessionConfig, SpecialTokens
+from duo.engine.config import EngineConfig, SamplingParams, SessionConfig
 from duo.engine.llm_engine import Engine
 from duo.engine.loader import load_backbone
 
-from .helpers import rel_err, run_until_idle
+from .helpers import rel_err, run_until_idle, tiny_qwen2
 
 triton = pytest.importorskip("triton", reason="the fused kernels need Triton (installed with the dev extra)")
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-@pytest.fixture
-def interpreted(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    if not pd.interpreted():
-        pytest.skip("Triton's interpreter is chosen only where no CUDA device is (the GPU tests below run there)")
-    monkeypatch.setattr(pd, "ON_CPU", True)
-    yield
-
-
 @pytest.fixture(scope="module")
 def qwen2_path(tmp_path_factory: pytest.TempPathFactory, embedded_path: Path) -> Path:
-    """A 2-layer random Qwen2 (q/k/v biases, 4 heads over 2 kv heads) with the embedded tokenizer."""
-    tokenizer = AutoTokenizer.from_pretrained(embedded_path)
-    tokenizer.add_tokens(SpecialTokens().all(), special_tokens=True)
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         tie_word_embeddings=False)
-    torch.manual_seed(1)
-    model = Qwen2ForCausalLM(config)
-    for name, p in model.named_parameters():  # biases and norm weights away from their 0 / 1 starts
-        if name.endswith("bias") or "norm" in name:
-            p.data.normal_(1.0 if "norm" in name else 0.0, 0.2)
-    path = tmp_path_factory.mktemp("tiny-qwen2")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    """A tiny random Qwen2 whose biases and norm weights are not their 0 / 1 starts."""
+    return tiny_qwen2(tmp_path_factory.mktemp("tiny-qwen2"), embedded_path, seed=1, spread=True)
 
 
 def _pair(path: Path) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -66,7 +42,8 @@ def _pair(path: Path) -> tuple[torch.nn.Module, torch.nn.Module]:
 @pytest.mark.parametrize("model_kind", ["llama", "qwen2"])
 def test_a_fused_model_gives_the_plain_models_logits(model_kind: str, tiny_model_path: Path,
                                                      qwen2_path: Path) -> None:
-    """The torch steps of the fused modules (no kernels): a batch of two sequences, with a padding mask."""
+    """The torch steps of the fused modules (no kernels): a batch of two sequences, with a padding mask and with
+    one row of positions for both."""
     plain, model = _pair(tiny_model_path if model_kind == "llama" else qwen2_path)
     ids = torch.randint(0, 500, (2, 9), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids)

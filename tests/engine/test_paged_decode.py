@@ -6,8 +6,6 @@ comparisons run compiled, in bf16.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -23,15 +21,6 @@ from .helpers import full_tokens, reference_logits, rel_err, run_until_idle
 from .test_model_runner import _tree
 
 triton = pytest.importorskip("triton", reason="the paged kernel needs Triton (installed with the dev extra)")
-
-
-@pytest.fixture
-def interpreted(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The kernel on CPU tensors, through Triton's interpreter (tests/conftest.py chooses it where no GPU is)."""
-    if not pd.interpreted():
-        pytest.skip("Triton's interpreter is chosen only where no CUDA device is (the GPU tests below run there)")
-    monkeypatch.setattr(pd, "ON_CPU", True)
-    yield
 
 
 def _gathered(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: torch.Tensor, key_len: torch.Tensor,

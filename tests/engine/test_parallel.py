@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+from transformers import Qwen2Config
 
 from duo.engine import events as ev
-from duo.engine.config import EngineConfig, SamplingParams, SessionConfig, SpecialTokens, State
+from duo.engine.config import EngineConfig, SamplingParams, SessionConfig, State
 from duo.engine.follower import follow
 from duo.engine.llm_engine import Engine
 from duo.engine.loader import load_backbone
@@ -27,26 +27,12 @@ from duo.engine.parallel import TensorParallel
 from duo.engine.plan import Chunk, Step, TickShape, pack, plan_tick, unpack, whole
 from duo.engine.sequence import Sequence
 
-from .helpers import full_tokens, reference_logits, rel_err, run_until_idle, scripted
+from .helpers import full_tokens, reference_logits, rel_err, run_until_idle, scripted, tiny_qwen2
 
 P, IG, N = State.PROCESS, State.IGNORE, State.INCOMPLETE
 # A small first pool, so that rank 0's pool grows mid-conversation and the follower's must grow with it; a
 # budget every tick's work fits, so the scripted conversation's steps line up as written.
 CONFIG = EngineConfig(initial_blocks=8, max_blocks=1024, max_tick_tokens=4096)
-
-
-def _tiny_qwen2(path: Path, tokenizer_path: Path) -> Path:
-    """A 2-layer random Qwen2 (4 heads, 2 kv heads, q/k/v biases) with the embedded tokenizer and DUO's tokens."""
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
-    tokenizer.add_tokens(SpecialTokens().all(), special_tokens=True)
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         tie_word_embeddings=False)
-    torch.manual_seed(0)
-    Qwen2ForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def _conversation(engine: Engine) -> dict[str, Any]:
@@ -115,7 +101,7 @@ def _free_port() -> int:
 
 
 def test_two_ranks_equal_one_device(tmp_path: Path, embedded_path: Path) -> None:
-    path = _tiny_qwen2(tmp_path / "tiny-qwen2", embedded_path)
+    path = tiny_qwen2(tmp_path / "tiny-qwen2", embedded_path)
     ctx = mp.start_processes(_rank, args=(_free_port(), str(path), str(tmp_path)), nprocs=2, join=False,
                              start_method="spawn")
     for _ in range(60):  # a guard against a hang, not a timing assumption: the run takes seconds
