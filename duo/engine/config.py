@@ -119,6 +119,9 @@ class EngineConfig:
     # Each decoder layer's q/k/v and gate/up as one matrix multiply each, its norms, rotary embedding and
     # SiLU x up one kernel each (`fused.py`, Triton); None: on CUDA. The model is changed in place.
     fused_layers: bool | None = None
+    # Plan and launch each tick before the previous one's tokens reach the host, the replies' next tokens fed
+    # on the device, so the GPU never waits for the host's bookkeeping (`overlap.py`); None: on CUDA, DUO mode.
+    overlap_ticks: bool | None = None
     # Tokens one tick runs at most: long prefills beyond it are spread over ticks, decode rows always run.
     # None: 2048 on CUDA; 32 on a CPU, where a tick's time grows with every token (~6 ms a token for the
     # embedded 135M model on 2 cores, against ~80 ms for a decode tick), so a long input at most triples it.

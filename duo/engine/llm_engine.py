@@ -3,7 +3,9 @@
 A tick gathers every session's pending work — slice prefills, forecast tokens, each output channel's
 next token, the close of a finished turn — and runs it as ONE forward pass, whatever the number of
 sessions and channels, within the admission limits of `scheduler.py`. The time-division baseline (design
-§2.7) serves output channels and input channels in two sequential passes instead. The engine does no I/O:
+§2.7) serves output channels and input channels in two sequential passes instead. On CUDA a DUO tick is
+launched before the previous one's tokens reach the host (`overlap.py`), so the host's work runs beside the
+device's instead of between its forwards. The engine does no I/O:
 callers push input into sessions and get events back from `step`; `loop.py` drives it from asyncio.
 
 A tick that fails closes the sessions it carried, each with an error, and the engine goes on; a failure of
@@ -16,6 +18,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from duo.ids import new_id
@@ -30,6 +33,7 @@ from .kv_cache import KVCache
 from .late_text import LateText
 from .loader import Backbone
 from .model_runner import ModelRunner
+from .overlap import Launched, serves
 from .plan import Chunk
 from .sampler import choose, rows
 from .scheduler import admit
@@ -91,12 +95,20 @@ class Engine:
         self.ticks = 0
         self.last_tick = TickStats()
         self.text = LateText()  # the last tick's reply text, decoded while this tick's forward runs
+        overlap = cuda if self.config.overlap_ticks is None else self.config.overlap_ticks
+        self.overlap = overlap and self.config.mode is Mode.DUO
+        self._in_flight: Launched | None = None  # overlapped: the tick launched last, its tokens not applied
         self.failed_ticks = 0  # in a row
         self.broken: str | None = None  # why the engine can serve no one, once it cannot
 
     @property
     def usable(self) -> bool:
         return self.broken is None
+
+    @property
+    def in_flight(self) -> bool:
+        """A tick is launched whose tokens the sessions have not had yet (overlapped ticks)."""
+        return self._in_flight is not None
 
     @property
     def forward_passes(self) -> int:
@@ -172,7 +184,7 @@ class Engine:
         self._leaving.append(session_id)
 
     def has_work(self) -> bool:
-        return (bool(self._joining or self._leaving or self.text)
+        return (bool(self._joining or self._leaving or self.text) or self._in_flight is not None
                 or any(s.has_work() for s in self.sessions.values()))
 
     def step(self) -> list[ev.Event]:
@@ -213,12 +225,14 @@ class Engine:
                 work += [(session, seq, need) for seq, need in session.work()]
             except Exception as exc:  # one session's failure never stops the others
                 events += self._fail(session, exc)
-        if not work:
-            return events
+        before, self._in_flight = self._in_flight, None  # overlapped: the tick still running, if any
+        fed = before.resolve(self.sessions) if before is not None else []
+        if not work and not fed:
+            return events + (self._overlapped([], before) if before is not None else [])
 
         graphs = self.runner.graphs is not None  # prefills are cut to what a graph holds
         admitted = admit(work, budget=self.tick_tokens, kv=self.kv, rows=PREFILL_ROWS if graphs else None,
-                         width=PREFILL_WIDTH if graphs else None)
+                         width=PREFILL_WIDTH if graphs else None, fed=fed)
         for session in admitted.refused:
             log.warning("session=%s event=kv_full free_blocks=%d", session.id, self.kv.num_free)
             events += self._close(session, "kv_full", "the server has no memory left for this conversation")
@@ -229,8 +243,11 @@ class Engine:
             groups = [[w for w in run if w[2] is not Need.FORECAST], [w for w in run if w[2] is Need.FORECAST]]
         stats = TickStats(self.forward_passes, sum(chunk.n for _, chunk, _ in run), len({s.id for s, _, _ in run}))
         eager, captures = self.runner.eager_ticks, self.runner.captures
-        for group in filter(None, groups):
-            events += self._run(group)
+        if self.overlap:
+            events += self._overlapped(run, before)
+        else:
+            for group in filter(None, groups):
+                events += self._run(group)
         stats.forward_passes = self.forward_passes - stats.forward_passes
         stats.eager, stats.captures = self.runner.eager_ticks - eager, self.runner.captures - captures
         self.ticks += 1
@@ -242,23 +259,61 @@ class Engine:
         (empty, hence consistent) unless failures keep coming."""
         events = self._fail_all([*self.sessions.values(), *self._joining], exc)
         self._joining.clear()
+        self._in_flight = None
         return events
 
+    def _launch(self, group: list[tuple[Session, Chunk, Need]], feed: torch.Tensor | None = None) -> Launched:
+        """Queue the forward of `group` and the choice of its tokens, and start their copy to the host."""
+        logits = self.runner.run([chunk for _, chunk, _ in group], fp32=False, feed=feed)
+        params = [s.config.sampling if need is Need.OUTPUT else None for s, _, need in group]
+        gens = [s.generator if need is Need.OUTPUT else None for s, _, need in group]
+        chosen = choose(logits, params, gens, self._state_ids, self.runner.staging.upload)
+        return Launched.of(group, chosen, self.runner.download(chosen))
+
     def _run(self, group: list[tuple[Session, Chunk, Need]]) -> list[ev.Event]:
+        """A serial tick: launch, then wait for its tokens and apply them."""
         try:
-            logits = self.runner.run([chunk for _, chunk, _ in group], fp32=False)
-            params = [s.config.sampling if need is Need.OUTPUT else None for s, _, need in group]
-            gens = [s.generator if need is Need.OUTPUT else None for s, _, need in group]
-            result = self.runner.download(choose(logits, params, gens, self._state_ids, self.runner.staging.upload))
+            launched = self._launch(group)
             self.text.decode(self.sessions)  # the last tick's text, while this tick runs on the device
-            tokens, probs = rows(result.wait())  # on CUDA the host waits here, and only here, for the device
+            tokens, probs = rows(launched.result.wait())  # on CUDA the host waits here, and only here
         except Exception as exc:  # the forward failed: the sessions it carried end, the others go on
-            log.exception("event=tick_failed sessions=%d", len({s.id for s, _, _ in group}))
-            return self._fail_all(list({s.id: s for s, _, _ in group}.values()), exc)
+            return self._tick_failed(group, exc)
         self.failed_ticks = 0
+        return self._advance(launched, tokens, probs)
+
+    def _overlapped(self, group: list[tuple[Session, Chunk, Need]], before: Launched | None) -> list[ev.Event]:
+        """An overlapped tick: launch `group` (its fed chunks read `before`'s tokens on the device), then wait
+        for `before` and apply its tokens while `group` runs; `group` is then made exact and left in flight."""
+        events: list[ev.Event] = []
+        launched = None
+        if group:
+            try:
+                launched = self._launch(group, None if before is None else before.chosen[:, 0])
+            except Exception as exc:
+                events += self._tick_failed(group, exc)
+        self.text.decode(self.sessions)
+        if before is not None:
+            try:
+                tokens, probs = rows(before.result.wait())  # the host waits for the device here, a tick late
+            except Exception as exc:  # the tick in flight failed, and with it the one that read its tokens
+                return events + self._tick_failed(before.group + (launched.group if launched else []), exc)
+            if launched is not None or not group:
+                self.failed_ticks = 0
+            events += self._advance(before, tokens, probs)
+            if launched is not None:
+                launched.fed_by(tokens)
+        if launched is not None:
+            launched.settle(self.sessions)
+            self._in_flight = launched
+        return events
+
+    def _advance(self, launched: Launched, tokens: list[int], probs: np.ndarray) -> list[ev.Event]:
+        """Hand each row's token to its session, where the row still applies."""
         events = []
-        for i, ((session, _, need), token) in enumerate(zip(group, tokens, strict=True)):
-            if session.id not in self.sessions:
+        for i, (row, token) in enumerate(zip(launched.rows, tokens, strict=True)):
+            session, need = row.session, row.need
+            if (self.sessions.get(session.id) is not session or (launched.use and not launched.use[i])
+                    or not serves(session, row)):
                 continue
             try:  # only a forecast reads the states: the others skip building the list
                 events += session.advance(need, token, probs[i].tolist() if need is Need.FORECAST else [])
@@ -267,6 +322,11 @@ class Engine:
             if need is Need.OUTPUT and session.reply is not None:
                 self.text.queued(session)
         return events
+
+    def _tick_failed(self, group: list[tuple[Session, Chunk, Need]], exc: Exception) -> list[ev.Event]:
+        """A forward failed: the sessions it carried end, the others go on."""
+        log.exception("event=tick_failed sessions=%d", len({s.id for s, _, _ in group}))
+        return self._fail_all(list({s.id: s for s, _, _ in group}.values()), exc)
 
     def _fail_all(self, sessions: list[Session], exc: BaseException) -> list[ev.Event]:
         """A failure of the engine, not of one session: count it, and end every session it hit."""

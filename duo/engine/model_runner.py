@@ -87,12 +87,14 @@ class ModelRunner:
         return t["ids"], t["positions"], self._batch(t, plan.shape)
 
     @torch.inference_mode()
-    def run(self, chunks: list[Chunk], *, all_logits: bool = False, fp32: bool = True) -> torch.Tensor:
+    def run(self, chunks: list[Chunk], *, all_logits: bool = False, fp32: bool = True,
+            feed: torch.Tensor | None = None) -> torch.Tensor:
         """Advance each chunk's sequence by its `n` tokens in ONE forward.
 
         Returns logits at each chunk's last token `[len(chunks), vocab]`, or at every token of every chunk
         `[sum(n), vocab]` with `all_logits`; in fp32, or in the model's dtype without `fp32` (the sampler
         converts only what it computes with: a whole fp32 copy of a big tick's logits is a gigabyte to move).
+        `feed`: the previous tick's chosen tokens on the device, the token of each chunk with `fed` set.
         """
         shape = exact_shape(chunks)
         rows_of, rewrites = None, None
@@ -101,7 +103,7 @@ class ModelRunner:
             rows_of, *written = self.slots.assign(chunks)
             rewrites = (written[0], written[1])
         try:
-            logits = self._forward(chunks, shape, all_logits, rows_of, rewrites)
+            logits = self._forward(chunks, shape, all_logits, rows_of, rewrites, feed)
         except BaseException:
             if self.slots is not None:  # what this tick wrote into its rows is unknown: they are written afresh
                 self.slots.forget(chunks)
@@ -112,7 +114,7 @@ class ModelRunner:
         return logits.float() if fp32 else logits
 
     def _forward(self, chunks: list[Chunk], shape: TickShape, all_logits: bool, rows_of: np.ndarray | None,
-                 rewrites: tuple[np.ndarray, np.ndarray] | None) -> torch.Tensor:
+                 rewrites: tuple[np.ndarray, np.ndarray] | None, feed: torch.Tensor | None) -> torch.Tensor:
         graph_shape = None if (self.graphs is None or all_logits) else self.graphs.shape_for(shape)
         logits = None
         if graph_shape is not None:
@@ -125,7 +127,7 @@ class ModelRunner:
                 out[size:] = np.concatenate(rewrites)
             rows = self.staging.upload(plan.rows)
             try:
-                logits = self.lead(plan, rewrites=rewrites, staged=out)[rows]
+                logits = self.lead(plan, rewrites=rewrites, staged=out, feed=self._feed(plan, feed))[rows]
             except RuntimeError:  # a model whose forward cannot be captured still runs, eagerly
                 log.exception("event=cuda_graphs_disabled shape=%s", graph_shape)
                 self.graphs = None
@@ -137,13 +139,24 @@ class ModelRunner:
                                        for r, c in zip(plan.rows, chunks, strict=True)])
             else:
                 keep = plan.row_last[plan.rows]
-            logits = self.lead(plan, keep, rewrites)
+            logits = self.lead(plan, keep, rewrites, feed=self._feed(plan, feed))
         return logits
 
+    def _feed(self, plan: TickPlan, tokens: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Where the plan's fed tokens go in its payload, on the device, and the tokens they take."""
+        if plan.fed_at is None or not len(plan.fed_at):
+            return None
+        if tokens is None:
+            raise ValueError("a tick with fed chunks needs the previous tick's tokens")
+        index = self.staging.upload(np.concatenate([plan.fed_at, plan.fed_from])).view(2, -1)
+        return index[0], tokens.index_select(0, index[1]).to(torch.int64)
+
     def lead(self, plan: TickPlan, keep: np.ndarray | None = None,
-             rewrites: tuple[np.ndarray, np.ndarray] | None = None, staged: np.ndarray | None = None) -> torch.Tensor:
+             rewrites: tuple[np.ndarray, np.ndarray] | None = None, staged: np.ndarray | None = None,
+             feed: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Run `plan` as its graph (`keep` None) or eagerly, keeping the logits at flat indices `keep`, after
         writing `rewrites` into the slot table. `staged`: the whole payload, already in pinned memory.
+        `feed`: token ids written on the device over the payload's first section (the ids), at these indices.
 
         In a tensor-parallel group this is rank 0: the step goes to the other ranks first.
         """
@@ -158,6 +171,8 @@ class ModelRunner:
             buffer.copy_(host, non_blocking=True)
             if payload is not None:
                 payload.mark()  # the staging buffer is rewritten only once this copy has run
+            if feed is not None:  # before the broadcast: the other ranks get the fed ids too
+                buffer.index_copy_(0, *feed)
             if self.group is not None:
                 self.group.broadcast(buffer)
 

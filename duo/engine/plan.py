@@ -24,10 +24,15 @@ from .sequence import Sequence
 
 @dataclass(frozen=True)
 class Chunk:
-    """The next `n` pending tokens of `seq`, run in one tick."""
+    """The next `n` pending tokens of `seq`, run in one tick.
+
+    `fed`: the one token is not on the host yet: it is row `fed` of the previous tick's chosen tokens, still
+    on the device, which the runner writes into this tick's input there (overlapped ticks, `overlap.py`).
+    """
 
     seq: Sequence
     n: int
+    fed: int | None = None
 
     @property
     def start(self) -> int:
@@ -81,6 +86,8 @@ class TickPlan:
     row_last: np.ndarray  # [decode + prefill] flat index of each row's last token
     rows: np.ndarray  # [len(chunks)] the row of each chunk, in the order given
     flat: np.ndarray | None = None  # the arrays above, back to back
+    fed_at: np.ndarray | None = None  # flat token indices of the fed chunks' tokens (`Chunk.fed`) ...
+    fed_from: np.ndarray | None = None  # ... and the rows of the previous tick's tokens they take
 
     # the arrays a graph copies in, in a fixed order
     INPUTS = ("ids", "positions", "write_slots", "token_rows", "table", "key_len", "ctx", "q_len", "row_last")
@@ -128,7 +135,7 @@ def plan_tick(chunks: list[Chunk], shape: TickShape, out: np.ndarray | None = No
     for chunk in chunks:  # in order: blocks are allocated as the chunks come
         seq, start = chunk.seq, chunk.seq.num_cached
         slots.append(seq.slots(start, start + chunk.n) if in_place else seq.visible_slots(start + chunk.n))
-        tokens += seq.tokens[start : start + chunk.n]
+        tokens += seq.tokens[start : start + chunk.n] if chunk.fed is None else [0]  # the device writes it
     n = np.fromiter((c.n for c in chunks), dtype=np.int64, count=m)
     keys = np.fromiter((c.keys for c in chunks), dtype=np.int64, count=m)
     decode = n == 1
@@ -155,7 +162,10 @@ def plan_tick(chunks: list[Chunk], shape: TickShape, out: np.ndarray | None = No
     a["ctx"][: m - int(decode.sum())] = (keys - n)[~decode]
     a["q_len"][: m - int(decode.sum())] = n[~decode]
     a["row_last"][rows] = first + n - 1
-    return TickPlan(shape, *(a[name] for name in TickPlan.INPUTS), rows=rows, flat=flat)
+    fed = np.fromiter((-1 if c.fed is None else c.fed for c in chunks), dtype=np.int64, count=m)
+    feeds = fed >= 0
+    return TickPlan(shape, *(a[name] for name in TickPlan.INPUTS), rows=rows, flat=flat,
+                    fed_at=first[feeds], fed_from=fed[feeds])
 
 
 @dataclass(frozen=True)

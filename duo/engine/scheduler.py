@@ -27,8 +27,9 @@ class Admission:
 
 
 def admit(work: list[tuple[Session, Sequence, Need]], *, budget: int, kv: KVCache, rows: int | None = None,
-          width: int | None = None) -> Admission:
-    """Chunks of `work` (items of one session in chain order) for one tick.
+          width: int | None = None, fed: list[tuple[Session, Chunk, Need]] | None = None) -> Admission:
+    """Chunks of `work` (items of one session in chain order) for one tick, after the `fed` chunks (the
+    replies' next tokens, on the device: overlapped ticks), which always run like every decode row.
 
     When the budget is short, the shortest prefills go first (a spoken slice, a closed turn: what someone
     is waiting for) and the longest takes what is left, so a long input delays no one and still advances
@@ -36,6 +37,8 @@ def admit(work: list[tuple[Session, Sequence, Need]], *, budget: int, kv: KVCach
     items wait for it, since they read its keys. With CUDA graphs, `rows` and `width` bound the tick's
     prefill rows and their tokens to the largest graph: longer prefills go in chunks, the extra rows wait.
     """
+    fed = fed or []
+    budget -= len(fed)
     pending = [seq.num_pending for _, seq, _ in work]
     prefills = [n for n in pending if n > 1]
     fits = (sum(pending) <= budget and (rows is None or len(prefills) <= rows)
@@ -60,7 +63,7 @@ def admit(work: list[tuple[Session, Sequence, Need]], *, budget: int, kv: KVCach
             n = min(seq.num_pending, left, width or left)
             chosen.append((s, Chunk(seq, n), need if n == seq.num_pending else Need.PREFILL))
             left -= n
-    return _fit_kv(chosen, kv)
+    return _fit_kv(fed + chosen, kv)
 
 
 def _fit_kv(chosen: list[tuple[Session, Chunk, Need]], kv: KVCache) -> Admission:

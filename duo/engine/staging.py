@@ -61,7 +61,9 @@ class Staging:
         self.device = device
         self.pinned = device.type == "cuda"
         self.payload = PinnedRing(torch.int64) if self.pinned else None  # the tick's plan is written in here
-        self._up = PinnedRing(torch.int64) if self.pinned else None
+        # several uploads a tick (the plan's rows, sampled groups, fed tokens): a buffer is reused only once
+        # the ticks in flight have read it, so an overlapped tick never waits for the one before it
+        self._up = PinnedRing(torch.int64, depth=16) if self.pinned else None
         self._down = PinnedRing(torch.float32) if self.pinned else None
 
     def upload(self, array: np.ndarray) -> torch.Tensor:

@@ -54,6 +54,22 @@ def reference_logits(model: torch.nn.Module, tokens: list[int]) -> torch.Tensor:
         return model(input_ids=torch.tensor([tokens])).logits[0].float()
 
 
+def assert_fresh_cache(model: torch.nn.Module, engine: Engine, seq: Sequence) -> None:
+    """Every cached key and value `seq` sees equals a plain prefill of the tokens it sees."""
+    tokens = full_tokens(seq)
+    with torch.inference_mode():
+        out = model(input_ids=torch.tensor([tokens]), use_cache=True)
+    cache = out["cache"] if "cache" in out else out["past_key_values"]
+    parts = [*seq.ancestry(), (seq, seq.num_cached)]
+    assert parts[-1][1] >= len(seq) - 1  # at most the newest token waits for the next tick
+    for layer in range(len(engine.kv.k)):
+        fresh = cache.layers[layer]
+        for pool, ref in ((engine.kv.k[layer], fresh.keys), (engine.kv.v[layer], fresh.values)):
+            for part, n in parts:
+                ours = pool[list(part.slots(0, n))].transpose(0, 1)
+                assert torch.allclose(ours, ref[0, :, part.base : part.base + n], rtol=1e-4, atol=1e-5)
+
+
 def greedy_reference(model: torch.nn.Module, tokens: list[int], n: int, stop: frozenset[int]) -> list[int]:
     """Greedy continuation with transformers' own generate()."""
     with torch.inference_mode():

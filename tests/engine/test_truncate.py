@@ -13,10 +13,9 @@ import torch
 from duo.engine import events as ev
 from duo.engine.config import SamplingParams, SessionConfig, State
 from duo.engine.llm_engine import Engine
-from duo.engine.sequence import Sequence
 from duo.engine.session import Session
 
-from .helpers import full_tokens, greedy_reference, reference_logits, run_until_idle, scripted
+from .helpers import assert_fresh_cache, full_tokens, greedy_reference, reference_logits, run_until_idle, scripted
 
 P, IG, N = State.PROCESS, State.IGNORE, State.INCOMPLETE
 QUESTION, BARGE_IN = "tell me about the history of rome", "what about spain?"
@@ -28,22 +27,6 @@ def _config(*states: State, k: int = 1, n: int = 12) -> SessionConfig:
 
 def _done(events: list[ev.Event]) -> list[ev.ResponseDone]:
     return [e for e in events if isinstance(e, ev.ResponseDone)]
-
-
-def _assert_fresh_cache(model: torch.nn.Module, engine: Engine, seq: Sequence) -> None:
-    """Every cached key and value `seq` sees equals a plain prefill of the tokens it sees."""
-    tokens = full_tokens(seq)
-    with torch.inference_mode():
-        out = model(input_ids=torch.tensor([tokens]), use_cache=True)
-    cache = out["cache"] if "cache" in out else out["past_key_values"]
-    parts = [*seq.ancestry(), (seq, seq.num_cached)]
-    assert parts[-1][1] >= len(seq) - 1  # at most the newest token waits for the next tick
-    for layer in range(len(engine.kv.k)):
-        fresh = cache.layers[layer]
-        for pool, ref in ((engine.kv.k[layer], fresh.keys), (engine.kv.v[layer], fresh.values)):
-            for part, n in parts:
-                ours = pool[list(part.slots(0, n))].transpose(0, 1)
-                assert torch.allclose(ours, ref[0, :, part.base : part.base + n], rtol=1e-4, atol=1e-5)
 
 
 def _heard(s: Session, reply_id: str) -> tuple[list[int], list[int]]:
@@ -85,7 +68,7 @@ def test_truncate_after_barge_in_reprefills_only_what_follows_the_cut(tiny, barg
     assert full_tokens(s.last) == [*f.system, *_turn(s, QUESTION, kept), *f.user_open,
                                    *f.slice_ids(BARGE_IN, True), *f.user_close_assistant_open, *second]
     assert s.turns[1]["content"] == s.vocab.tokenizer.decode(kept, skip_special_tokens=True).strip()
-    _assert_fresh_cache(tiny.model, engine, s.last)
+    assert_fresh_cache(tiny.model, engine, s.last)
 
 
 def test_new_reply_continues_from_the_truncated_context(embedded) -> None:
@@ -140,7 +123,7 @@ def test_truncate_while_the_barge_in_is_being_judged(tiny, fork: str) -> None:
     assert len(kept) < len(whole)
     assert full_tokens(s.input.seq) == [*f.system, *_turn(s, QUESTION, kept), *f.user_open,
                                         *f.slice_ids(BARGE_IN, True)]  # one close, after what was heard
-    _assert_fresh_cache(tiny.model, engine, s.input.seq)
+    assert_fresh_cache(tiny.model, engine, s.input.seq)
     ref = reference_logits(tiny.model, [*full_tokens(s.input.seq), engine.vocab.prediction_id])[-1]
     probs = ref[list(engine.vocab.state_ids.values())].softmax(-1)  # the forecast read the shortened context
     assert torch.allclose(torch.tensor(list(decided.probs.values())), probs, atol=1e-5)
@@ -153,7 +136,7 @@ def test_truncate_while_the_barge_in_is_being_judged(tiny, fork: str) -> None:
     assert s.reply is None and s.last.parent is first.seq
     assert full_tokens(s.last)[: len(f.system) + len(_turn(s, QUESTION, kept))] == [
         *f.system, *_turn(s, QUESTION, kept)]
-    _assert_fresh_cache(tiny.model, engine, s.last)
+    assert_fresh_cache(tiny.model, engine, s.last)
 
 
 def test_truncate_leaves_unknown_or_uncut_replies_alone(tiny) -> None:
