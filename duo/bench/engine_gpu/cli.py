@@ -46,6 +46,9 @@ def main() -> None:
     parser.add_argument("--tensor-parallel", type=int, default=1, help="GPUs of this host to split the model over")
     parser.add_argument("--attention", default="paged", choices=["paged", "gather"],
                         help="attention: every token in place over the paged pool, or the gathered reference path")
+    parser.add_argument("--tick-order", default="overlapped", choices=["overlapped", "serial"],
+                        help="ticks launched before the previous one's tokens reach the host (the engine's default "
+                             "on CUDA), or one after the other")
     parser.add_argument("--layers", default="fused", choices=["fused", "plain"],
                         help="decoder layers: fused kernels (duo.engine.fused, the engine's default on CUDA) or "
                         "transformers' own")
@@ -75,7 +78,7 @@ def main() -> None:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     for r in rows:
         r.update(arch=args.arch, device=device, gpus=group.size if group else 1, attention=args.attention,
-                 layers=args.layers)
+                 layers=args.layers, tick_order=args.tick_order)
     if group is not None:
         group.close()
     if args.json_out:

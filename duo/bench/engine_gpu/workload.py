@@ -26,8 +26,10 @@ FILLER = "we talked about the weather the trains the garden and what to cook for
 
 
 def engine_options(args: argparse.Namespace) -> dict:
-    """The engine's settings that the command line compares: attention in place or gathered, fused layers."""
-    return {"paged_attention": args.attention == "paged", "fused_layers": args.layers == "fused"}
+    """The engine's settings that the command line compares: attention in place or gathered, fused layers,
+    overlapped ticks."""
+    return {"paged_attention": args.attention == "paged", "fused_layers": args.layers == "fused",
+            "overlap_ticks": args.tick_order == "overlapped"}
 
 
 def history(backbone: Backbone, context: int) -> list[dict[str, str]]:
