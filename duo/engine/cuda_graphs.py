@@ -37,10 +37,12 @@ Build = Callable[[dict[str, torch.Tensor], TickShape], TickBatch]
 log = logging.getLogger(__name__)
 
 # Every bucket multiplies the graphs captured before ready (each costs two forwards), so buckets are as
-# coarse as the padding allows: a few decode rows more cost nothing while the weights' read bounds the tick,
-# and a slice's prefill rows are rarely wider than 32 tokens.
-DECODE = (0, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 144, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768,
-          896, 1024, 1280, 1536, 2048)  # rows: beyond 2,048 in steps of 512 (`decode_buckets`)
+# coarse as the padding allows: a few decode rows more cost nothing while the weights' read bounds the tick
+# (below ~200 rows at 7B); above, the multiplies are bound by arithmetic and every padded row costs as much as
+# a real one, so the steps are 32 rows up to 512 and 64 up to 1,024 (N replies and the few forecasts beside
+# them must not pad a fifth of a tick). A slice's prefill rows are rarely wider than 32 tokens.
+DECODE = (0, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 144, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448,
+          480, 512, 576, 640, 704, 768, 832, 896, 960, 1024, 1280, 1536, 2048)  # beyond 2,048: steps of 512
 PREFILL = ((0, 0), (1, 32), (2, 32), (4, 32), (8, 32), (16, 32), (4, 64), (16, 64))
 KEYS = (256, 512, 1024, 1536, 2048, 3072, 4096)  # beyond 4,096 doubling (`key_buckets`)
 # Slot-table entries of the largest graph on the reference path (32 MiB of int64): a tick past it spends
