@@ -2,7 +2,8 @@
 
 A decode tick of a 7B model is hundreds of small kernels; launched one by one from Python they cost more
 than the math. A graph replays them in one launch. Shapes are bucketed (rows, prefill rows and width, and
-keys on the reference path; in place, rows read the device's slot table and keys are no dimension), and
+keys on the reference path; in place, rows read the device's slot table, keys are no dimension and the
+prefill rows are packed), and
 the buckets are made to cover every tick the engine can plan: decode rows up to what its `max_sessions`
 produce (a reply and an input being judged each), keys up to its context window, prefill rows and width up
 to the largest bucket (admission cuts longer prefills into chunks that fit, `scheduler.py`). `Engine.warmup`
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 DECODE = (0, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 144, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448,
           480, 512, 576, 640, 704, 768, 832, 896, 960, 1024, 1280, 1536, 2048)  # beyond 2,048: steps of 512
 PREFILL = ((0, 0), (1, 32), (2, 32), (4, 32), (8, 32), (16, 32), (4, 64), (16, 64))
+# In place the prefill rows are packed (`TickShape.packed`): a bucket is rows and room for their tokens
+# (rows x width), so a tick's slices pad to the next step of room, not each to the longest. Above ~200 rows
+# every padded token costs as much as a real one, and a busy tick carries ~15 slices of ~25 tokens.
+PACKED = ((0, 0), (1, 32), (2, 32), (4, 32), (8, 16), (16, 16), (16, 24), (16, 32), (16, 48), (16, 64))
 KEYS = (256, 512, 1024, 1536, 2048, 3072, 4096)  # beyond 4,096 doubling (`key_buckets`)
 # Slot-table entries of the largest graph on the reference path (32 MiB of int64): a tick past it spends
 # milliseconds copying its table alone, graph or not, so it runs eagerly rather than add graphs no real-time
@@ -69,11 +74,20 @@ def key_buckets(max_keys: int) -> tuple[int, ...]:
     return tuple(out[: next(i for i, k in enumerate(out) if k >= max_keys) + 1])
 
 
+def prefill_buckets(packed: bool) -> tuple[tuple[int, int], ...]:
+    """The (rows, width) buckets of a tick's prefill rows: packed in place, padded row by row otherwise."""
+    return PACKED if packed else PREFILL
+
+
 def bucket(shape: TickShape, decode: tuple[int, ...] = DECODE, keys: tuple[int, ...] = KEYS) -> TickShape | None:
     """The smallest captured shape that holds `shape`, or None (run eagerly)."""
     d = next((b for b in decode if b >= shape.decode), None)
-    prefill = next(((p, w) for p, w in PREFILL if p >= shape.prefill and w >= shape.width), None)
-    k = next((b for b in keys if b >= shape.keys), None)
+    if shape.packed:  # rows, and room for their tokens
+        room = shape.prefill * shape.width
+        prefill = next(((p, w) for p, w in PACKED if p >= shape.prefill and p * w >= room), None)
+    else:
+        prefill = next(((p, w) for p, w in PREFILL if p >= shape.prefill and w >= shape.width), None)
+    k = 0 if shape.packed else next((b for b in keys if b >= shape.keys), None)  # in place: no key dimension
     if d is None or prefill is None or k is None or d + prefill[0] == 0:
         return None
     return TickShape(d, prefill[0], prefill[1], k)
@@ -92,7 +106,8 @@ def all_shapes(decode: tuple[int, ...], keys: tuple[int, ...], max_cells: int | 
             return True
         return (d + p) * k <= min(max_cells, TABLE_CELLS)
 
-    shapes = [TickShape(d, p, w, k) for d in decode for p, w in PREFILL for k in keys if d + p and fits(d, p, k)]
+    shapes = [TickShape(d, p, w, k) for d in decode for p, w in prefill_buckets(keys == (0,)) for k in keys
+              if d + p and fits(d, p, k)]
     return sorted(shapes, key=lambda s: (s.tokens * s.keys, s.tokens), reverse=True)
 
 

@@ -15,7 +15,6 @@ the same step on their shard of the model.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -96,10 +95,10 @@ class ModelRunner:
         converts only what it computes with: a whole fp32 copy of a big tick's logits is a gigabyte to move).
         `feed`: the previous tick's chosen tokens on the device, the token of each chunk with `fed` set.
         """
-        shape = exact_shape(chunks)
+        # read through the device's slot table, the plan has no key dimension and packs its prefill rows
+        shape = exact_shape(chunks, packed=self.slots is not None)
         rows_of, rewrites = None, None
-        if self.slots is not None:  # read through the device's slot table: the plan has no key dimension
-            shape = dataclasses.replace(shape, keys=0)
+        if self.slots is not None:
             rows_of, *written = self.slots.assign(chunks)
             rewrites = (written[0], written[1])
         try:

@@ -56,14 +56,22 @@ def whole(seqs: list[Sequence]) -> list[Chunk]:
 
 @dataclass(frozen=True)
 class TickShape:
+    """A tick's padded layout. With `keys` 0 (rows read through the device's slot table, `slot_table.py`)
+    every token is a query of its own, so the prefill rows lie back to back (packed) and `prefill * width`
+    is only their tokens' room; otherwise each prefill row is padded to `width`, as masked SDPA needs."""
+
     decode: int  # rows of one token
     prefill: int  # rows of several tokens
-    width: int  # tokens per prefill row (padded)
-    keys: int  # keys per row (padded); 0: rows are read through the device's slot table (`slot_table.py`)
+    width: int  # tokens per prefill row (padded); packed: their tokens over their rows, rounded up
+    keys: int  # keys per row (padded); 0: in place, packed
 
     @property
     def tokens(self) -> int:
         return self.decode + self.prefill * self.width
+
+    @property
+    def packed(self) -> bool:
+        return self.keys == 0
 
 
 @dataclass
@@ -93,9 +101,10 @@ class TickPlan:
     INPUTS = ("ids", "positions", "write_slots", "token_rows", "table", "key_len", "ctx", "q_len", "row_last")
 
 
-def exact_shape(chunks: list[Chunk]) -> TickShape:
-    """The smallest shape that holds `chunks` (one pass: it runs every tick over every row)."""
-    decode = prefill = width = keys = 0
+def exact_shape(chunks: list[Chunk], packed: bool = False) -> TickShape:
+    """The smallest shape that holds `chunks` (one pass: it runs every tick over every row); `packed`: laid
+    out in place (`TickShape.packed`), with no key dimension."""
+    decode = prefill = width = keys = total = 0
     for c in chunks:
         n = c.n
         if n == 1:
@@ -103,7 +112,10 @@ def exact_shape(chunks: list[Chunk]) -> TickShape:
         elif n > 1:
             prefill += 1
             width = max(width, n)
+            total += n
         keys = max(keys, c.seq.base + c.seq.num_cached + n)
+    if packed:
+        return TickShape(decode=decode, prefill=prefill, width=-(-total // prefill) if prefill else 0, keys=0)
     return TickShape(decode=decode, prefill=prefill, width=width, keys=keys)
 
 
@@ -141,7 +153,9 @@ def plan_tick(chunks: list[Chunk], shape: TickShape, out: np.ndarray | None = No
     decode = n == 1
     rank = np.where(decode, np.cumsum(decode), np.cumsum(~decode)) - 1  # among decode rows, or prefill rows
     rows = np.where(decode, rank, d + rank)
-    first = np.where(decode, rank, d + rank * w)  # flat index of each chunk's first token
+    # each prefill chunk's start in the prefill section: packed, where the one before it ends; else its row's
+    offset = np.cumsum(np.where(decode, 0, n)) - n if in_place else rank * w
+    first = np.where(decode, rank, d + offset)  # flat index of each chunk's first token
     total = int(n.sum())
     at = np.arange(total) - np.repeat(np.cumsum(n) - n, n)  # index of each token within its chunk
     flat_index = np.repeat(first, n) + at

@@ -77,12 +77,18 @@ def test_padding_never_touches_a_sequences_slots(tiny) -> None:
     (TickShape(128, 3, 20, 700), TickShape(128, 4, 32, 1024)),
     (TickShape(0, 1, 40, 100), TickShape(0, 4, 64, 256)),
     (TickShape(129, 0, 0, 257), TickShape(144, 0, 0, 512)),
+    # in place the prefill rows are packed: their room (rows x width) is what pads
+    (TickShape(0, 1, 40, 0), TickShape(0, 2, 32, 0)),
+    (TickShape(3, 5, 10, 0), TickShape(4, 8, 16, 0)),
+    (TickShape(768, 15, 25, 0), TickShape(768, 16, 24, 0)),
+    (TickShape(1, 16, 64, 0), TickShape(4, 16, 64, 0)),
 ])
 def test_bucket_is_the_smallest_shape_that_holds_the_tick(exact: TickShape, padded: TickShape) -> None:
     assert bucket(exact) == padded
 
 
-@pytest.mark.parametrize("shape", [TickShape(3000, 0, 0, 10), TickShape(1, 1, 500, 600), TickShape(1, 0, 0, 9000)])
+@pytest.mark.parametrize("shape", [TickShape(3000, 0, 0, 10), TickShape(1, 1, 500, 600), TickShape(1, 0, 0, 9000),
+                                   TickShape(1, 16, 65, 0), TickShape(1, 17, 2, 0)])
 def test_shapes_beyond_every_bucket_run_eagerly(shape: TickShape) -> None:
     assert bucket(shape) is None
 

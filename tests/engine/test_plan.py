@@ -14,7 +14,8 @@ from duo.engine.sequence import Sequence
 
 def reference_plan(chunks: list[Chunk], shape: TickShape, rows_of: list[int] | None = None) -> dict[str, np.ndarray]:
     """The plan as one loop over the chunks, every slot row rebuilt from the ancestry (the old planner);
-    `rows_of`: each chunk's row of a device slot table (then the plan holds no table: `shape.keys` 0)."""
+    `rows_of`: each chunk's row of a device slot table (then the plan holds no table, `shape.keys` 0, and
+    the prefill rows lie back to back)."""
     d, p, w = shape.decode, shape.prefill, shape.width
     s = KVCache.SCRATCH
     out = {"ids": np.zeros(shape.tokens, np.int64), "positions": np.zeros(shape.tokens, np.int64),
@@ -22,7 +23,7 @@ def reference_plan(chunks: list[Chunk], shape: TickShape, rows_of: list[int] | N
            "table": np.full((d + p, shape.keys), s, np.int64),
            "key_len": np.ones(d, np.int64), "ctx": np.zeros(p, np.int64), "q_len": np.zeros(p, np.int64),
            "row_last": np.arange(d + p, dtype=np.int64), "rows": np.empty(len(chunks), np.int64)}
-    nd = npre = 0
+    nd = npre = at = 0
     for i, chunk in enumerate(chunks):
         seq, q = chunk.seq, chunk.n
         slots = np.concatenate(seq.key_slots(chunk.start + q))
@@ -32,9 +33,9 @@ def reference_plan(chunks: list[Chunk], shape: TickShape, rows_of: list[int] | N
             nd += 1
             out["key_len"][r] = n
         else:
-            r, t = d + npre, d + npre * w
+            r, t = d + npre, d + (at if shape.packed else npre * w)
             out["ctx"][npre], out["q_len"][npre] = n - q, q
-            npre += 1
+            npre, at = npre + 1, at + q
         if shape.keys:
             out["table"][r, :n] = slots
         if rows_of is not None:
@@ -62,15 +63,19 @@ def _check(chunks: list[Chunk], shape: TickShape) -> TickPlan:
 
 
 def _check_in_place(chunks: list[Chunk], shape: TickShape) -> None:
-    """Read through a device slot table, the same tick has no table, and each token names its chunk's row."""
-    in_place = TickShape(shape.decode, shape.prefill, shape.width, 0)
+    """Read through a device slot table, the same tick has no table, each token names its chunk's row, and
+    the prefill rows are packed: they fit the exact packed shape too, whose room is their tokens."""
     rows_of = [3 + 2 * i for i in range(len(chunks))]
-    ref = reference_plan(chunks, in_place, rows_of)
-    stale = np.full(Step(True, in_place, 0).size, -7, dtype=np.int64)
-    plan = plan_tick(chunks, in_place, out=stale, rows_of=np.array(rows_of))
-    assert plan.table.size == 0
-    for name in (*TickPlan.INPUTS, "rows"):
-        assert np.array_equal(getattr(plan, name), ref[name]), name
+    exact = exact_shape(chunks, packed=True)
+    prefill_tokens = sum(c.n for c in chunks if c.n > 1)
+    assert exact.keys == 0 and prefill_tokens <= exact.prefill * exact.width < prefill_tokens + max(exact.prefill, 1)
+    for in_place in (TickShape(shape.decode, shape.prefill, shape.width, 0), exact):
+        ref = reference_plan(chunks, in_place, rows_of)
+        stale = np.full(Step(True, in_place, 0).size, -7, dtype=np.int64)
+        plan = plan_tick(chunks, in_place, out=stale, rows_of=np.array(rows_of))
+        assert plan.table.size == 0
+        for name in (*TickPlan.INPUTS, "rows"):
+            assert np.array_equal(getattr(plan, name), ref[name]), name
 
 
 def _ran(chunks: list[Chunk]) -> None:

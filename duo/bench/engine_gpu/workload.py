@@ -120,6 +120,7 @@ class Workload:
         graphs, captured, eager = runner.graphs, runner.captures, runner.eager_ticks
         kept = set(graphs.graphs) if graphs else set()
         ticks: list[float] = []
+        tokens: list[int] = []  # admitted in each tick
         start = time.perf_counter()
         while (t0 := time.perf_counter()) - start < seconds:
             if slices:
@@ -127,7 +128,11 @@ class Workload:
             self.keep_replying()
             self.engine.step()
             ticks.append(time.perf_counter() - t0)
+            tokens.append(self.engine.last_tick.tokens)
         elapsed = time.perf_counter() - start
+        # an overlapped step waits for the tick launched by the step before: what made the slowest steps slow
+        lag = 1 if self.engine.overlap else 0
+        slowest = sorted(range(lag, len(ticks)), key=ticks.__getitem__)[-max(1, len(ticks) // 100):]
         late = sorted(f"{g.decode}+{g.prefill}x{g.width}" for g in set(graphs.graphs if graphs else ()) - kept)
         rates = [(b - a) / elapsed for a, b in zip(before, self.produced(), strict=True) if b >= a]
         return {"sessions": len(self.sessions), "ticks": len(ticks), "tick_ms_p50": pct(ticks, 0.5),
@@ -137,7 +142,9 @@ class Workload:
                 "context_mean": round(statistics.mean(s.last.total_len for s in self.sessions)),
                 "graphs": len(graphs.graphs) if graphs else 0,
                 "captures_while_timed": runner.captures - captured, "shapes_captured_while_timed": late,
-                "eager_ticks_while_timed": runner.eager_ticks - eager}
+                "eager_ticks_while_timed": runner.eager_ticks - eager,
+                "tokens_per_tick_median": int(statistics.median(tokens)) if tokens else 0,
+                "tokens_behind_slowest_1pct": round(statistics.mean([tokens[i - lag] for i in slowest] or [0]))}
 
     def close(self) -> None:
         for s in self.sessions:
