@@ -1,12 +1,12 @@
 """Captured CUDA graphs of the tick forward, one per bucketed tick shape.
 
 A decode tick of a 7B model is hundreds of small kernels; launched one by one from Python they cost more
-than the math. A graph replays them in one launch. Shapes are bucketed (rows, prefill rows and width, and
-keys on the reference path; in place, rows read the device's slot table, keys are no dimension and the
-prefill rows are packed), and
-the buckets are made to cover every tick the engine can plan: decode rows up to what its `max_sessions`
-produce (a reply and an input being judged each), keys up to its context window, prefill rows and width up
-to the largest bucket (admission cuts longer prefills into chunks that fit, `scheduler.py`). `Engine.warmup`
+than the math. A graph replays them in one launch. Shapes are bucketed: on the reference path by decode
+rows, prefill rows and width, and keys; in place, where rows read the device's slot table and a tick is packed
+(`plan.TickShape`), by tokens alone. The buckets are made to cover every tick the engine can plan: decode rows
+up to what its `max_sessions` produce (a reply and an input being judged each), keys up to its context window,
+prefill rows and width up to the largest bucket (admission cuts longer prefills into chunks that fit,
+`scheduler.py`). `Engine.warmup`
 captures all of them before the server says it is ready, so no live tick pays for a capture.
 
 Graphs never run concurrently, so they share everything that does not depend on the shape: one memory pool,
@@ -19,7 +19,6 @@ does) would drop them all.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,10 +44,11 @@ log = logging.getLogger(__name__)
 DECODE = (0, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 144, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448,
           480, 512, 576, 640, 704, 768, 832, 896, 960, 1024, 1280, 1536, 2048)  # beyond 2,048: steps of 512
 PREFILL = ((0, 0), (1, 32), (2, 32), (4, 32), (8, 32), (16, 32), (4, 64), (16, 64))
-# In place the prefill rows are packed (`TickShape.packed`): a bucket is rows and room for their tokens
-# (rows x width), so a tick's slices pad to the next step of room, not each to the longest. Above ~200 rows
-# every padded token costs as much as a real one, and a busy tick carries ~15 slices of ~25 tokens.
-PACKED = ((0, 0), (1, 32), (2, 32), (4, 32), (8, 16), (16, 16), (16, 24), (16, 32), (16, 48), (16, 64))
+# In place a tick is packed (`TickShape`): its one dimension is tokens, decode and prefill alike, so its buckets
+# are token counts, and finer: a DUO tick is its replies plus a few forecast rows and slices, and every padded
+# token costs as much as a real one once the multiplies are bound by arithmetic.
+TOKENS = (4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, *range(144, 513, 16), *range(544, 2049, 32),
+          *range(2176, 4097, 128))  # beyond 4,096: steps of 512
 KEYS = (256, 512, 1024, 1536, 2048, 3072, 4096)  # beyond 4,096 doubling (`key_buckets`)
 # Slot-table entries of the largest graph on the reference path (32 MiB of int64): a tick past it spends
 # milliseconds copying its table alone, graph or not, so it runs eagerly rather than add graphs no real-time
@@ -58,9 +58,9 @@ PREFILL_ROWS = max(p for p, _ in PREFILL)  # a tick's prefill rows and width nev
 PREFILL_WIDTH = max(w for _, w in PREFILL)
 
 
-def decode_buckets(max_rows: int) -> tuple[int, ...]:
-    """Decode-row buckets up to the first that holds `max_rows`."""
-    out = list(DECODE)
+def decode_buckets(max_rows: int, base: tuple[int, ...] = DECODE) -> tuple[int, ...]:
+    """Decode-row buckets (or, `base` `TOKENS`, packed token buckets) up to the first that holds `max_rows`."""
+    out = list(base)
     while out[-1] < max_rows:
         out.append(out[-1] + 512)
     return tuple(out[: next(i for i, d in enumerate(out) if d >= max_rows) + 1])
@@ -74,20 +74,14 @@ def key_buckets(max_keys: int) -> tuple[int, ...]:
     return tuple(out[: next(i for i, k in enumerate(out) if k >= max_keys) + 1])
 
 
-def prefill_buckets(packed: bool) -> tuple[tuple[int, int], ...]:
-    """The (rows, width) buckets of a tick's prefill rows: packed in place, padded row by row otherwise."""
-    return PACKED if packed else PREFILL
-
-
 def bucket(shape: TickShape, decode: tuple[int, ...] = DECODE, keys: tuple[int, ...] = KEYS) -> TickShape | None:
-    """The smallest captured shape that holds `shape`, or None (run eagerly)."""
+    """The smallest captured shape that holds `shape`, or None (run eagerly). Packed, `decode` holds tokens."""
+    if shape.packed:
+        t = next((b for b in decode if b >= shape.tokens), None)
+        return None if t is None or t == 0 else TickShape(t, 0, 0, 0)
     d = next((b for b in decode if b >= shape.decode), None)
-    if shape.packed:  # rows, and room for their tokens
-        room = shape.prefill * shape.width
-        prefill = next(((p, w) for p, w in PACKED if p >= shape.prefill and p * w >= room), None)
-    else:
-        prefill = next(((p, w) for p, w in PREFILL if p >= shape.prefill and w >= shape.width), None)
-    k = 0 if shape.packed else next((b for b in keys if b >= shape.keys), None)  # in place: no key dimension
+    prefill = next(((p, w) for p, w in PREFILL if p >= shape.prefill and w >= shape.width), None)
+    k = next((b for b in keys if b >= shape.keys), None)
     if d is None or prefill is None or k is None or d + prefill[0] == 0:
         return None
     return TickShape(d, prefill[0], prefill[1], k)
@@ -106,8 +100,9 @@ def all_shapes(decode: tuple[int, ...], keys: tuple[int, ...], max_cells: int | 
             return True
         return (d + p) * k <= min(max_cells, TABLE_CELLS)
 
-    shapes = [TickShape(d, p, w, k) for d in decode for p, w in prefill_buckets(keys == (0,)) for k in keys
-              if d + p and fits(d, p, k)]
+    if keys == (0,):  # packed: token counts alone
+        return sorted((TickShape(t, 0, 0, 0) for t in decode if t), key=lambda s: s.tokens, reverse=True)
+    shapes = [TickShape(d, p, w, k) for d in decode for p, w in PREFILL for k in keys if d + p and fits(d, p, k)]
     return sorted(shapes, key=lambda s: (s.tokens * s.keys, s.tokens), reverse=True)
 
 
@@ -125,7 +120,10 @@ class CudaGraphs:
                  max_rows: int = DECODE[-1], max_keys: int = KEYS[-1], paged: bool = False) -> None:
         """`paged`: rows read the pool in place through the device's slot table: no key dimension at all."""
         self.kv, self.forward, self.build, self.device, self.paged = kv, forward, build, device, paged
-        self.decode, self.keys = decode_buckets(max_rows), (0,) if paged else key_buckets(max_keys)
+        if paged:  # packed: the decode rows and the most prefill tokens admission lets into a graph
+            self.decode, self.keys = decode_buckets(max_rows + PREFILL_ROWS * PREFILL_WIDTH, TOKENS), (0,)
+        else:
+            self.decode, self.keys = decode_buckets(max_rows), key_buckets(max_keys)
         self.max_cells = 2 * kv.num_blocks * kv.block_size  # each of a session's two rows sees its context once
         self.graphs: dict[TickShape, _Graph] = {}
         self.captures = 0  # graphs captured so far (after warm-up, each one a tick that stalled every session)
@@ -145,7 +143,7 @@ class CudaGraphs:
     def shape_for(self, shape: TickShape) -> TickShape | None:
         """The graph shape that holds `shape`, or None: it runs eagerly."""
         if self.paged:
-            shape = dataclasses.replace(shape, keys=0)
+            shape = TickShape(shape.tokens, 0, 0, 0)
         padded = bucket(shape, self.decode, self.keys)
         return padded if padded in self._covered else None
 

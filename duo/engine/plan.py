@@ -56,13 +56,18 @@ def whole(seqs: list[Sequence]) -> list[Chunk]:
 
 @dataclass(frozen=True)
 class TickShape:
-    """A tick's padded layout. With `keys` 0 (rows read through the device's slot table, `slot_table.py`)
-    every token is a query of its own, so the prefill rows lie back to back (packed) and `prefill * width`
-    is only their tokens' room; otherwise each prefill row is padded to `width`, as masked SDPA needs."""
+    """A tick's padded layout.
 
-    decode: int  # rows of one token
+    Gathered (`keys` > 0): decode rows of one token, then prefill rows each padded to `width`, as masked SDPA
+    needs. In place (`keys` 0, rows read through the device's slot table, `slot_table.py`) every token is a
+    query row of its own, as the kernel sees it, so the tick is packed: its chunks lie back to back, `decode`
+    counts its tokens (there are no prefill rows) and the forward returns every token's logits, of which a
+    chunk takes its last token's. Padding is then only the tokens up to the next bucket.
+    """
+
+    decode: int  # rows of one token (packed: every token)
     prefill: int  # rows of several tokens
-    width: int  # tokens per prefill row (padded); packed: their tokens over their rows, rounded up
+    width: int  # tokens per prefill row (padded)
     keys: int  # keys per row (padded); 0: in place, packed
 
     @property
@@ -91,7 +96,7 @@ class TickPlan:
     key_len: np.ndarray  # [decode]
     ctx: np.ndarray  # [prefill]
     q_len: np.ndarray  # [prefill]
-    row_last: np.ndarray  # [decode + prefill] flat index of each row's last token
+    row_last: np.ndarray  # [decode + prefill] flat index of each row's last token (packed: its own)
     rows: np.ndarray  # [len(chunks)] the row of each chunk, in the order given
     flat: np.ndarray | None = None  # the arrays above, back to back
     fed_at: np.ndarray | None = None  # flat token indices of the fed chunks' tokens (`Chunk.fed`) ...
@@ -103,8 +108,10 @@ class TickPlan:
 
 def exact_shape(chunks: list[Chunk], packed: bool = False) -> TickShape:
     """The smallest shape that holds `chunks` (one pass: it runs every tick over every row); `packed`: laid
-    out in place (`TickShape.packed`), with no key dimension."""
-    decode = prefill = width = keys = total = 0
+    out in place (`TickShape`), one row per token."""
+    if packed:
+        return TickShape(decode=sum(c.n for c in chunks), prefill=0, width=0, keys=0)
+    decode = prefill = width = keys = 0
     for c in chunks:
         n = c.n
         if n == 1:
@@ -112,10 +119,7 @@ def exact_shape(chunks: list[Chunk], packed: bool = False) -> TickShape:
         elif n > 1:
             prefill += 1
             width = max(width, n)
-            total += n
         keys = max(keys, c.seq.base + c.seq.num_cached + n)
-    if packed:
-        return TickShape(decode=decode, prefill=prefill, width=-(-total // prefill) if prefill else 0, keys=0)
     return TickShape(decode=decode, prefill=prefill, width=width, keys=keys)
 
 
@@ -131,6 +135,8 @@ def plan_tick(chunks: list[Chunk], shape: TickShape, out: np.ndarray | None = No
     has no table, only each token's row there (`rows_of`, one per chunk) and the slot it writes.
     """
     d, p, w = shape.decode, shape.prefill, shape.width
+    if shape.packed and p:
+        raise ValueError(f"a packed tick has no prefill rows: {shape}")
     flat = np.empty(Step(True, shape, 0).size, dtype=np.int64) if out is None else out[: Step(True, shape, 0).size]
     a = unpack(flat, Step(True, shape, 0))
     a["ids"][:] = 0
@@ -151,11 +157,13 @@ def plan_tick(chunks: list[Chunk], shape: TickShape, out: np.ndarray | None = No
     n = np.fromiter((c.n for c in chunks), dtype=np.int64, count=m)
     keys = np.fromiter((c.keys for c in chunks), dtype=np.int64, count=m)
     decode = n == 1
-    rank = np.where(decode, np.cumsum(decode), np.cumsum(~decode)) - 1  # among decode rows, or prefill rows
-    rows = np.where(decode, rank, d + rank)
-    # each prefill chunk's start in the prefill section: packed, where the one before it ends; else its row's
-    offset = np.cumsum(np.where(decode, 0, n)) - n if in_place else rank * w
-    first = np.where(decode, rank, d + offset)  # flat index of each chunk's first token
+    if in_place:  # packed: each chunk starts where the one before it ends, and its row is its last token
+        first = np.cumsum(n) - n
+        rows = first + n - 1
+    else:
+        rank = np.where(decode, np.cumsum(decode), np.cumsum(~decode)) - 1  # among decode rows, or prefill rows
+        rows = np.where(decode, rank, d + rank)
+        first = np.where(decode, rank, d + rank * w)  # flat index of each chunk's first token
     total = int(n.sum())
     at = np.arange(total) - np.repeat(np.cumsum(n) - n, n)  # index of each token within its chunk
     flat_index = np.repeat(first, n) + at
@@ -167,15 +175,15 @@ def plan_tick(chunks: list[Chunk], shape: TickShape, out: np.ndarray | None = No
             a["write_slots"][flat_index] = np.concatenate(slots)
         if rows_of is not None:
             a["token_rows"][flat_index] = np.repeat(rows_of, n)
-    else:
+    else:  # the rows' slot tables, and what masked SDPA needs
         table = a["table"]
         for r, row in zip(rows.tolist(), slots, strict=True):
             table[r, : len(row)] = row
         a["write_slots"][flat_index] = table[np.repeat(rows, n), pos]
-    a["key_len"][: int(decode.sum())] = keys[decode]
-    a["ctx"][: m - int(decode.sum())] = (keys - n)[~decode]
-    a["q_len"][: m - int(decode.sum())] = n[~decode]
-    a["row_last"][rows] = first + n - 1
+        a["key_len"][: int(decode.sum())] = keys[decode]
+        a["ctx"][: m - int(decode.sum())] = (keys - n)[~decode]
+        a["q_len"][: m - int(decode.sum())] = n[~decode]
+        a["row_last"][rows] = first + n - 1
     fed = np.fromiter((-1 if c.fed is None else c.fed for c in chunks), dtype=np.int64, count=m)
     feeds = fed >= 0
     return TickPlan(shape, *(a[name] for name in TickPlan.INPUTS), rows=rows, flat=flat,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from duo.engine.config import EngineConfig, SamplingParams, SessionConfig
-from duo.engine.cuda_graphs import bucket
+from duo.engine.cuda_graphs import TOKENS, bucket
 from duo.engine.kv_cache import KVCache
 from duo.engine.llm_engine import Engine
 from duo.engine.model_runner import ModelRunner
@@ -77,18 +77,19 @@ def test_padding_never_touches_a_sequences_slots(tiny) -> None:
     (TickShape(128, 3, 20, 700), TickShape(128, 4, 32, 1024)),
     (TickShape(0, 1, 40, 100), TickShape(0, 4, 64, 256)),
     (TickShape(129, 0, 0, 257), TickShape(144, 0, 0, 512)),
-    # in place the prefill rows are packed: their room (rows x width) is what pads
-    (TickShape(0, 1, 40, 0), TickShape(0, 2, 32, 0)),
-    (TickShape(3, 5, 10, 0), TickShape(4, 8, 16, 0)),
-    (TickShape(768, 15, 25, 0), TickShape(768, 16, 24, 0)),
-    (TickShape(1, 16, 64, 0), TickShape(4, 16, 64, 0)),
 ])
 def test_bucket_is_the_smallest_shape_that_holds_the_tick(exact: TickShape, padded: TickShape) -> None:
     assert bucket(exact) == padded
 
 
-@pytest.mark.parametrize("shape", [TickShape(3000, 0, 0, 10), TickShape(1, 1, 500, 600), TickShape(1, 0, 0, 9000),
-                                   TickShape(1, 16, 65, 0), TickShape(1, 17, 2, 0)])
+@pytest.mark.parametrize(("tokens", "padded"), [(1, 4), (40, 48), (262 + 38, 304), (1155, 1184), (4000, 4096)])
+def test_a_packed_tick_pads_its_tokens_alone(tokens: int, padded: int) -> None:
+    """In place every token is a row: replies, forecasts and slices share one count, padded once."""
+    assert bucket(TickShape(tokens, 0, 0, 0), TOKENS) == TickShape(padded, 0, 0, 0)
+    assert bucket(TickShape(4097, 0, 0, 0), TOKENS) is None
+
+
+@pytest.mark.parametrize("shape", [TickShape(3000, 0, 0, 10), TickShape(1, 1, 500, 600), TickShape(1, 0, 0, 9000)])
 def test_shapes_beyond_every_bucket_run_eagerly(shape: TickShape) -> None:
     assert bucket(shape) is None
 

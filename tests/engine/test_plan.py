@@ -15,7 +15,7 @@ from duo.engine.sequence import Sequence
 def reference_plan(chunks: list[Chunk], shape: TickShape, rows_of: list[int] | None = None) -> dict[str, np.ndarray]:
     """The plan as one loop over the chunks, every slot row rebuilt from the ancestry (the old planner);
     `rows_of`: each chunk's row of a device slot table (then the plan holds no table, `shape.keys` 0, and
-    the prefill rows lie back to back)."""
+    is packed: chunks back to back, each token a row)."""
     d, p, w = shape.decode, shape.prefill, shape.width
     s = KVCache.SCRATCH
     out = {"ids": np.zeros(shape.tokens, np.int64), "positions": np.zeros(shape.tokens, np.int64),
@@ -23,19 +23,22 @@ def reference_plan(chunks: list[Chunk], shape: TickShape, rows_of: list[int] | N
            "table": np.full((d + p, shape.keys), s, np.int64),
            "key_len": np.ones(d, np.int64), "ctx": np.zeros(p, np.int64), "q_len": np.zeros(p, np.int64),
            "row_last": np.arange(d + p, dtype=np.int64), "rows": np.empty(len(chunks), np.int64)}
-    nd = npre = at = 0
+    nd = npre = at = 0  # decode rows, prefill rows, packed tokens so far
     for i, chunk in enumerate(chunks):
         seq, q = chunk.seq, chunk.n
         slots = np.concatenate(seq.key_slots(chunk.start + q))
         n = len(slots)
-        if q == 1:
+        if shape.packed:
+            t, r = at, at + q - 1
+            at += q
+        elif q == 1:
             r = t = nd
             nd += 1
             out["key_len"][r] = n
         else:
-            r, t = d + npre, d + (at if shape.packed else npre * w)
+            r, t = d + npre, d + npre * w
             out["ctx"][npre], out["q_len"][npre] = n - q, q
-            npre, at = npre + 1, at + q
+            npre += 1
         if shape.keys:
             out["table"][r, :n] = slots
         if rows_of is not None:
@@ -63,19 +66,20 @@ def _check(chunks: list[Chunk], shape: TickShape) -> TickPlan:
 
 
 def _check_in_place(chunks: list[Chunk], shape: TickShape) -> None:
-    """Read through a device slot table, the same tick has no table, each token names its chunk's row, and
-    the prefill rows are packed: they fit the exact packed shape too, whose room is their tokens."""
+    """Read through a device slot table, the same tick has no table, is packed (one row per token, exactly
+    its tokens or padded past them), and each token names its chunk's row."""
     rows_of = [3 + 2 * i for i in range(len(chunks))]
     exact = exact_shape(chunks, packed=True)
-    prefill_tokens = sum(c.n for c in chunks if c.n > 1)
-    assert exact.keys == 0 and prefill_tokens <= exact.prefill * exact.width < prefill_tokens + max(exact.prefill, 1)
-    for in_place in (TickShape(shape.decode, shape.prefill, shape.width, 0), exact):
+    assert exact == TickShape(sum(c.n for c in chunks), 0, 0, 0)
+    for in_place in (exact, TickShape(shape.tokens, 0, 0, 0)):
         ref = reference_plan(chunks, in_place, rows_of)
         stale = np.full(Step(True, in_place, 0).size, -7, dtype=np.int64)
         plan = plan_tick(chunks, in_place, out=stale, rows_of=np.array(rows_of))
         assert plan.table.size == 0
         for name in (*TickPlan.INPUTS, "rows"):
             assert np.array_equal(getattr(plan, name), ref[name]), name
+    with pytest.raises(ValueError, match="no prefill rows"):
+        plan_tick(chunks, TickShape(exact.tokens, 1, 2, 0))
 
 
 def _ran(chunks: list[Chunk]) -> None:
