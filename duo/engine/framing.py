@@ -124,3 +124,10 @@ class ChatFraming:
         if len(messages) % 2:
             raise ValueError("history must end with an assistant turn")
         return ids
+
+
+def turn_markers(tokenizer: Any) -> frozenset[int]:
+    """A special token that opens a turn ends a reply too: a model that skips its end-of-turn token and starts
+    the user's next turn (`<|im_start|>user`) must not speak it."""
+    opener = ChatFraming(tokenizer).user_open[:1]
+    return frozenset(t for t in opener if t in tokenizer.all_special_ids)

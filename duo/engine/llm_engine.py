@@ -1,4 +1,4 @@
-"""The DUO engine: owns the sessions and runs ticks (schedule, one forward, postprocess).
+"""The DUO engine: owns the sessions (`registry.py`) and runs ticks (schedule, one forward, postprocess).
 
 A tick gathers every session's pending work — slice prefills, forecast tokens, each output channel's
 next token, the close of a finished turn — and runs it as ONE forward pass, whatever the number of
@@ -9,39 +9,37 @@ device's instead of between its forwards. The engine does no I/O:
 callers push input into sessions and get events back from `step`; `loop.py` drives it from asyncio.
 
 A tick that fails closes the sessions it carried, each with an error, and the engine goes on; a failure of
-the device itself, or several failed ticks in a row, marks the engine unusable (`broken`).
+the device itself, or several failed ticks in a row, marks the engine unusable (`broken`, `health.py`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from duo.ids import new_id
-
 from . import events as ev
 from .channels import Need, Vocab
 from .config import EngineConfig, Mode, SamplingParams, SessionConfig
 from .cuda_graphs import PREFILL_ROWS, PREFILL_WIDTH
-from .framing import DEFAULT_INSTRUCTIONS, ChatFraming
+from .framing import turn_markers
 from .fused import fuse
+from .health import Health
 from .kv_cache import KVCache
 from .late_text import LateText
 from .loader import Backbone
 from .model_runner import ModelRunner
 from .overlap import Launched, serves
 from .plan import Chunk
+from .registry import SessionRegistry
 from .sampler import choose, rows
 from .scheduler import admit
 from .sequence import Sequence
 from .session import Session
 
 log = logging.getLogger(__name__)
-MAX_FAILED_TICKS = 3  # failed ticks in a row after which the engine counts as broken
 
 
 @dataclass
@@ -51,13 +49,6 @@ class TickStats:
     sessions: int = 0
     eager: int = 0  # forward passes on CUDA that no graph covered
     captures: int = 0  # graphs captured inside the tick (none once warm)
-
-
-def _turn_markers(tokenizer: object) -> frozenset[int]:
-    """A special token that opens a turn ends the reply too: a model that skips its end-of-turn token
-    and starts the user's next turn (`<|im_start|>user`) must not speak it."""
-    opener = ChatFraming(tokenizer).user_open[:1]
-    return frozenset(t for t in opener if t in tokenizer.all_special_ids)  # type: ignore[attr-defined]
 
 
 class Engine:
@@ -78,7 +69,7 @@ class Engine:
             tokenizer=backbone.tokenizer,
             prediction_id=backbone.prediction_id,
             state_ids=backbone.state_ids,
-            stop_ids=backbone.stop_ids | _turn_markers(backbone.tokenizer),
+            stop_ids=backbone.stop_ids | turn_markers(backbone.tokenizer),
             max_context=min(self.config.max_context or backbone.max_context, backbone.max_context),
         )
         # graphs for every tick `max_sessions` can plan: a reply and an input channel each, the whole window
@@ -88,22 +79,26 @@ class Engine:
         self.tick_tokens = self.config.max_tick_tokens or (2048 if cuda else 32)
         # on the device: indexing with a host list would copy it there, and a blocking copy waits for the tick
         self._state_ids = torch.tensor(list(self.vocab.state_ids.values()), device=backbone.device)
-        self.sessions: dict[str, Session] = {}
-        self._joining: deque[Session] = deque()
-        self._leaving: deque[str] = deque()
-        self._framings: dict[str, ChatFraming] = {}
+        self.registry = SessionRegistry(backbone.tokenizer, self.vocab, self.kv,
+                                        max_sessions=self.config.max_sessions,
+                                        max_slice_tokens=self.config.max_slice_tokens)
+        self.sessions = self.registry.live  # the sessions the ticks serve, by id
         self.ticks = 0
         self.last_tick = TickStats()
         self.text = LateText()  # the last tick's reply text, decoded while this tick's forward runs
         overlap = cuda if self.config.overlap_ticks is None else self.config.overlap_ticks
         self.overlap = overlap and self.config.mode is Mode.DUO
         self._in_flight: Launched | None = None  # overlapped: the tick launched last, its tokens not applied
-        self.failed_ticks = 0  # in a row
-        self.broken: str | None = None  # why the engine can serve no one, once it cannot
+        self.health = Health()
+
+    @property
+    def broken(self) -> str | None:
+        """Why the engine can serve no one, once it cannot."""
+        return self.health.broken
 
     @property
     def usable(self) -> bool:
-        return self.broken is None
+        return self.health.broken is None
 
     @property
     def in_flight(self) -> bool:
@@ -122,14 +117,7 @@ class Engine:
         """
         if self.broken is not None:
             raise RuntimeError(f"the engine is unusable: {self.broken}")
-        if len(self.sessions) + len(self._joining) >= self.config.max_sessions:
-            raise RuntimeError(f"session limit reached ({self.config.max_sessions})")
-        sid = session_id or new_id("sess")
-        if self._find(sid) is not None:
-            raise ValueError(f"session {sid!r} is already open")
-        session = self._new_session(sid, config or SessionConfig(), history)
-        self._joining.append(session)
-        return session
+        return self.registry.open(config or SessionConfig(), history, session_id)
 
     def replace_session(self, session_id: str, config: SessionConfig,
                         history: list[dict[str, str]] | None = None) -> Session:
@@ -139,27 +127,7 @@ class Engine:
         Call between ticks. A running reply ends (no event: the caller knows); settings that fail leave
         the old session as it was (ValueError).
         """
-        old = self._find(session_id)
-        if old is None:
-            raise KeyError(session_id)
-        new = self._new_session(session_id, config, old.history() if history is None else history)
-        old.close()
-        if self.sessions.get(session_id) is old:
-            self.sessions[session_id] = new
-        else:
-            self._joining[self._joining.index(old)] = new
-        return new
-
-    def _find(self, session_id: str) -> Session | None:
-        return self.sessions.get(session_id) or next((s for s in self._joining if s.id == session_id), None)
-
-    def _new_session(self, sid: str, config: SessionConfig, history: list[dict[str, str]] | None) -> Session:
-        instructions = config.instructions if config.instructions is not None else DEFAULT_INSTRUCTIONS
-        framing = self._framings.get(instructions)
-        if framing is None:
-            framing = self._framings[instructions] = ChatFraming(self.backbone.tokenizer, instructions)
-        return Session(sid, config, framing, self.vocab, self.kv, history,
-                       max_slice_tokens=self.config.max_slice_tokens)
+        return self.registry.replace(session_id, config, history)
 
     def warmup(self) -> None:
         """Run one short turn through every stage of a tick (prefill, forecast, reply), so the first client
@@ -181,10 +149,10 @@ class Engine:
 
     def close_session(self, session_id: str) -> None:
         """The session leaves at the next tick and its KV returns to the pool."""
-        self._leaving.append(session_id)
+        self.registry.leave(session_id)
 
     def has_work(self) -> bool:
-        return (bool(self._joining or self._leaving or self.text) or self._in_flight is not None
+        return (self.registry.changing or bool(self.text) or self._in_flight is not None
                 or any(s.has_work() for s in self.sessions.values()))
 
     def step(self) -> list[ev.Event]:
@@ -198,22 +166,12 @@ class Engine:
 
     def drain_text(self, session_id: str) -> list[ev.Event]:
         """The text of the session's reply tokens not decoded yet (between ticks: before it is replaced)."""
-        session = self._find(session_id)
+        session = self.registry.find(session_id)
         return [] if session is None else session.drain_text()
 
     def _tick(self) -> list[ev.Event]:
-        events: list[ev.Event] = []
         self.last_tick = TickStats()
-        while self._joining:
-            session = self._joining.popleft()
-            self.sessions[session.id] = session
-        left = bool(self._leaving)
-        while self._leaving:
-            session = self.sessions.pop(self._leaving.popleft(), None)
-            if session is not None:
-                events += session.drain_text()
-                session.close()
-                events.append(ev.SessionClosed(session.id))
+        events, left = self.registry.turnover()
         while left and self.kv.shrink():  # sessions left: a pool grown for a crowd gives its memory back
             pass
 
@@ -224,7 +182,7 @@ class Engine:
                     events += session.apply_inbox()
                 work += [(session, seq, need) for seq, need in session.work()]
             except Exception as exc:  # one session's failure never stops the others
-                events += self._fail(session, exc)
+                events += self.registry.fail(session, exc)
         before, self._in_flight = self._in_flight, None  # overlapped: the tick still running, if any
         fed = before.resolve(self.sessions) if before is not None else []
         if not work and not fed:
@@ -235,7 +193,7 @@ class Engine:
                          width=PREFILL_WIDTH if graphs else None, fed=fed)
         for session in admitted.refused:
             log.warning("session=%s event=kv_full free_blocks=%d", session.id, self.kv.num_free)
-            events += self._close(session, "kv_full", "the server has no memory left for this conversation")
+            events += self.registry.evict(session, "kv_full", "the server has no memory left for this conversation")
         run = admitted.run
         if self.config.mode is Mode.DUO:
             groups = [run]
@@ -257,8 +215,8 @@ class Engine:
     def abort(self, exc: BaseException) -> list[ev.Event]:
         """A tick failed outside any one session's code: every session ends with an error, the engine goes on
         (empty, hence consistent) unless failures keep coming."""
-        events = self._fail_all([*self.sessions.values(), *self._joining], exc)
-        self._joining.clear()
+        events = self._fail_all([*self.sessions.values(), *self.registry.joining], exc)
+        self.registry.joining.clear()
         self._in_flight = None
         return events
 
@@ -278,7 +236,7 @@ class Engine:
             tokens, probs = rows(launched.result.wait())  # on CUDA the host waits here, and only here
         except Exception as exc:  # the forward failed: the sessions it carried end, the others go on
             return self._tick_failed(group, exc)
-        self.failed_ticks = 0
+        self.health.ok()
         return self._advance(launched, tokens, probs)
 
     def _overlapped(self, group: list[tuple[Session, Chunk, Need]], before: Launched | None) -> list[ev.Event]:
@@ -298,7 +256,7 @@ class Engine:
             except Exception as exc:  # the tick in flight failed, and with it the one that read its tokens
                 return events + self._tick_failed(before.group + (launched.group if launched else []), exc)
             if launched is not None or not group:
-                self.failed_ticks = 0
+                self.health.ok()
             events += self._advance(before, tokens, probs)
             if launched is not None:
                 launched.fed_by(tokens)
@@ -318,7 +276,7 @@ class Engine:
             try:  # only a forecast reads the states: the others skip building the list
                 events += session.advance(need, token, probs[i].tolist() if need is Need.FORECAST else [])
             except Exception as exc:
-                events += self._fail(session, exc)
+                events += self.registry.fail(session, exc)
             if need is Need.OUTPUT and session.reply is not None:
                 self.text.queued(session)
         return events
@@ -330,26 +288,6 @@ class Engine:
 
     def _fail_all(self, sessions: list[Session], exc: BaseException) -> list[ev.Event]:
         """A failure of the engine, not of one session: count it, and end every session it hit."""
-        self._failed(exc)
+        self.health.failed(exc)
         message = f"the engine failed: {type(exc).__name__}: {exc}"
-        return [e for session in sessions for e in self._close(session, "internal_error", message)]
-
-    def _failed(self, exc: BaseException) -> None:
-        self.failed_ticks += 1
-        accelerator = getattr(torch, "AcceleratorError", None)
-        if accelerator is not None and isinstance(exc, accelerator):
-            self.broken = f"device error: {exc}"
-        elif self.failed_ticks >= MAX_FAILED_TICKS:
-            self.broken = f"{self.failed_ticks} ticks failed in a row, the last with {type(exc).__name__}: {exc}"
-        if self.broken is not None:
-            log.error("event=engine_broken reason=%r", self.broken)
-
-    def _fail(self, session: Session, exc: Exception) -> list[ev.Event]:
-        log.exception("session=%s event=session_failed", session.id)
-        return self._close(session, "internal_error", f"{type(exc).__name__}: {exc}")
-
-    def _close(self, session: Session, code: str, message: str) -> list[ev.Event]:
-        """End a session the engine cannot go on serving: its KV returns to the pool, its owner is told why."""
-        self.sessions.pop(session.id, None)
-        session.close()
-        return [ev.Error(session.id, code, message, fatal=True), ev.SessionClosed(session.id, reason=code)]
+        return [e for session in sessions for e in self.registry.evict(session, "internal_error", message)]

@@ -92,8 +92,7 @@ def test_a_reply_that_stops_on_the_token_it_was_fed_is_cut_back_exactly(tiny) ->
     at = next(i for i in range(3, len(said)) if said[i] not in said[:i])
     close = s.framing.assistant_close
     assert said[at] != close[0]  # its KV differs from the close's
-    engine = Engine(tiny, EngineConfig(overlap_ticks=True))
-    engine.vocab = dataclasses.replace(engine.vocab, stop_ids=engine.vocab.stop_ids | {said[at]})
+    engine = Engine(dataclasses.replace(tiny, stop_ids=tiny.stop_ids | {said[at]}), EngineConfig(overlap_ticks=True))
     s = engine.open_session(_config(P, n=12))
     s.push_slice("what is the capital of france")
     done = next(e for e in run_until_idle(engine) if isinstance(e, ev.ResponseDone))
