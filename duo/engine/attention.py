@@ -5,9 +5,10 @@ ids the engine passes); this function writes the tick's keys and values into the
 sequences, gathers each row's visible keys through its slot table and applies the channel mask. Outside
 an engine tick (training, reference logits) it is plain SDPA, so one loaded model serves both.
 
-A tick's tokens are laid out flat in two groups, each a padded batch of rows for SDPA:
+On the reference path a tick's tokens are laid out flat in two groups, each a padded batch of rows for SDPA:
 - decode rows, one token each (output channels, forecast steps: nearly every row of a busy tick);
 - prefill rows (a slice, a closed turn), padded to a common width.
+In place every token is a row of its own, so the tick is packed instead (`plan.TickShape`).
 A row's slot table lists, in position order, the slots of its visible ancestry and then its own tokens,
 so "key l is visible to query j" is `l <= ctx + j`: a tree of channels becomes a batch of plain causal
 rows. On CUDA every token reads the pool in place (`paged_decode.py`, a Triton kernel walking its row's
