@@ -1,7 +1,8 @@
 """The models benched: the embedded default as shipped, or a larger architecture with random bf16 weights.
 
-Speed does not depend on weight values, so `qwen2.5-7b` and `qwen2.5-72b` are those shapes randomly
-initialized, with the embedded tokenizer; under `--tensor-parallel` each rank builds only its shard.
+Speed does not depend on weight values, so `qwen2.5-1.5b`, `qwen2.5-7b` and `qwen2.5-72b` are those shapes
+randomly initialized, with the embedded tokenizer (no 1 GB model file to fetch to bench the 1.5B's speed);
+under `--tensor-parallel` each rank builds only its shard.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ QWEN25_7B = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28
                  rms_norm_eps=1e-6, tie_word_embeddings=False, hidden_act="silu")
 QWEN25_72B = dict(QWEN25_7B, hidden_size=8192, intermediate_size=29568, num_hidden_layers=80,
                   num_attention_heads=64, num_key_value_heads=8)
-ARCHS = {"qwen2.5-7b": QWEN25_7B, "qwen2.5-72b": QWEN25_72B}
+QWEN25_1_5B = dict(QWEN25_7B, hidden_size=1536, intermediate_size=8960, num_attention_heads=12,
+                   num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True)  # Qwen2.5(-Coder)-1.5B
+ARCHS = {"qwen2.5-1.5b": QWEN25_1_5B, "qwen2.5-7b": QWEN25_7B, "qwen2.5-72b": QWEN25_72B}
 
 
 def load(arch: str, device: str, group: TensorParallel | None = None, model: str | None = None) -> Backbone:
