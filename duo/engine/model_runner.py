@@ -95,7 +95,7 @@ class ModelRunner:
         converts only what it computes with: a whole fp32 copy of a big tick's logits is a gigabyte to move).
         `feed`: the previous tick's chosen tokens on the device, the token of each chunk with `fed` set.
         """
-        # read through the device's slot table, the plan has no key dimension and packs its prefill rows
+        # read through the device's slot table, the plan has no key dimension and is packed: a row per token
         shape = exact_shape(chunks, packed=self.slots is not None)
         rows_of, rewrites = None, None
         if self.slots is not None:
