@@ -39,6 +39,11 @@ P_TAIL, P_STRETCH, TAIL_WORDS = 0.15, 0.5, (2, 4)
 # The first words of any speech could begin a request ("can you" ... "chop the onions" or "tell me the time"):
 # a slice holding no more than these of an utterance's opening is not judged, and no fragment is only them.
 OPENING_WORDS = 3
+# A request's opening heard alone ("set", "can you"): a pause after the first words, or a partial transcript
+# of the words said so far, which the input channel sees every few hundred milliseconds. It must wait.
+P_OPENING = 0.2
+
+Openings = frozenset[tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,16 @@ def speak(item: Item, seed: int, asr_ratio: float) -> Spoken:
     return Spoken(item, words, frozenset(ends), clean, lead)
 
 
+def plain_words(text: str) -> tuple[str, ...]:
+    """Words without case or punctuation: how a slice compares with a request's opening."""
+    return tuple(w for w in (w.strip(".,?!;:\"'").lower() for w in text.split()) if w)
+
+
+def openings(queries: list[Spoken]) -> Openings:
+    """The first 1..`OPENING_WORDS` words of every request: speech that starts with them could be one."""
+    return frozenset(plain_words(q.text)[:k] for q in queries for k in range(1, OPENING_WORDS + 1))
+
+
 def cut_points(spoken: Spoken) -> list[int]:
     """Word counts where the query may be cut as `incomplete`: not at a natural end, >= 2 words missing."""
     n = len(spoken.words)
@@ -115,11 +130,14 @@ def last_word_alone(slices: list[tuple[int, str]]) -> list[tuple[int, str]]:
 def query_event(spoken: Spoken, reply: str, rng: random.Random, at: float | None) -> Event:
     """A query spoken in slices: `incomplete` where a cut is allowed, `process` at its end."""
     allowed = set(cut_points(spoken))
+    short = sorted(k for k in allowed if k <= OPENING_WORDS)
     draw, first = rng.random(), None
     if draw < P_WHOLE:
         first = len(spoken.words)
     elif draw < P_WHOLE + P_LONG_PREFIX and allowed:
         first = rng.choice(sorted(allowed))
+    elif draw < P_WHOLE + P_LONG_PREFIX + P_OPENING and short:
+        first = rng.choice(short)
     slices = slice_up(spoken.words, rng, first)
     if first is None and rng.random() < P_LAST_WORD_ALONE:
         slices = last_word_alone(slices)
@@ -144,15 +162,17 @@ def fragment(spoken: Spoken, rng: random.Random) -> list[str]:
     return words
 
 
-def noise_event(spoken: Spoken, rng: random.Random, at: float | None) -> Event:
-    """Ignored speech in 1-3 slices, each `ignore`, except a first slice holding only the utterance's opening
-    words (`OPENING_WORDS`), which is not judged."""
+def noise_event(spoken: Spoken, rng: random.Random, at: float | None, starts: Openings = frozenset()) -> Event:
+    """Ignored speech in 1-3 slices, each `ignore`, except a slice that could as well open a request, which is
+    not judged: a first slice holding only the utterance's opening words (`OPENING_WORDS`), or any slice whose
+    words are a request's opening (`starts`: "can you" out of "Lisa can you grab the sushi")."""
     words, whole = fragment(spoken, rng), [w for w in spoken.words if w]
     cut = slice_up(words, rng)[: rng.choice((1, 1, 2, 3))]
     k = cut[0][0]  # words the first slice holds
     opening = words[:k] == whole[:k] and k <= OPENING_WORDS and k < len(whole)
-    return Event("noise", [s for _, s in cut], [None if opening and i == 0 else IGNORE for i in range(len(cut))],
-                 at=at)
+    labels = [None if (opening and i == 0) or plain_words(text) in starts else IGNORE
+              for i, (_, text) in enumerate(cut)]
+    return Event("noise", [s for _, s in cut], labels, at=at)
 
 
 def by_source(items: list[Spoken]) -> dict[str, list[Spoken]]:
@@ -182,8 +202,10 @@ def balanced_sample(pools: dict[str, list[Spoken]], k: int, rng: random.Random) 
 
 def conversation(queries: list[Spoken], noise: dict[str, list[Spoken]], replies: Replies,
                  rng: random.Random, max_events: int = 6, p_turn: float = 0.45,
-                 p_during_reply: float = 0.5) -> list[Event]:
+                 p_during_reply: float = 0.5, starts: Openings = frozenset()) -> list[Event]:
     """A conversation of 1..max_events inputs; after a reply, inputs arrive during it half the time.
+
+    `starts`: the requests' openings (`openings(queries)`), left unjudged where overheard speech holds only them.
 
     A follow-up comes right after its lead request and that request's whole reply; an interjection while
     that reply is being spoken."""
@@ -203,7 +225,7 @@ def conversation(queries: list[Spoken], noise: dict[str, list[Spoken]], replies:
             events.append(query_event(spoken, spoken.reply(replies), rng, at))
             replying, position = True, 0.0
         else:
-            events.append(noise_event(draw(noise, rng), rng, at))
+            events.append(noise_event(draw(noise, rng), rng, at, starts))
             if at is None:
                 replying = False  # idle input: the reply, if any, has ended
     return events

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .conversations import by_source, conversation, eval_rows, speak, stable_unit
+from .conversations import by_source, conversation, eval_rows, openings, speak, stable_unit
 from .examples import Event
 from .replies import MAX_NEW_TOKENS, Context, ReplyCache
 from .sources import IGNORE, LABELS, PROCESS, Item, load_all
@@ -98,8 +98,9 @@ def build(out_dir: Path, config: BuildConfig, cache: ReplyCache, model: str, ins
         target = config.train_decisions if split == "train" else config.eval_decisions
         convs: list[list[Event]] = []
         counts: Counter[str] = Counter()
+        starts = openings(queries[split])
         while sum(counts.values()) < target:
-            events = conversation(queries[split], noise[split], reply, rng, config.max_events)
+            events = conversation(queries[split], noise[split], reply, rng, config.max_events, starts=starts)
             convs.append(events)
             counts += decisions(events)
         _write_jsonl(out_dir / f"{split}.jsonl", [{"events": [e.to_json() for e in c]} for c in convs])

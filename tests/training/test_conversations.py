@@ -12,6 +12,7 @@ from duo.training.conversations import (
     eval_rows,
     fragment,
     noise_event,
+    openings,
     query_event,
     speak,
 )
@@ -214,3 +215,40 @@ def test_chat_lines_that_ask_nothing_and_name_no_one_are_not_queries() -> None:
     assert addresses_someone("My laptop screen is black.") and addresses_someone("Is it raining?")
     assert not addresses_someone("stock market") and not addresses_someone("frank herbert")
     assert not addresses_someone("The cake is a lie.")
+
+
+def test_a_query_sometimes_opens_with_its_first_words_alone_judged_incomplete() -> None:
+    """A pause after the first words, or a partial transcript of them, puts a request's opening alone in a
+    slice ("set" of "set a timer"): training shows it as `incomplete`, one to three words long."""
+    spoken = speak(Item("set a timer for ten minutes for the pasta", PROCESS, "t", "g"), 0, 1.0)
+    lengths: Counter[int] = Counter()
+    for seed in range(300):
+        event = query_event(spoken, "Done.", random.Random(seed), None)
+        assert " ".join(event.slices) == spoken.text
+        first = len(event.slices[0].split())
+        if first == 1:
+            assert event.labels[0] == "incomplete"
+        lengths[first] += 1
+    assert lengths[1] >= 15 and lengths[2] + lengths[3] >= 30, lengths
+
+
+def test_overheard_words_that_open_requests_are_not_judged_alone() -> None:
+    """"can you" out of "Lisa can you grab the sushi" is also how a request begins: a slice whose words are a
+    request's opening is left unjudged (never taught as `ignore`); other slices of the same speech are."""
+    requests = [speak(Item(q, PROCESS, "t", q), 0, 1.0) for q in ("can you tell me a joke", "turn on the lights")]
+    starts = openings(requests)
+    assert {("can",), ("can", "you"), ("turn", "on", "the")} <= starts and ("tell",) not in starts
+    spoken = speak(Item("Lisa can you grab the sushi out of the fridge", IGNORE, "people", "g"), 0, 1.0)
+    seen = 0
+    for seed in range(3000):
+        event = noise_event(spoken, random.Random(seed), None, starts)
+        for text, label in zip(event.slices, event.labels, strict=True):
+            words = tuple(text.lower().split())
+            if words in starts:
+                seen += 1
+                assert label is None, text
+            elif label is None:
+                assert text == event.slices[0] and spoken.text.lower().startswith(text.lower())
+            else:
+                assert label == IGNORE
+    assert seen >= 10, seen
