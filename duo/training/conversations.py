@@ -205,10 +205,9 @@ def conversation(queries: list[Spoken], noise: dict[str, list[Spoken]], replies:
                  p_during_reply: float = 0.5, starts: Openings = frozenset()) -> list[Event]:
     """A conversation of 1..max_events inputs; after a reply, inputs arrive during it half the time.
 
-    `starts`: the requests' openings (`openings(queries)`), left unjudged where overheard speech holds only them.
-
     A follow-up comes right after its lead request and that request's whole reply; an interjection while
-    that reply is being spoken."""
+    that reply is being spoken. `starts`: the requests' openings (`openings(queries)`), left unjudged where a
+    slice of overheard speech holds only them."""
     events: list[Event] = []
     replying = False
     position = 0.0
